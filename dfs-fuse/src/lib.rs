@@ -1,0 +1,1 @@
+//! The DFS mount: filesystem logic as a library, a thin fuser adapter, and the binary.

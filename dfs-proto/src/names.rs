@@ -1,0 +1,288 @@
+//! Nameserver wire types: the namespace, open-for-write/publish, and the fileserver registry.
+
+use crate::{Checksum, DfsPath, FileId, ServerId, Version};
+use serde::{Deserialize, Serialize};
+
+/// Whether an entry is a file or a directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A regular file whose content lives on fileservers.
+    File,
+    /// A directory; its content is the entries below it.
+    Dir,
+}
+
+/// One file or directory as the nameserver records it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Stable identity (survives rename); the mount uses it as the inode number.
+    pub id: FileId,
+    /// Full path at the time of the reply.
+    pub path: DfsPath,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes of the current version (0 for directories).
+    pub size: u64,
+    /// Permission bits (`0o644`), without the file-type bits.
+    pub mode: u32,
+    /// Modification time, nanoseconds since the Unix epoch.
+    pub mtime_ns: i64,
+    /// The current content version; 0 means empty content with no blob.
+    pub version: Version,
+    /// Checksum of the current version's bytes.
+    pub checksum: Checksum,
+    /// Fileservers that hold the current version durably.
+    #[serde(default)]
+    pub servers: Vec<ServerId>,
+    /// Base URLs of those fileservers that are alive, resolved at reply time (stat, open,
+    /// publish); empty in listings. Try them in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub locations: Vec<String>,
+}
+
+/// Query for endpoints addressed by one path (`GET /v1/meta/stat?path=/a`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PathQuery {
+    /// The path the request is about.
+    pub path: DfsPath,
+}
+
+/// Body for endpoints addressed by one path (rmdir, unlink).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PathRequest {
+    /// The path the request is about.
+    pub path: DfsPath,
+}
+
+/// Query of `GET /v1/meta/list`: one page of a directory, in name order.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListQuery {
+    /// The directory to list.
+    pub path: DfsPath,
+    /// Return names strictly after this one (the previous page's `next_after`).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// Page size; the server caps it (default 1000).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// One page of a directory listing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ListResponse {
+    /// Entries of this page, sorted by name.
+    pub entries: Vec<Entry>,
+    /// Present when more entries follow: pass it as `after` to get the next page.
+    pub next_after: Option<String>,
+}
+
+/// Body of `POST /v1/meta/mkdir`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MkdirRequest {
+    /// Directory to create; its parent must exist.
+    pub path: DfsPath,
+    /// Permission bits; default `0o755`.
+    #[serde(default)]
+    pub mode: Option<u32>,
+}
+
+/// Body of `POST /v1/meta/create`: a new empty file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRequest {
+    /// File to create; its parent must exist.
+    pub path: DfsPath,
+    /// Permission bits; default `0o644`.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// Fail with `already_exists` when the path exists (O_EXCL); otherwise return the entry.
+    #[serde(default)]
+    pub exclusive: bool,
+}
+
+/// Body of `POST /v1/meta/rename`: atomic, for files and directories.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameRequest {
+    /// Existing source path.
+    pub from: DfsPath,
+    /// Destination; an existing file is replaced, an existing empty directory is replaced by a
+    /// directory, as POSIX rename does.
+    pub to: DfsPath,
+    /// Fail with `already_exists` instead of replacing (RENAME_NOREPLACE).
+    #[serde(default)]
+    pub no_replace: bool,
+}
+
+/// Body of `POST /v1/meta/setattr`: metadata only; size changes go through publish.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetAttrRequest {
+    /// The file or directory to change.
+    pub path: DfsPath,
+    /// New permission bits.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    /// New modification time in nanoseconds since the epoch.
+    #[serde(default)]
+    pub mtime_ns: Option<i64>,
+}
+
+/// Body of `POST /v1/meta/open-write`: a lease holder announces itself before writing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenWriteRequest {
+    /// File to write.
+    pub path: DfsPath,
+    /// The fencing token of the caller's lease on `path`; remembered as the file's highest.
+    pub token: u64,
+    /// Create the file with these permission bits when it does not exist (O_CREAT).
+    #[serde(default)]
+    pub create: Option<u32>,
+    /// With `create`: fail when the file already exists (O_EXCL).
+    #[serde(default)]
+    pub exclusive: bool,
+}
+
+/// Reply of open-write: what to write on top of, and where to upload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenWriteResponse {
+    /// The file as it is now; its `version` is the base of the next publish.
+    pub entry: Entry,
+    /// Fileservers the next version must be uploaded to (all of them, in parallel).
+    pub targets: Vec<FileserverRef>,
+}
+
+/// A fileserver as a client addresses it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileserverRef {
+    /// Its stable name.
+    pub id: ServerId,
+    /// Its base URL, e.g. `http://127.0.0.1:7101`.
+    pub url: String,
+}
+
+/// Body of `POST /v1/meta/publish`: makes an uploaded version current, atomically.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishRequest {
+    /// The file being published.
+    pub path: DfsPath,
+    /// Its id as returned by open-write; guards against the path having been replaced.
+    pub file_id: FileId,
+    /// The version the writer started from; refused with `stale` when no longer current.
+    pub base_version: Version,
+    /// The new version (see [`crate::version_for`]); a retry with the same value is a no-op.
+    pub version: Version,
+    /// The writer's fencing token; refused with `fenced` when lower than the file's highest.
+    pub token: u64,
+    /// Length of the new content.
+    pub size: u64,
+    /// Checksum of the new content.
+    pub checksum: Checksum,
+    /// Fileservers that acknowledged the upload durably. Empty only when `size` is 0.
+    pub servers: Vec<ServerId>,
+    /// Modification time to record; default: now.
+    #[serde(default)]
+    pub mtime_ns: Option<i64>,
+}
+
+/// Body of `POST /v1/fileservers/register`, sent by a fileserver at start.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    /// The fileserver's stable name.
+    pub id: ServerId,
+    /// Its base URL as clients should reach it.
+    pub url: String,
+    /// Total bytes of its data disk.
+    pub capacity_bytes: u64,
+    /// Free bytes of its data disk.
+    pub free_bytes: u64,
+    /// Directories it asks to serve (the original design's static map); may be empty.
+    #[serde(default)]
+    pub dirs: Vec<DfsPath>,
+}
+
+/// Reply to register: how often to heartbeat, and where the lockserver is.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// Send a heartbeat this often.
+    pub heartbeat_interval_ms: u64,
+    /// The lockserver's URL, when the nameserver knows one.
+    pub lockserver: Option<String>,
+}
+
+/// Body of `POST /v1/fileservers/heartbeat`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatRequest {
+    /// The fileserver's stable name.
+    pub id: ServerId,
+    /// Free bytes of its data disk.
+    pub free_bytes: u64,
+}
+
+/// Reply to a heartbeat.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// False when the nameserver does not know this fileserver: register again.
+    pub known: bool,
+}
+
+/// One fileserver in the cluster listing.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct FileserverStatus {
+    /// Its stable name.
+    pub id: ServerId,
+    /// Its base URL.
+    pub url: String,
+    /// Total bytes of its data disk.
+    pub capacity_bytes: u64,
+    /// Free bytes at the last heartbeat.
+    pub free_bytes: u64,
+    /// Directories it asked to serve.
+    pub dirs: Vec<DfsPath>,
+    /// Whether it heartbeated recently.
+    pub alive: bool,
+    /// Milliseconds since its last heartbeat.
+    pub last_seen_ms_ago: u64,
+}
+
+/// One line of the directory -> fileserver map.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DirMapping {
+    /// Directory prefix; the longest matching prefix places a file.
+    pub dir: DfsPath,
+    /// The fileservers that store files under it.
+    pub servers: Vec<ServerId>,
+}
+
+/// A file whose current version has fewer live copies than the replication factor.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnderReplicated {
+    /// The file.
+    pub path: DfsPath,
+    /// Live fileservers holding its current version.
+    pub live_copies: u32,
+    /// Copies wanted.
+    pub wanted: u32,
+}
+
+/// Reply of `GET /v1/cluster`: the map, the fileservers and their health.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    /// Where clients take write leases.
+    pub lockserver: Option<String>,
+    /// Copies wanted per file.
+    pub replication: u32,
+    /// Every registered fileserver.
+    pub fileservers: Vec<FileserverStatus>,
+    /// The directory -> fileserver map.
+    pub map: Vec<DirMapping>,
+    /// Files with too few live copies.
+    pub under_replicated: Vec<UnderReplicated>,
+}

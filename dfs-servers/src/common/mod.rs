@@ -1,0 +1,9 @@
+//! Pieces every server shares: the HTTP serve loop, JSON extractors, config loading, tracing.
+
+pub mod config;
+pub mod extract;
+pub mod http;
+
+pub use config::load_config;
+pub use extract::{ApiJson, ApiQuery};
+pub use http::{announce_ready, api_fallbacks, bind, init_tracing, serve, shutdown_signal};

@@ -1,0 +1,1 @@
+//! The lockserver (see docs/api.md).

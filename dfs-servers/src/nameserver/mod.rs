@@ -1,0 +1,1 @@
+//! The nameserver (see docs/api.md).
