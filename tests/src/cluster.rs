@@ -1,0 +1,174 @@
+//! An in-process cluster: nameserver, lockserver and N fileservers on `127.0.0.1:0`.
+
+use dfs_proto::client::NameClient;
+use dfs_servers::{fileserver, lockserver, nameserver};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// A running cluster whose servers live on a background tokio runtime, so tests can do
+/// blocking file I/O (on a mount, with shell tools) on their own thread. Dropping it stops all.
+pub struct Cluster {
+    /// Base URL of the nameserver.
+    pub nameserver: String,
+    /// Base URL of the lockserver.
+    pub lockserver: String,
+    /// Base URLs of the fileservers, in start order.
+    pub fileservers: Vec<String>,
+    /// Where every server keeps its data (kept on failure when `DFS_KEEP_DATA=1`).
+    pub data: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl Cluster {
+    /// Starts a cluster with `fileservers` fileservers and waits until they registered.
+    pub fn start(fileservers: usize) -> Cluster {
+        Cluster::start_with(fileservers, |_| {})
+    }
+
+    /// Like [`Cluster::start`], letting the test adjust the nameserver config.
+    pub fn start_with(fileservers: usize, tune: impl FnOnce(&mut nameserver::Config)) -> Cluster {
+        crate::init_test_logging();
+        let data = tempfile::Builder::new()
+            .prefix("dfs-cluster-")
+            .tempdir()
+            .expect("a temp dir for the cluster");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        let mut stops = Vec::new();
+        let root = data.path().to_path_buf();
+
+        let (lock_listener, lock_url) = runtime.block_on(bind());
+        let lock_config = lockserver::Config {
+            data: root.join("lockserver"),
+            ..Default::default()
+        };
+        stops.push(spawn_server(&runtime, move |stop| {
+            lockserver::run(lock_listener, lock_config, stop)
+        }));
+
+        let (ns_listener, ns_url) = runtime.block_on(bind());
+        let mut ns_config = nameserver::Config {
+            data: root.join("nameserver"),
+            lockserver: Some(lock_url.clone()),
+            ..Default::default()
+        };
+        tune(&mut ns_config);
+        stops.push(spawn_server(&runtime, move |stop| {
+            nameserver::run(ns_listener, ns_config, stop)
+        }));
+
+        let mut fs_urls = Vec::new();
+        for i in 0..fileservers {
+            let (fs_listener, fs_url) = runtime.block_on(bind());
+            let fs_config = fileserver::Config {
+                data: root.join(format!("fileserver{i}")),
+                nameserver: Some(ns_url.clone()),
+                ..Default::default()
+            };
+            stops.push(spawn_server(&runtime, move |stop| {
+                fileserver::run(fs_listener, fs_config, stop)
+            }));
+            fs_urls.push(fs_url);
+        }
+
+        let cluster = Cluster {
+            nameserver: ns_url,
+            lockserver: lock_url,
+            fileservers: fs_urls,
+            data,
+            runtime: Some(runtime),
+            stops,
+        };
+        cluster.wait_for_fileservers(fileservers);
+        cluster
+    }
+
+    /// A nameserver client for this cluster.
+    pub fn names(&self) -> NameClient {
+        NameClient::new(&self.nameserver)
+    }
+
+    /// Runs a future on the cluster's runtime (for typed-client calls from sync tests).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("runtime lives until drop")
+            .block_on(future)
+    }
+
+    /// Root of the servers' data directories.
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// Blocks until `n` fileservers are registered and alive at the nameserver.
+    pub fn wait_for_fileservers(&self, n: usize) {
+        let names = self.names();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let alive = self
+                .block_on(names.cluster())
+                .map(|info| info.fileservers.iter().filter(|f| f.alive).count())
+                .unwrap_or(0);
+            if alive >= n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {alive} of {n} fileservers registered within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for stop in self.stops.drain(..) {
+            let _ = stop.send(());
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+        if std::env::var_os("DFS_KEEP_DATA").is_some() {
+            let kept: PathBuf = self.data.path().to_path_buf();
+            eprintln!("keeping cluster data in {}", kept.display());
+            std::mem::forget(std::mem::replace(
+                &mut self.data,
+                tempfile::tempdir().expect("a temp dir"),
+            ));
+        }
+    }
+}
+
+async fn bind() -> (tokio::net::TcpListener, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1:0");
+    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    (listener, url)
+}
+
+fn spawn_server<F, Fut>(runtime: &tokio::runtime::Runtime, start: F) -> oneshot::Sender<()>
+where
+    F: FnOnce(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(async move {
+            let _ = stop_rx.await;
+        });
+    let server = start(stop);
+    runtime.spawn(async move {
+        if let Err(err) = server.await {
+            eprintln!("in-process server failed: {err:#}");
+        }
+    });
+    stop_tx
+}
