@@ -81,7 +81,9 @@ impl CrashDisk {
 
     fn lock(&self) -> MutexGuard<'_, Disk> {
         // A panicking test thread must not hide the disk from the next assertion.
-        self.disk.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.disk
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// A backend for `redb::Builder::create_with_backend`, alive until the next crash.
@@ -234,7 +236,11 @@ mod tests {
             return vec![];
         };
         use redb::ReadableTable;
-        table.iter().unwrap().map(|r| r.unwrap().0.value()).collect()
+        table
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value())
+            .collect()
     }
 
     #[test]
@@ -247,7 +253,10 @@ mod tests {
         disk.crash();
         // The old database is cut off: it cannot write into the image that survived.
         let late = db.begin_write().map_err(drop).and_then(|txn| {
-            txn.open_table(T).map_err(drop)?.insert(3, 3).map_err(drop)?;
+            txn.open_table(T)
+                .map_err(drop)?
+                .insert(3, 3)
+                .map_err(drop)?;
             txn.commit().map_err(drop)
         });
         assert!(late.is_err());
@@ -261,7 +270,7 @@ mod tests {
         let disk = CrashDisk::new();
         let db = open(&disk);
         disk.crash_after_ops(1);
-        let mut txn = db.begin_write().unwrap();
+        let txn = db.begin_write().unwrap();
         txn.open_table(T).unwrap().insert(7, 7).unwrap();
         assert!(txn.commit().is_err());
         assert!(disk.crashed_or_unarmed());

@@ -68,8 +68,14 @@ impl Config {
         );
         // Keep deadlines far from overflow when added to clocks.
         let year_ms = 365 * 24 * 3600 * 1000;
-        anyhow::ensure!(self.max_ttl_ms <= year_ms, "max_ttl_ms must be at most a year");
-        anyhow::ensure!(self.lock_delay_ms <= year_ms, "lock_delay_ms must be at most a year");
+        anyhow::ensure!(
+            self.max_ttl_ms <= year_ms,
+            "max_ttl_ms must be at most a year"
+        );
+        anyhow::ensure!(
+            self.lock_delay_ms <= year_ms,
+            "lock_delay_ms must be at most a year"
+        );
         anyhow::ensure!(
             self.restart_grace_ms.unwrap_or(0) <= year_ms,
             "restart_grace_ms must be at most a year"
@@ -80,7 +86,11 @@ impl Config {
 
 /// Command line of `dfs-lockserver`.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "dfs-lockserver", version, about = "DFS lockserver: write leases with fencing tokens")]
+#[command(
+    name = "dfs-lockserver",
+    version,
+    about = "DFS lockserver: write leases with fencing tokens"
+)]
 pub struct Args {
     /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
     #[arg(long, value_name = "FILE")]
@@ -129,8 +139,11 @@ mod tests {
     fn flags_win_over_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("locks.json");
-        std::fs::write(&file, r#"{"listen": "127.0.0.1:9", "ttl_ms": 500, "lock_delay_ms": 7}"#)
-            .unwrap();
+        std::fs::write(
+            &file,
+            r#"{"listen": "127.0.0.1:9", "ttl_ms": 500, "lock_delay_ms": 7}"#,
+        )
+        .unwrap();
         let args = Args::parse_from([
             "dfs-lockserver",
             "--config",

@@ -67,7 +67,8 @@ impl LockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
-        let served = crate::common::serve(listener, routes::router(self.table.clone()), shutdown).await;
+        let served =
+            crate::common::serve(listener, routes::router(self.table.clone()), shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;
         // Release the database file now, even if a stray connection still holds the table,
@@ -100,5 +101,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    LockServer::open(config).await?.serve(listener, shutdown).await
+    LockServer::open(config)
+        .await?
+        .serve(listener, shutdown)
+        .await
 }

@@ -80,7 +80,14 @@ pub struct Store {
 
 impl Store {
     /// Opens (or creates) the store file `path`.
+    ///
+    /// A new store is built under a temporary name, synced, and renamed into place: redb
+    /// refuses a half-created file, so a power loss during the very first start must leave
+    /// either no store or a whole one.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            create_atomically(path)?;
+        }
         let db = redb::Builder::new()
             .create(path)
             .map_err(StoreError::from_any)?;
@@ -163,6 +170,33 @@ impl Store {
     }
 }
 
+/// Creates an initialised, empty store at `path` via temp file, fsync, rename, fsync dir.
+fn create_atomically(path: &Path) -> Result<(), StoreError> {
+    let tmp = path.with_extension("redb.creating");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => tracing::warn!(path = %tmp.display(), "removed a store left half-created"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(StoreError::from_any(err)),
+    }
+    {
+        let db = redb::Builder::new()
+            .create(&tmp)
+            .map_err(StoreError::from_any)?;
+        Store::init(db)?;
+    }
+    std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(StoreError::from_any)?;
+    std::fs::rename(&tmp, path).map_err(StoreError::from_any)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::from_any)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +236,23 @@ mod tests {
         assert_eq!(snap.next_token, 3);
         assert_eq!(snap.leases.len(), 1);
         assert_eq!(snap.leases[&2], lease("b", "/y"));
+    }
+
+    #[test]
+    fn a_half_created_store_is_discarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("locks.redb");
+        // What a power loss during the first start leaves: a zero-filled temp file.
+        std::fs::write(file.with_extension("redb.creating"), vec![0u8; 8192]).unwrap();
+        let store = Store::open(&file).unwrap();
+        assert_eq!(
+            store.load().unwrap(),
+            Snapshot {
+                next_token: FIRST_TOKEN,
+                ..Snapshot::default()
+            }
+        );
+        assert!(!file.with_extension("redb.creating").exists());
     }
 
     #[test]
