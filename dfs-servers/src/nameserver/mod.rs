@@ -175,7 +175,7 @@ pub async fn run_then(
     let registry = registry::Registry::new(Duration::from_millis(config.heartbeat_timeout_ms));
     // Fileservers known from before a restart get one timeout of grace: they are most likely
     // still up and will heartbeat within a second.
-    for (id, record) in store.read(|r| store::Read::fileservers(r))? {
+    for (id, record) in store.read(store::Read::fileservers)? {
         registry.seen(&id, &record.url, record.free_bytes);
     }
     let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();

@@ -68,11 +68,11 @@ fn resolve_parent(r: &impl Read, path: &DfsPath) -> Result<(FileId, Node), ApiEr
     Ok((id, node))
 }
 
+/// The parent (id, node) of a path and the path's own (id, node) when it exists.
+type Lookup = (FileId, Node, Option<(FileId, Node)>);
+
 /// Looks `path` up when its parent exists; `None` when only the last component is missing.
-fn lookup(
-    r: &impl Read,
-    path: &DfsPath,
-) -> Result<(FileId, Node, Option<(FileId, Node)>), ApiError> {
+fn lookup(r: &impl Read, path: &DfsPath) -> Result<Lookup, ApiError> {
     let (pid, parent) = resolve_parent(r, path)?;
     let child = match r.child(pid, path.name())? {
         Some(id) => {
