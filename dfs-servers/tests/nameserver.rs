@@ -678,10 +678,13 @@ async fn placement_by_prefix_free_space_and_replacement() {
     ns.stop().await;
 }
 
+/// (file id, version) -> bytes.
+type Blobs = BTreeMap<(u64, u64), Vec<u8>>;
+
 /// A stand-in fileserver keeping blobs in memory: list, get, delete, fetch.
 #[derive(Clone, Default)]
 struct Stub {
-    blobs: Arc<Mutex<BTreeMap<(u64, u64), Vec<u8>>>>,
+    blobs: Arc<Mutex<Blobs>>,
 }
 
 impl Stub {
