@@ -1126,3 +1126,137 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
     assert!(after_cluster.map.is_empty());
     ns.stop().await;
 }
+
+/// A real fileserver (from `dfs_servers::fileserver`) registered with the nameserver at `ns`.
+async fn real_fileserver(ns: &str, data: &Path) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
+    use dfs_servers::fileserver;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = fileserver::Config {
+        data: data.to_owned(),
+        nameserver: ns.to_owned(),
+        ..fileserver::Config::default()
+    };
+    let server = fileserver::Fileserver::start(listener, config)
+        .await
+        .unwrap();
+    let id = server.id().to_owned();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = server
+            .serve(async move {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (id, tx, task)
+}
+
+#[tokio::test]
+async fn repair_and_gc_with_real_fileservers() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::start(&dir.path().join("ns"), |c| {
+        c.heartbeat_interval_ms = 50;
+        c.heartbeat_timeout_ms = 400;
+        c.repair_interval_ms = 50;
+        c.gc_interval_ms = 50;
+    })
+    .await;
+    let c = ns.client.clone();
+    let mut servers = Vec::new();
+    for i in 0..3 {
+        servers.push(real_fileserver(&ns.url, &dir.path().join(format!("fs{i}"))).await);
+    }
+    eventually("three live fileservers", async || {
+        let info = c.cluster().await.unwrap();
+        info.fileservers.iter().filter(|f| f.alive).count() == 3
+    })
+    .await;
+    let files = dfs_proto::client::FileClient::new();
+
+    // Write v1 to the two targets and publish it.
+    let o = c.open_write(&ow("/data", 1, true)).await.unwrap();
+    assert_eq!(o.targets.len(), 2);
+    let v1 = version_for(1, 1);
+    let body = b"first version".to_vec();
+    for t in &o.targets {
+        files
+            .upload_bytes(&t.url, o.entry.id, v1, body.clone())
+            .await
+            .unwrap();
+    }
+    let holders: Vec<&str> = o.targets.iter().map(|t| t.id.as_str()).collect();
+    let e1 = c
+        .publish(&pubreq(&o.entry, 1, 1, &body, &holders))
+        .await
+        .unwrap();
+    assert_eq!(e1.locations.len(), 2);
+
+    // Kill one holder: the file is copied to the third server.
+    let victim = servers
+        .iter()
+        .position(|(id, _, _)| id == &o.targets[0].id)
+        .unwrap();
+    let (victim_id, stop, task) = servers.remove(victim);
+    let _ = stop.send(());
+    task.await.unwrap();
+    let spare = servers
+        .iter()
+        .map(|(id, _, _)| id.clone())
+        .find(|id| !holders.contains(&id.as_str()))
+        .unwrap();
+    eventually("repair onto the spare", async || {
+        c.stat(&p("/data")).await.unwrap().servers.contains(&spare)
+    })
+    .await;
+    let st = c.stat(&p("/data")).await.unwrap();
+    assert!(!st.locations.iter().any(|l| l == &o.targets[0].url));
+    assert_eq!(st.locations.len(), 2, "{st:?} (dead: {victim_id})");
+    for url in &st.locations {
+        assert_eq!(files.download_bytes(url, st.id, v1).await.unwrap(), body);
+    }
+
+    // Overwrite: v1 becomes garbage everywhere it lives.
+    let o2 = c.open_write(&ow("/data", 2, false)).await.unwrap();
+    let v2 = version_for(2, 1);
+    let body2 = b"second".to_vec();
+    for t in &o2.targets {
+        files
+            .upload_bytes(&t.url, o2.entry.id, v2, body2.clone())
+            .await
+            .unwrap();
+    }
+    let ids: Vec<&str> = o2.targets.iter().map(|t| t.id.as_str()).collect();
+    c.publish(&pubreq(&o2.entry, 2, 1, &body2, &ids))
+        .await
+        .unwrap();
+    let live_urls: Vec<String> = c
+        .cluster()
+        .await
+        .unwrap()
+        .fileservers
+        .into_iter()
+        .filter(|f| f.alive)
+        .map(|f| f.url)
+        .collect();
+    eventually("v1 collected", async || {
+        for url in &live_urls {
+            let list = files.list(url).await.unwrap();
+            if list.blobs.iter().any(|b| b.version == v1) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    for url in &c.stat(&p("/data")).await.unwrap().locations {
+        assert_eq!(
+            files.download_bytes(url, o2.entry.id, v2).await.unwrap(),
+            body2
+        );
+    }
+    for (_, stop, task) in servers {
+        let _ = stop.send(());
+        task.await.unwrap();
+    }
+    ns.stop().await;
+}
