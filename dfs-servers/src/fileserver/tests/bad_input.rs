@@ -4,6 +4,9 @@ use super::{client, TestServer};
 use dfs_proto::{Checksum, CHECKSUM_HEADER};
 use reqwest::Method;
 
+/// method, URL, headers, body
+type Case = (Method, String, Vec<(&'static str, String)>, Vec<u8>);
+
 #[tokio::test]
 async fn bad_requests_get_4xx_json_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,7 +33,7 @@ async fn bad_requests_get_4xx_json_and_change_nothing() {
         "%20",
         "%ff",
     ];
-    let mut cases: Vec<(Method, String, Vec<(&str, String)>, Vec<u8>)> = Vec::new();
+    let mut cases: Vec<Case> = Vec::new();
     for bad in bad_ids {
         for (a, b) in [(bad, "1"), ("1", bad)] {
             let url = format!("{}/v1/blobs/{a}/{b}", fs.url);

@@ -21,6 +21,9 @@ fn upload(store: &BlobStore, id: u64, ver: u64, data: &[u8]) -> Result<BlobInfo,
     store.write_upload(id, ver, Checksum::of(data), Some(data.len() as u64), rx)
 }
 
+/// What must hold for each blob after the crash.
+type Fates = HashMap<(u64, u64), (Vec<u8>, Fate)>;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fate {
     /// Acknowledged present: must be there.
@@ -33,10 +36,7 @@ enum Fate {
 
 /// Runs the workload with the power cut after `budget` operations; returns what was
 /// acknowledged, keyed by blob, plus the server id if it was handed out.
-fn workload(
-    sim: &PowerLossStorage,
-    root: &std::path::Path,
-) -> (HashMap<(u64, u64), (Vec<u8>, Fate)>, Option<String>) {
+fn workload(sim: &PowerLossStorage, root: &std::path::Path) -> (Fates, Option<String>) {
     let mut fates = HashMap::new();
     let Ok(store) = BlobStore::open(root, Arc::new(sim.clone())) else {
         return (fates, None);
@@ -45,13 +45,7 @@ fn workload(
     let a = pattern(2500, 1);
     let b = pattern(4100, 2);
     let c = pattern(10, 3);
-    fn note(
-        fates: &mut HashMap<(u64, u64), (Vec<u8>, Fate)>,
-        key: (u64, u64),
-        data: &[u8],
-        ok: bool,
-        fate_if_ok: Fate,
-    ) {
+    fn note(fates: &mut Fates, key: (u64, u64), data: &[u8], ok: bool, fate_if_ok: Fate) {
         let fate = if ok { fate_if_ok } else { Fate::Either };
         fates.insert(key, (data.to_vec(), fate));
     }
@@ -76,12 +70,7 @@ fn workload(
     (fates, id)
 }
 
-fn verify(
-    root: &std::path::Path,
-    fates: &HashMap<(u64, u64), (Vec<u8>, Fate)>,
-    id: &Option<String>,
-    cut: u64,
-) {
+fn verify(root: &std::path::Path, fates: &Fates, id: &Option<String>, cut: u64) {
     let store = BlobStore::open(root, Arc::new(RealStorage)).unwrap();
     if let Some(id) = id {
         assert_eq!(
