@@ -191,7 +191,10 @@ fn wait_mounted(mount: &mut Child, mountpoint: &Path) -> anyhow::Result<()> {
         }
         if Instant::now() > deadline {
             let _ = mount.kill();
-            bail!("dfs-fuse did not mount {} within 30 s", mountpoint.display());
+            bail!(
+                "dfs-fuse did not mount {} within 30 s",
+                mountpoint.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
