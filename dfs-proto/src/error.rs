@@ -100,7 +100,6 @@ impl ErrorCode {
     /// The code a bare HTTP status maps back to, for replies that carry no JSON body.
     pub fn from_http_status(status: u16) -> ErrorCode {
         match status {
-            400 => ErrorCode::BadRequest,
             404 => ErrorCode::NotFound,
             405 => ErrorCode::MethodNotAllowed,
             409 => ErrorCode::AlreadyExists,

@@ -10,6 +10,7 @@ pub mod files;
 pub mod locks;
 pub mod names;
 pub mod path;
+pub mod simple;
 
 pub use checksum::Checksum;
 pub use error::{ApiError, ErrorCode};

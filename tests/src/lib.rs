@@ -4,7 +4,9 @@
 //! and restart). Binaries are found next to the test executable, in `target/<profile>/`.
 
 pub mod cluster;
+pub mod mount;
 pub mod process;
+pub mod proxy;
 
 use std::path::PathBuf;
 

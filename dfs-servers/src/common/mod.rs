@@ -1,6 +1,7 @@
 //! Pieces every server shares: the HTTP serve loop, JSON extractors, config loading, tracing.
 
 pub mod config;
+pub mod crash_backend;
 pub mod extract;
 pub mod http;
 

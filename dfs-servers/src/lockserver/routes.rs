@@ -1,0 +1,75 @@
+//! HTTP routes of the lockserver: thin handlers that run one [`LockTable`] call each.
+
+use super::table::LockTable;
+use crate::common::{api_fallbacks, ApiJson};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dfs_proto::locks::{AcquireRequest, Lease, LeaseList, LeaseRequest};
+use dfs_proto::ApiError;
+use std::sync::{Arc, Mutex};
+
+/// Largest request body accepted; 256 paths of the longest legal length fit, with room.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
+/// The table shared by all handlers and the sweeper.
+pub type Shared = Arc<Mutex<LockTable>>;
+
+/// Runs `op` on the table off the async threads: a call may wait for an fsync.
+pub async fn with_table<T: Send + 'static>(
+    table: &Shared,
+    op: impl FnOnce(&mut LockTable) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let table = table.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut guard = table.lock().unwrap_or_else(|p| p.into_inner());
+        op(&mut guard)
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("lock table task failed: {err}")))?
+}
+
+/// Every lockserver endpoint, with JSON 404/405 answers and a body limit.
+pub fn router(table: Shared) -> Router {
+    let router = Router::new()
+        .route("/v1/locks/acquire", post(acquire))
+        .route("/v1/locks/renew", post(renew))
+        .route("/v1/locks/release", post(release))
+        .route("/v1/locks", get(list))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(table);
+    api_fallbacks(router)
+}
+
+async fn acquire(
+    State(table): State<Shared>,
+    ApiJson(req): ApiJson<AcquireRequest>,
+) -> Result<Json<Lease>, ApiError> {
+    with_table(&table, move |t| t.acquire(&req)).await.map(Json)
+}
+
+async fn renew(
+    State(table): State<Shared>,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Json<Lease>, ApiError> {
+    with_table(&table, move |t| t.renew(req.token, &req.client))
+        .await
+        .map(Json)
+}
+
+async fn release(
+    State(table): State<Shared>,
+    ApiJson(req): ApiJson<LeaseRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    with_table(&table, move |t| t.release(req.token, &req.client)).await?;
+    Ok(Json(serde_json::json!({})))
+}
+
+async fn list(State(table): State<Shared>) -> Result<Json<LeaseList>, ApiError> {
+    with_table(&table, |t| Ok(t.list())).await.map(Json)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}

@@ -1,0 +1,356 @@
+//! The lease table: who holds which path, until when, and the fencing counter.
+//!
+//! All decisions happen here, synchronously, under one mutex; every change is committed to the
+//! [`Store`] before the in-memory table changes and before the caller replies. Deadlines are
+//! [`Instant`]s in memory (immune to wall-clock jumps) and wall-clock milliseconds on disk (the
+//! only clock that means anything after a restart).
+
+use super::config::Config;
+use super::store::{Batch, Snapshot, Store, StoreError, StoredLease};
+use dfs_proto::locks::{AcquireRequest, Lease, LeaseList};
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Most paths one acquire may name; a rename needs two, nothing sane needs hundreds.
+pub const MAX_PATHS: usize = 256;
+/// Longest client (session) name, in bytes.
+pub const MAX_CLIENT_BYTES: usize = 256;
+
+/// One lease in memory; kept after its deadline until the lock-delay has passed too.
+#[derive(Clone, Debug)]
+struct Held {
+    client: String,
+    paths: Vec<DfsPath>,
+    ttl: Duration,
+    deadline: Instant,
+}
+
+impl Held {
+    fn live(&self, now: Instant) -> bool {
+        now < self.deadline
+    }
+
+    fn same_paths(&self, paths: &BTreeSet<&DfsPath>) -> bool {
+        self.paths.len() == paths.len() && self.paths.iter().all(|p| paths.contains(p))
+    }
+}
+
+/// The lockserver's state: leases, the path index and the counter, backed by the store.
+#[derive(Debug)]
+pub struct LockTable {
+    /// `None` once closed at shutdown, so the database file is released even if a stray
+    /// request still holds the table.
+    store: Option<Store>,
+    default_ttl: Duration,
+    max_ttl: Duration,
+    lock_delay: Duration,
+    /// The next token to give. Advanced before the commit that uses it, so a failed commit
+    /// burns a token instead of ever giving one twice.
+    next_token: u64,
+    leases: BTreeMap<u64, Held>,
+    by_path: HashMap<DfsPath, u64>,
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn busy(message: String) -> ApiError {
+    ApiError::new(ErrorCode::Busy, message)
+}
+
+fn expired(token: u64, client: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::LeaseExpired,
+        format!("no live lease {token} held by client {client:?}"),
+    )
+}
+
+fn store_failed(err: StoreError) -> ApiError {
+    tracing::error!(%err, "lock store write failed");
+    ApiError::internal(err.to_string())
+}
+
+/// Refuses client names that are empty, huge or would garble a log line.
+fn check_client(client: &str) -> Result<(), ApiError> {
+    if client.is_empty() {
+        return Err(ApiError::bad_request("client must not be empty"));
+    }
+    if client.len() > MAX_CLIENT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "client is longer than {MAX_CLIENT_BYTES} bytes"
+        )));
+    }
+    if client.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "client must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+impl LockTable {
+    /// Loads the saved state; every saved lease lives at least `restart_grace` from now, so
+    /// holders that could not renew while the server was down can, and dead ones still expire.
+    pub fn open(store: Store, config: &Config) -> Result<LockTable, StoreError> {
+        let Snapshot { next_token, leases } = store.load()?;
+        let now = Instant::now();
+        let now_wall = unix_ms(SystemTime::now());
+        let grace = config.restart_grace();
+        let mut table = LockTable {
+            store: Some(store),
+            default_ttl: config.ttl(),
+            max_ttl: Duration::from_millis(config.max_ttl_ms),
+            lock_delay: config.lock_delay(),
+            next_token,
+            leases: BTreeMap::new(),
+            by_path: HashMap::new(),
+        };
+        // Oldest first, so if two saved leases ever named one path the newer grant wins.
+        for (token, saved) in leases {
+            let left = Duration::from_millis(saved.deadline_unix_ms.saturating_sub(now_wall));
+            let held = Held {
+                client: saved.client,
+                paths: saved.paths,
+                ttl: Duration::from_millis(saved.ttl_ms),
+                deadline: now + left.max(grace),
+            };
+            for path in &held.paths {
+                if let Some(old) = table.by_path.insert(path.clone(), token) {
+                    tracing::warn!(old, token, %path, "two saved leases on one path; keeping the newer");
+                    table.forget(old);
+                    table.by_path.insert(path.clone(), token);
+                }
+            }
+            table.leases.insert(token, held);
+        }
+        tracing::info!(
+            leases = table.leases.len(),
+            next_token = table.next_token,
+            "lease table loaded"
+        );
+        Ok(table)
+    }
+
+    /// Releases the database; later calls answer `unavailable`.
+    pub fn close(&mut self) {
+        self.store = None;
+    }
+
+    fn commit(&self, batch: &Batch) -> Result<(), ApiError> {
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| ApiError::unavailable("the lockserver is shutting down"))?;
+        store.apply(batch).map_err(store_failed)
+    }
+
+    fn forget(&mut self, token: u64) {
+        if let Some(held) = self.leases.remove(&token) {
+            for path in &held.paths {
+                if self.by_path.get(path) == Some(&token) {
+                    self.by_path.remove(path);
+                }
+            }
+        }
+    }
+
+    fn stored(&self, held: &Held, now: Instant) -> StoredLease {
+        let left = held.deadline.saturating_duration_since(now);
+        StoredLease {
+            client: held.client.clone(),
+            paths: held.paths.clone(),
+            ttl_ms: millis(held.ttl),
+            deadline_unix_ms: unix_ms(SystemTime::now()).saturating_add(millis(left)),
+        }
+    }
+
+    fn reply(token: u64, held: &Held, now: Instant) -> Lease {
+        Lease {
+            token,
+            client: held.client.clone(),
+            paths: held.paths.clone(),
+            ttl_ms: millis(held.ttl),
+            expires_in_ms: millis(held.deadline.saturating_duration_since(now)),
+        }
+    }
+
+    fn ttl_for(&self, asked: Option<u64>) -> Result<Duration, ApiError> {
+        match asked {
+            None => Ok(self.default_ttl),
+            Some(0) => Err(ApiError::bad_request("ttl_ms must be greater than 0")),
+            Some(ms) => Ok(Duration::from_millis(ms).min(self.max_ttl)),
+        }
+    }
+
+    /// Grants all of `req.paths` to `req.client` or none of them.
+    ///
+    /// The same client asking again for the same path set gets its existing lease back with
+    /// a fresh deadline (a retried acquire whose reply was lost must not deadlock its sender).
+    pub fn acquire(&mut self, req: &AcquireRequest) -> Result<Lease, ApiError> {
+        check_client(&req.client)?;
+        if req.paths.is_empty() {
+            return Err(ApiError::bad_request("paths must not be empty"));
+        }
+        if req.paths.len() > MAX_PATHS {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_PATHS} paths per acquire"
+            )));
+        }
+        let wanted: BTreeSet<&DfsPath> = req.paths.iter().collect();
+        if wanted.len() != req.paths.len() {
+            return Err(ApiError::bad_request("paths must not repeat"));
+        }
+        let ttl = self.ttl_for(req.ttl_ms)?;
+        let now = Instant::now();
+
+        let mut stale = BTreeSet::new();
+        let mut mine = None;
+        for path in &req.paths {
+            let Some(&token) = self.by_path.get(path) else {
+                continue;
+            };
+            let Some(held) = self.leases.get(&token) else {
+                continue;
+            };
+            if held.live(now) {
+                if held.client == req.client && held.same_paths(&wanted) {
+                    mine = Some(token);
+                    continue;
+                }
+                return Err(busy(format!(
+                    "{path} is locked by client {:?} (lease {token})",
+                    held.client
+                )));
+            }
+            let free_at = held.deadline + self.lock_delay;
+            if now < free_at {
+                return Err(busy(format!(
+                    "{path} was held by an expired lease; free in {} ms",
+                    millis(free_at - now)
+                )));
+            }
+            stale.insert(token);
+        }
+
+        if let Some(token) = mine {
+            // Same client, same set, still live: every path maps to this lease.
+            let mut held = self.leases[&token].clone();
+            held.ttl = ttl;
+            held.deadline = now + ttl;
+            self.commit(&Batch {
+                put: vec![(token, self.stored(&held, now))],
+                ..Batch::default()
+            })?;
+            let lease = Self::reply(token, &held, now);
+            self.leases.insert(token, held);
+            return Ok(lease);
+        }
+
+        let token = self.next_token;
+        self.next_token = token
+            .checked_add(1)
+            .ok_or_else(|| ApiError::internal("fencing counter exhausted"))?;
+        let held = Held {
+            client: req.client.clone(),
+            paths: req.paths.clone(),
+            ttl,
+            deadline: now + ttl,
+        };
+        self.commit(&Batch {
+            next_token: Some(self.next_token),
+            put: vec![(token, self.stored(&held, now))],
+            delete: stale.iter().copied().collect(),
+        })?;
+        for old in stale {
+            self.forget(old);
+        }
+        for path in &held.paths {
+            self.by_path.insert(path.clone(), token);
+        }
+        let lease = Self::reply(token, &held, now);
+        self.leases.insert(token, held);
+        tracing::debug!(token, client = %req.client, "lease granted");
+        Ok(lease)
+    }
+
+    /// Extends a live lease by its TTL; anything else is `lease_expired` and changes nothing.
+    pub fn renew(&mut self, token: u64, client: &str) -> Result<Lease, ApiError> {
+        check_client(client)?;
+        let now = Instant::now();
+        let mut held = match self.leases.get(&token) {
+            Some(held) if held.client == client && held.live(now) => held.clone(),
+            _ => return Err(expired(token, client)),
+        };
+        held.deadline = now + held.ttl;
+        self.commit(&Batch {
+            put: vec![(token, self.stored(&held, now))],
+            ..Batch::default()
+        })?;
+        let lease = Self::reply(token, &held, now);
+        self.leases.insert(token, held);
+        Ok(lease)
+    }
+
+    /// Gives a live lease back; its paths are free at once. A wrong token or client, or an
+    /// expired lease, is `lease_expired` and changes nothing.
+    pub fn release(&mut self, token: u64, client: &str) -> Result<(), ApiError> {
+        check_client(client)?;
+        let now = Instant::now();
+        match self.leases.get(&token) {
+            Some(held) if held.client == client && held.live(now) => {}
+            _ => return Err(expired(token, client)),
+        }
+        self.commit(&Batch {
+            delete: vec![token],
+            ..Batch::default()
+        })?;
+        self.forget(token);
+        tracing::debug!(token, client, "lease released");
+        Ok(())
+    }
+
+    /// Every live lease, by token, and the next token.
+    pub fn list(&self) -> LeaseList {
+        let now = Instant::now();
+        LeaseList {
+            leases: self
+                .leases
+                .iter()
+                .filter(|(_, held)| held.live(now))
+                .map(|(token, held)| Self::reply(*token, held, now))
+                .collect(),
+            next_token: self.next_token,
+        }
+    }
+
+    /// Forgets leases whose lock-delay has passed, on disk too, so a restart does not bring
+    /// back leases that were already dead before it.
+    pub fn sweep(&mut self) -> Result<usize, ApiError> {
+        let now = Instant::now();
+        let dead: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(_, held)| now >= held.deadline + self.lock_delay)
+            .map(|(token, _)| *token)
+            .collect();
+        if dead.is_empty() {
+            return Ok(0);
+        }
+        self.commit(&Batch {
+            delete: dead.clone(),
+            ..Batch::default()
+        })?;
+        for token in &dead {
+            self.forget(*token);
+        }
+        Ok(dead.len())
+    }
+}
