@@ -119,7 +119,7 @@ async fn start_servers(
         let (fs_listener, _) = common::bind("127.0.0.1:0").await?;
         let fs_config = fileserver::Config {
             data: data.join(format!("fileserver{i}")),
-            nameserver: Some(ns_url.clone()),
+            nameserver: ns_url.clone(),
             ..Default::default()
         };
         tokio::spawn(report(
