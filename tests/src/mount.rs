@@ -106,10 +106,7 @@ impl Mount {
                 }
             }
             if Instant::now() > deadline {
-                panic!(
-                    "dfs-fuse did not mount within 30 s. Log:\n{}",
-                    mount.log()
-                );
+                panic!("dfs-fuse did not mount within 30 s. Log:\n{}", mount.log());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -185,7 +182,11 @@ impl Drop for Mount {
                 .status();
         }
         if std::thread::panicking() {
-            eprintln!("--- dfs-fuse log ({}) ---\n{}", self.dir.display(), self.log());
+            eprintln!(
+                "--- dfs-fuse log ({}) ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
         }
     }
 }

@@ -37,7 +37,9 @@ fn shell_tools_work_through_the_mount() {
     assert_eq!(sh(&format!("cat {m}/a.txt")), "abc");
 
     // mkdir -p, mv, rm
-    sh(&format!("mkdir -p {m}/x/y/z && mv {m}/a.txt {m}/x/y/z/b.txt"));
+    sh(&format!(
+        "mkdir -p {m}/x/y/z && mv {m}/a.txt {m}/x/y/z/b.txt"
+    ));
     assert_eq!(sh(&format!("cat {m}/x/y/z/b.txt")), "abc");
     assert!(!mount.path("a.txt").exists());
     sh(&format!("mv {m}/x/y {m}/moved"));

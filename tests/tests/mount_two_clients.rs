@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 fn downloads(cluster: &Cluster) -> (u64, u64) {
     let files = FileClient::new();
     cluster.fileservers.iter().fold((0, 0), |(d, b), url| {
-        let s = cluster.block_on(files.stats(url)).expect("fileserver stats");
+        let s = cluster
+            .block_on(files.stats(url))
+            .expect("fileserver stats");
         (d + s.downloads, b + s.bytes_out)
     })
 }
