@@ -7,8 +7,7 @@
 //! id counter and the per-file fencing tokens never go back.
 
 use dfs_proto::names::{
-    CreateRequest, OpenWriteRequest, PublishRequest, RegisterRequest, RenameRequest,
-    SetAttrRequest,
+    CreateRequest, OpenWriteRequest, PublishRequest, RegisterRequest, RenameRequest, SetAttrRequest,
 };
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId};
 use dfs_servers::common::crash_backend::{CrashBackend, CrashDisk};
@@ -35,7 +34,13 @@ enum Step {
     /// path, fencing token, create.
     OpenWrite(&'static str, u64, bool),
     /// path, token, sequence, content, servers that acknowledged the upload.
-    Publish(&'static str, u64, u64, &'static [u8], &'static [&'static str]),
+    Publish(
+        &'static str,
+        u64,
+        u64,
+        &'static [u8],
+        &'static [&'static str],
+    ),
     Chmod(&'static str, u32),
     Touch(&'static str, i64),
     Rename(&'static str, &'static str),
@@ -269,13 +274,7 @@ fn reference() -> Vec<Snapshot> {
 
 /// What must hold after any crash: `got` is the state after `acked` steps, or after `acked + 1`
 /// when a step was in flight; ids and tokens did not go back; a new id is fresh.
-fn check(
-    refs: &[Snapshot],
-    store: &Store,
-    acked: usize,
-    in_flight: bool,
-    what: &str,
-) -> Snapshot {
+fn check(refs: &[Snapshot], store: &Store, acked: usize, in_flight: bool, what: &str) -> Snapshot {
     let got = snapshot(store);
     let ok = got == refs[acked] || (in_flight && got == refs[acked + 1]);
     assert!(
@@ -290,9 +289,20 @@ fn check(
         refs[acked]
     );
     let acked_state = &refs[acked];
-    assert!(got.next_id >= acked_state.next_id, "{what}: id counter went back");
-    let max_id = got.tree.values().map(|(id, _)| *id).max().unwrap_or(ROOT_ID);
-    assert!(got.next_id > max_id, "{what}: counter not above id {max_id}");
+    assert!(
+        got.next_id >= acked_state.next_id,
+        "{what}: id counter went back"
+    );
+    let max_id = got
+        .tree
+        .values()
+        .map(|(id, _)| *id)
+        .max()
+        .unwrap_or(ROOT_ID);
+    assert!(
+        got.next_id > max_id,
+        "{what}: counter not above id {max_id}"
+    );
     // The highest fencing token per file never goes back.
     for (id, node) in acked_state.tree.values() {
         if let Some((_, now)) = got.tree.values().find(|(gid, _)| gid == id) {
