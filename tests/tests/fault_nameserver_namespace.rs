@@ -243,10 +243,10 @@ async fn observe(c: &NameClient) -> Result<BTreeMap<String, Entry>, String> {
 
 /// Why `seen` is not `model`, or `None` when it is.
 fn differs(model: &Model, seen: &BTreeMap<String, Entry>) -> Option<String> {
-    for p in model.keys().filter(|p| !seen.contains_key(*p)) {
+    if let Some(p) = model.keys().find(|p| !seen.contains_key(*p)) {
         return Some(format!("{p} missing"));
     }
-    for p in seen.keys().filter(|p| !model.contains_key(*p)) {
+    if let Some(p) = seen.keys().find(|p| !model.contains_key(*p)) {
         return Some(format!("{p} should not exist"));
     }
     for (p, a) in model {
