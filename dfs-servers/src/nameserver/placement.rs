@@ -121,11 +121,14 @@ pub fn targets(
     Ok(pick(&set, live, replication))
 }
 
-/// Live members of `set` (in set order), then live non-members, until `replication`.
+/// Exactly `replication` targets when that many are alive: live members of `set` first (in
+/// set order; a set larger than the factor gives only its first live members), then live
+/// non-members, emptiest first.
 pub fn pick(set: &[ServerId], live: &[Live], replication: usize) -> Vec<FileserverRef> {
     let mut out: Vec<FileserverRef> = set
         .iter()
         .filter_map(|id| live.iter().find(|l| &l.id == id))
+        .take(replication)
         .map(|l| FileserverRef {
             id: l.id.clone(),
             url: l.url.clone(),
