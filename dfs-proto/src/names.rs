@@ -272,7 +272,9 @@ pub struct DirReplicationRequest {
     /// The directory prefix (need not exist yet; it is a placement rule, like the map).
     pub dir: DfsPath,
     /// The factor (1-64); `null` removes the override so a shorter prefix or the cluster's
-    /// default applies again.
+    /// default applies again. Required (write `null` to clear), so a forgotten field never
+    /// clears a factor by accident.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub replication: Option<u32>,
 }
 
