@@ -166,7 +166,9 @@ async fn per_directory_replication_with_real_fileservers() {
     assert_eq!((set.dir.as_str(), set.replication), ("/three", Some(3)));
     assert!(set.servers.is_empty());
     c.set_dir_replication(&p("/one"), Some(1)).await.unwrap();
-    c.set_dir_replication(&p("/three/low"), Some(1)).await.unwrap();
+    c.set_dir_replication(&p("/three/low"), Some(1))
+        .await
+        .unwrap();
     for d in ["/three", "/three/sub", "/three/low", "/one", "/two"] {
         c.mkdir(&p(d), None).await.unwrap();
     }
@@ -264,10 +266,7 @@ async fn per_directory_replication_with_real_fileservers() {
         .text()
         .await
         .unwrap();
-    assert!(
-        text.contains("# under-replicated /three/a 2/3\n"),
-        "{text}"
-    );
+    assert!(text.contains("# under-replicated /three/a 2/3\n"), "{text}");
 
     // Clearing the override: `/three` falls back to the default 2, so its files are whole;
     // `/three/low` keeps its own factor.
@@ -349,7 +348,11 @@ async fn factors_survive_a_restart_and_an_old_map_still_reads() {
         if d != "/" {
             c.mkdir(&p(d), None).await.unwrap();
         }
-        let file = if d == "/" { "/f".to_owned() } else { format!("{d}/f") };
+        let file = if d == "/" {
+            "/f".to_owned()
+        } else {
+            format!("{d}/f")
+        };
         let o = c
             .open_write(&OpenWriteRequest {
                 path: p(&file),
