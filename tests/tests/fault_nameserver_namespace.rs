@@ -143,16 +143,16 @@ fn next_op(rng: &mut StdRng, model: &Model, seq: u64) -> Op {
     let modes = [0o600, 0o640, 0o644, 0o700, 0o755];
     let mode = modes[rng.random_range(0..modes.len())];
     let dir = dirs[rng.random_range(0..dirs.len())].clone();
-    // Keep the tree small: past 200 entries, mostly delete.
-    let roll = if model.len() > 200 {
-        rng.random_range(60..100)
+    // Keep the tree small: past 150 entries, only delete and setattr.
+    let roll = if model.len() > 150 {
+        rng.random_range(55..100)
     } else {
         rng.random_range(0..100)
     };
     match roll {
-        0..20 => Op::Mkdir(join(&dir, &format!("d{seq}")), mode),
-        20..45 => Op::Create(join(&dir, &format!("f{seq}")), mode),
-        45..60 if !non_root.is_empty() => {
+        0..12 => Op::Mkdir(join(&dir, &format!("d{seq}")), mode),
+        12..40 => Op::Create(join(&dir, &format!("f{seq}")), mode),
+        40..55 if !non_root.is_empty() => {
             let from = non_root[rng.random_range(0..non_root.len())].clone();
             let targets: Vec<&String> = dirs
                 .iter()
@@ -162,8 +162,8 @@ fn next_op(rng: &mut StdRng, model: &Model, seq: u64) -> Op {
             let to_dir = targets[rng.random_range(0..targets.len())];
             Op::Rename(from, join(to_dir, &format!("r{seq}")))
         }
-        60..80 if !files.is_empty() => Op::Unlink(files[rng.random_range(0..files.len())].clone()),
-        80..90 if !empty_dirs.is_empty() => {
+        55..75 if !files.is_empty() => Op::Unlink(files[rng.random_range(0..files.len())].clone()),
+        75..90 if !empty_dirs.is_empty() => {
             Op::Rmdir(empty_dirs[rng.random_range(0..empty_dirs.len())].clone())
         }
         90..100 if !non_root.is_empty() => Op::SetAttr(
@@ -171,6 +171,11 @@ fn next_op(rng: &mut StdRng, model: &Model, seq: u64) -> Op {
             mode,
             1_600_000_000_000_000_000 + seq as i64,
         ),
+        // Nothing of the rolled kind to work on: a delete if possible, else a create.
+        _ if !empty_dirs.is_empty() => {
+            Op::Rmdir(empty_dirs[rng.random_range(0..empty_dirs.len())].clone())
+        }
+        _ if !files.is_empty() => Op::Unlink(files[rng.random_range(0..files.len())].clone()),
         _ => Op::Create(join(&dir, &format!("f{seq}")), mode),
     }
 }
