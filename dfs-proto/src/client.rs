@@ -201,6 +201,22 @@ impl NameClient {
         self.get("/v1/cluster", &()).await
     }
 
+    /// Sets (`Some`) or clears (`None`) the replication factor of a directory prefix.
+    pub async fn set_dir_replication(
+        &self,
+        dir: &DfsPath,
+        replication: Option<u32>,
+    ) -> Result<DirMapping, ApiError> {
+        self.post(
+            "/v1/dirs/replication",
+            &DirReplicationRequest {
+                dir: dir.clone(),
+                replication,
+            },
+        )
+        .await
+    }
+
     /// Announces a fileserver.
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ApiError> {
         self.post("/v1/fileservers/register", req).await

@@ -257,8 +257,25 @@ pub struct FileserverStatus {
 pub struct DirMapping {
     /// Directory prefix; the longest matching prefix places a file.
     pub dir: DfsPath,
-    /// The fileservers that store files under it.
+    /// The fileservers that store files under it (empty when the line only sets a factor).
     pub servers: Vec<ServerId>,
+    /// Copies wanted for files under it, when the directory overrides the cluster's factor
+    /// (the longest prefix with a factor wins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<u32>,
+}
+
+/// Body of `POST /v1/dirs/replication`: how many copies files under a directory prefix want.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirReplicationRequest {
+    /// The directory prefix (need not exist yet; it is a placement rule, like the map).
+    pub dir: DfsPath,
+    /// The factor (1-64); `null` removes the override so a shorter prefix or the cluster's
+    /// default applies again. Required (write `null` to clear), so a forgotten field never
+    /// clears a factor by accident.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub replication: Option<u32>,
 }
 
 /// A file whose current version has fewer live copies than the replication factor.
@@ -268,7 +285,7 @@ pub struct UnderReplicated {
     pub path: DfsPath,
     /// Live fileservers holding its current version.
     pub live_copies: u32,
-    /// Copies wanted.
+    /// Copies wanted (its directory's factor).
     pub wanted: u32,
 }
 
@@ -277,7 +294,7 @@ pub struct UnderReplicated {
 pub struct ClusterInfo {
     /// Where clients take write leases.
     pub lockserver: Option<String>,
-    /// Copies wanted per file.
+    /// Copies wanted per file by default; directories may override it (see `map`).
     pub replication: u32,
     /// Every registered fileserver.
     pub fileservers: Vec<FileserverStatus>,

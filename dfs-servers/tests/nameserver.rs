@@ -923,6 +923,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
         "/v1/meta/publish",
         "/v1/fileservers/register",
         "/v1/fileservers/heartbeat",
+        "/v1/dirs/replication",
     ];
     let bad_paths = [
         "/a/../b",
@@ -976,7 +977,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
         )
         .await;
         for bad in bad_paths.iter().copied().chain([long_name.as_str()]) {
-            for field in ["path", "from", "to", "dirs"] {
+            for field in ["path", "from", "to", "dirs", "dir"] {
                 let value = if field == "dirs" {
                     serde_json::json!([bad])
                 } else {
@@ -986,7 +987,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
                     "path": "/a/z", "from": "/a/f", "to": "/a/z", "token": 1, "file_id": 2,
                     "base_version": 0, "version": 1, "size": 0, "checksum": "00000000",
                     "servers": [], "id": "fz", "url": "http://127.0.0.1:1",
-                    "capacity_bytes": 1, "free_bytes": 1
+                    "capacity_bytes": 1, "free_bytes": 1, "dir": "/a", "replication": 2
                 });
                 body[field] = value;
                 // Drop the fields this route does not take, so only the bad path can fail.
@@ -1007,6 +1008,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
                         &["id", "url", "capacity_bytes", "free_bytes", "dirs"]
                     }
                     "/v1/fileservers/heartbeat" => continue,
+                    "/v1/dirs/replication" => &["dir", "replication"],
                     _ => &["path"],
                 };
                 if !keep.contains(&field) {
@@ -1065,6 +1067,12 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
             "/v1/fileservers/heartbeat",
             r#"{"id":"../x","free_bytes":1}"#,
         ),
+        ("/v1/dirs/replication", r#"{"dir":"/a","replication":0}"#),
+        ("/v1/dirs/replication", r#"{"dir":"/a","replication":65}"#),
+        ("/v1/dirs/replication", r#"{"dir":"/a","replication":-1}"#),
+        ("/v1/dirs/replication", r#"{"dir":"/a","replication":"3"}"#),
+        ("/v1/dirs/replication", r#"{"dir":"/a"}"#),
+        ("/v1/dirs/replication", r#"{"path":"/a","replication":2}"#),
     ];
     for (route, body) in wrong {
         expect_4xx(

@@ -9,11 +9,13 @@
 //! checksum and size match.
 
 use super::namespace::{self, Garbage};
+use super::placement;
 use super::store::{Node, Read};
 use super::State;
 use dfs_proto::files::FetchRequest;
 use dfs_proto::names::EntryKind;
 use dfs_proto::{ApiError, DfsPath, FileId, ServerId, Version};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -30,6 +32,8 @@ pub struct Under {
     pub node: Node,
     /// Live holders of the current version.
     pub live_copies: u32,
+    /// Copies its directory wants.
+    pub wanted: u32,
 }
 
 /// Starts the repair, GC and prompt-delete tasks; `run` aborts them at shutdown.
@@ -86,10 +90,15 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
 }
 
-/// Every file with content whose current version has fewer than `replication` live holders.
+/// Every file with content whose current version has fewer live holders than its directory's
+/// replication factor.
 pub fn under_replicated(s: &State) -> Result<Vec<Under>, ApiError> {
-    let wanted = s.config.replication;
+    let default = s.config.replication;
     s.store.read(|r| {
+        let map = r.dirmap()?;
+        let overrides = placement::has_overrides(&map);
+        // Factor per parent directory id, so each directory's path is walked once per scan.
+        let mut per_dir: HashMap<FileId, u32> = HashMap::new();
         let mut out = Vec::new();
         for (id, node) in r.all_nodes()? {
             if node.kind != EntryKind::File || node.size == 0 || node.version == 0 {
@@ -100,6 +109,19 @@ pub fn under_replicated(s: &State) -> Result<Vec<Under>, ApiError> {
                 .iter()
                 .filter(|srv| s.registry.is_alive(srv))
                 .count() as u32;
+            let wanted = if !overrides {
+                default
+            } else if let Some(w) = per_dir.get(&node.parent) {
+                *w
+            } else {
+                let dir = match r.node(node.parent)? {
+                    Some(parent) => namespace::path_of(r, node.parent, &parent)?,
+                    None => DfsPath::root(),
+                };
+                let w = placement::replication_for(&map, &dir, default);
+                per_dir.insert(node.parent, w);
+                w
+            };
             if live < wanted {
                 let path = namespace::path_of(r, id, &node)?;
                 out.push(Under {
@@ -107,6 +129,7 @@ pub fn under_replicated(s: &State) -> Result<Vec<Under>, ApiError> {
                     path,
                     node,
                     live_copies: live,
+                    wanted,
                 });
             }
         }
@@ -146,7 +169,7 @@ pub async fn repair_once(state: &Arc<State>) -> Result<(), ApiError> {
         let Some(source) = holders.first().cloned() else {
             continue; // no live copy to copy from: wait for a holder to come back
         };
-        let mut missing = state.config.replication.saturating_sub(u.live_copies);
+        let mut missing = u.wanted.saturating_sub(u.live_copies);
         for target in live.iter().filter(|l| !u.node.servers.contains(&l.id)) {
             if missing == 0 {
                 break;

@@ -5,40 +5,99 @@
 //! empty cluster maps `/` to the `replication` emptiest live fileservers. Dead members are
 //! replaced by live non-members at write time (not in the map: they may come back), so a write
 //! still gets `replication` copies whenever enough fileservers are alive.
+//!
+//! The replication factor is per directory too: the longest prefix with a factor set wins,
+//! else the cluster default (`Config::replication`). It is looked up separately from the
+//! servers, so `/big` may ask for 3 copies while its files still go first to the servers
+//! mapped at `/`.
 
 use super::registry::Live;
-use super::store::{Read, WriteTables};
-use dfs_proto::names::FileserverRef;
+use super::store::{DirRecord, FileserverRecord, Read, WriteTables};
+use dfs_proto::names::{FileserverRef, RegisterRequest};
 use dfs_proto::{ApiError, DfsPath, ServerId};
 
-/// The mapping that places files in `dir`: the longest mapped prefix.
+/// Largest replication factor a directory may ask for.
+pub const MAX_REPLICATION: u32 = 64;
+
+/// The servers that place files in `dir`: those of the longest prefix that names servers.
 pub fn mapping_for(
-    map: &[(DfsPath, Vec<ServerId>)],
+    map: &[(DfsPath, DirRecord)],
     dir: &DfsPath,
 ) -> Option<(DfsPath, Vec<ServerId>)> {
     map.iter()
+        .filter(|(prefix, rec)| !rec.servers.is_empty() && dir.starts_with(prefix))
+        .max_by_key(|(prefix, _)| prefix.as_str().len())
+        .map(|(prefix, rec)| (prefix.clone(), rec.servers.clone()))
+}
+
+/// Copies wanted for files in `dir`: the factor of the longest prefix that sets one, else
+/// `default`.
+pub fn replication_for(map: &[(DfsPath, DirRecord)], dir: &DfsPath, default: u32) -> u32 {
+    map.iter()
+        .filter_map(|(prefix, rec)| rec.replication.map(|r| (prefix, r)))
         .filter(|(prefix, _)| dir.starts_with(prefix))
         .max_by_key(|(prefix, _)| prefix.as_str().len())
-        .cloned()
+        .map(|(_, r)| r)
+        .unwrap_or(default)
+}
+
+/// Whether any directory overrides the cluster's replication factor (lets scans skip the
+/// per-file path walk when none does).
+pub fn has_overrides(map: &[(DfsPath, DirRecord)]) -> bool {
+    map.iter().any(|(_, rec)| rec.replication.is_some())
+}
+
+/// Sets (`Some`) or clears (`None`) the replication factor of directory prefix `dir`.
+pub fn set_replication(
+    t: &mut WriteTables<'_>,
+    dir: &DfsPath,
+    replication: Option<u32>,
+) -> Result<DirRecord, ApiError> {
+    if let Some(r) = replication {
+        if r == 0 || r > MAX_REPLICATION {
+            return Err(ApiError::bad_request(format!(
+                "replication must be 1-{MAX_REPLICATION}, got {r}"
+            )));
+        }
+    }
+    let mut record = t
+        .dirmap()?
+        .into_iter()
+        .find(|(p, _)| p == dir)
+        .map(|(_, rec)| rec)
+        .unwrap_or_default();
+    record.replication = replication;
+    t.put_dirmap(dir, &record)?;
+    Ok(record)
 }
 
 /// Where the next version of `path` must be uploaded: the live members of its directory's set,
-/// topped up with the emptiest other live fileservers until `replication` are reached.
-/// `live` is sorted emptiest first. Creates or widens the `/` mapping when it is missing or
-/// smaller than `replication` (the nameserver owns that mapping).
+/// topped up with the emptiest other live fileservers until the directory's replication factor
+/// is reached. `live` is sorted emptiest first. Creates or widens the `/` mapping when it is
+/// missing or smaller than the cluster's `default` factor (the nameserver owns that mapping).
 pub fn targets(
     t: &mut WriteTables<'_>,
     live: &[Live],
     path: &DfsPath,
-    replication: usize,
+    default: u32,
 ) -> Result<Vec<FileserverRef>, ApiError> {
     let map = t.dirmap()?;
-    let set = match mapping_for(&map, &path.parent()) {
+    let dir = path.parent();
+    let replication = replication_for(&map, &dir, default) as usize;
+    let default = default as usize;
+    let root_record = |set: Vec<ServerId>| DirRecord {
+        servers: set,
+        replication: map
+            .iter()
+            .find(|(p, _)| p.is_root())
+            .and_then(|(_, rec)| rec.replication),
+    };
+    let set = match mapping_for(&map, &dir) {
         Some((prefix, mut set)) => {
-            if prefix.is_root() && set.len() < replication {
+            if prefix.is_root() && set.len() < default {
                 let before = set.len();
                 for l in live {
-                    if set.len() >= replication {
+                    if set.len() >= default {
                         break;
                     }
                     if !set.contains(&l.id) {
@@ -46,19 +105,15 @@ pub fn targets(
                     }
                 }
                 if set.len() != before {
-                    t.put_dirmap(&prefix, &set)?;
+                    t.put_dirmap(&prefix, &root_record(set.clone()))?;
                 }
             }
             set
         }
         None => {
-            let set: Vec<ServerId> = live
-                .iter()
-                .take(replication)
-                .map(|l| l.id.clone())
-                .collect();
+            let set: Vec<ServerId> = live.iter().take(default).map(|l| l.id.clone()).collect();
             if !set.is_empty() {
-                t.put_dirmap(&DfsPath::root(), &set)?;
+                t.put_dirmap(&DfsPath::root(), &root_record(set.clone()))?;
             }
             set
         }
@@ -66,11 +121,14 @@ pub fn targets(
     Ok(pick(&set, live, replication))
 }
 
-/// Live members of `set` (in set order), then live non-members, until `replication`.
+/// Exactly `replication` targets when that many are alive: live members of `set` first (in
+/// set order; a set larger than the factor gives only its first live members), then live
+/// non-members, emptiest first.
 pub fn pick(set: &[ServerId], live: &[Live], replication: usize) -> Vec<FileserverRef> {
     let mut out: Vec<FileserverRef> = set
         .iter()
         .filter_map(|id| live.iter().find(|l| &l.id == id))
+        .take(replication)
         .map(|l| FileserverRef {
             id: l.id.clone(),
             url: l.url.clone(),
@@ -100,21 +158,45 @@ pub fn apply_registration(
 ) -> Result<(), ApiError> {
     let map = t.dirmap()?;
     for dir in old_dirs.iter().filter(|d| !new_dirs.contains(d)) {
-        if let Some((_, set)) = map.iter().find(|(p, _)| p == dir) {
-            let set: Vec<ServerId> = set.iter().filter(|s| *s != id).cloned().collect();
-            t.put_dirmap(dir, &set)?;
+        if let Some((_, rec)) = map.iter().find(|(p, _)| p == dir) {
+            let mut rec = rec.clone();
+            rec.servers.retain(|s| s != id);
+            t.put_dirmap(dir, &rec)?;
         }
     }
     for dir in new_dirs {
-        let mut set = map
+        let mut rec = map
             .iter()
             .find(|(p, _)| p == dir)
-            .map(|(_, s)| s.clone())
+            .map(|(_, rec)| rec.clone())
             .unwrap_or_default();
-        if !set.iter().any(|s| s == id) {
-            set.push(id.to_owned());
-            t.put_dirmap(dir, &set)?;
+        if !rec.servers.iter().any(|s| s == id) {
+            rec.servers.push(id.to_owned());
+            t.put_dirmap(dir, &rec)?;
         }
     }
     Ok(())
+}
+
+/// A fileserver's registration as one change: its record, and its `dirs` applied to the map.
+pub fn register(t: &mut WriteTables<'_>, req: &RegisterRequest) -> Result<(), ApiError> {
+    let url = req.url.trim_end_matches('/').to_owned();
+    let old = t.fileserver(&req.id)?;
+    let old_dirs = old.map(|o| o.dirs).unwrap_or_default();
+    let mut dirs: Vec<DfsPath> = Vec::new();
+    for d in &req.dirs {
+        if !dirs.contains(d) {
+            dirs.push(d.clone());
+        }
+    }
+    t.put_fileserver(
+        &req.id,
+        &FileserverRecord {
+            url,
+            capacity_bytes: req.capacity_bytes,
+            free_bytes: req.free_bytes,
+            dirs: dirs.clone(),
+        },
+    )?;
+    apply_registration(t, &req.id, &old_dirs, &dirs)
 }

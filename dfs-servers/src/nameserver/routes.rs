@@ -4,7 +4,7 @@
 
 use super::namespace::{self, Garbage};
 use super::placement;
-use super::store::{FileserverRecord, Read};
+use super::store::Read;
 use super::{now_ns, State};
 use crate::common::{api_fallbacks, ApiJson, ApiQuery};
 use axum::extract::DefaultBodyLimit;
@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use dfs_proto::names::*;
 use dfs_proto::path::validate_name;
-use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use dfs_proto::{ApiError, ErrorCode};
 use std::sync::Arc;
 
 /// Largest request body accepted; metadata requests are tiny.
@@ -40,6 +40,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/publish", post(publish))
         .route("/v1/fileservers/register", post(register))
         .route("/v1/fileservers/heartbeat", post(heartbeat))
+        .route("/v1/dirs/replication", post(dir_replication))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state);
     api_fallbacks(router)
@@ -172,7 +173,7 @@ async fn open_write(
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
     blocking(&state.0, move |s| {
         let live = s.registry.live();
-        let replication = s.config.replication as usize;
+        let replication = s.config.replication;
         let (id, node, targets) = s.store.write(|t| {
             let (id, node) = namespace::open_write(t, &req, now_ns())?;
             let targets = placement::targets(t, &live, &req.path, replication)?;
@@ -189,9 +190,13 @@ async fn open_write(
 
 async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json<Entry>, ApiError> {
     blocking(&state.0, move |s| {
-        let min = s.config.min_replicas;
         let (id, node, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
+            // A directory that wants fewer copies than `min_replicas` lowers the minimum too,
+            // or none of its files could ever be published.
+            let wanted =
+                placement::replication_for(&t.dirmap()?, &req.path.parent(), s.config.replication);
+            let min = s.config.min_replicas.min(wanted);
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
@@ -246,26 +251,7 @@ async fn register(
     }
     blocking(&state.0, move |s| {
         let url = req.url.trim_end_matches('/').to_owned();
-        s.store.write(|t| {
-            let old = t.fileserver(&req.id)?;
-            let old_dirs = old.map(|o| o.dirs).unwrap_or_default();
-            let mut dirs: Vec<DfsPath> = Vec::new();
-            for d in &req.dirs {
-                if !dirs.contains(d) {
-                    dirs.push(d.clone());
-                }
-            }
-            t.put_fileserver(
-                &req.id,
-                &FileserverRecord {
-                    url: url.clone(),
-                    capacity_bytes: req.capacity_bytes,
-                    free_bytes: req.free_bytes,
-                    dirs: dirs.clone(),
-                },
-            )?;
-            placement::apply_registration(t, &req.id, &old_dirs, &dirs)
-        })?;
+        s.store.write(|t| placement::register(t, &req))?;
         s.registry.seen(&req.id, &url, req.free_bytes);
         tracing::info!(id = %req.id, %url, "fileserver registered");
         Ok(Json(RegisterResponse {
@@ -326,7 +312,7 @@ pub fn cluster_info(s: &State) -> Result<ClusterInfo, ApiError> {
         .map(|u| UnderReplicated {
             path: u.path,
             live_copies: u.live_copies,
-            wanted: s.config.replication,
+            wanted: u.wanted,
         })
         .collect();
     Ok(ClusterInfo {
@@ -335,7 +321,11 @@ pub fn cluster_info(s: &State) -> Result<ClusterInfo, ApiError> {
         fileservers,
         map: map
             .into_iter()
-            .map(|(dir, servers)| DirMapping { dir, servers })
+            .map(|(dir, rec)| DirMapping {
+                dir,
+                servers: rec.servers,
+                replication: rec.replication,
+            })
             .collect(),
         under_replicated,
     })
@@ -345,8 +335,28 @@ async fn cluster(state: S) -> Result<Json<ClusterInfo>, ApiError> {
     blocking(&state.0, |s| cluster_info(s).map(Json)).await
 }
 
+/// Sets or clears a directory prefix's replication factor; existing files follow through the
+/// repair task (too few copies) and the under-replicated listing.
+async fn dir_replication(
+    state: S,
+    ApiJson(req): ApiJson<DirReplicationRequest>,
+) -> Result<Json<DirMapping>, ApiError> {
+    blocking(&state.0, move |s| {
+        let rec = s
+            .store
+            .write(|t| placement::set_replication(t, &req.dir, req.replication))?;
+        tracing::info!(dir = %req.dir, replication = ?req.replication, "directory replication set");
+        Ok(Json(DirMapping {
+            dir: req.dir,
+            servers: rec.servers,
+            replication: rec.replication,
+        }))
+    })
+    .await
+}
+
 /// The original design's map: `dir=server_url` per server of each mapped directory, then a
-/// comment line per under-replicated file.
+/// comment line per directory with its own replication factor and per under-replicated file.
 async fn text_map(state: S) -> Result<String, ApiError> {
     blocking(&state.0, |s| {
         let info = cluster_info(s)?;
@@ -360,6 +370,11 @@ async fn text_map(state: S) -> Result<String, ApiError> {
                     .map(|f| f.url.as_str())
                     .unwrap_or(id.as_str());
                 out.push_str(&format!("{}={url}\n", m.dir));
+            }
+        }
+        for m in &info.map {
+            if let Some(r) = m.replication {
+                out.push_str(&format!("# replication {} {r}\n", m.dir));
             }
         }
         for u in &info.under_replicated {

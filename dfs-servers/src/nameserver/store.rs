@@ -6,16 +6,20 @@
 //!   path lookup is one point lookup per component. Renaming a directory tree moves one key.
 //! - `meta`: counters (`next_id`), so ids are never reused, even across restarts.
 //! - `fileservers`: server id -> JSON [`FileserverRecord`].
-//! - `dirmap`: directory path -> JSON list of server ids (the placement map).
+//! - `dirmap`: directory path -> JSON [`DirRecord`] (the placement map: the servers of a
+//!   directory prefix and its replication factor; older stores hold a bare list of server ids,
+//!   which still reads).
 //!
 //! Every change runs in one write transaction committed with the default (immediate)
-//! durability before the caller replies.
+//! durability before the caller replies. The store sits on the real file ([`Store::open`]) or
+//! on any [`redb::StorageBackend`] ([`Store::with_backend`]), which is how the power-loss tests
+//! run it on [`crate::common::crash_backend::CrashBackend`].
 
 use dfs_proto::names::EntryKind;
 use dfs_proto::{ApiError, Checksum, DfsPath, FileId, ServerId, Version};
 use redb::{
-    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
-    WriteTransaction,
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend, Table,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
@@ -89,6 +93,51 @@ pub struct FileserverRecord {
     pub dirs: Vec<DfsPath>,
 }
 
+/// One directory prefix of the placement map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct DirRecord {
+    /// Fileservers that store files under it (empty: the servers come from a shorter prefix).
+    pub servers: Vec<ServerId>,
+    /// Copies wanted for files under it (none: a shorter prefix or the cluster default).
+    pub replication: Option<u32>,
+}
+
+impl DirRecord {
+    /// Whether the record says nothing, so it can be removed from the map.
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty() && self.replication.is_none()
+    }
+}
+
+impl<'de> Deserialize<'de> for DirRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// Stores written before per-directory replication hold a bare server list.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Record {
+                servers: Vec<ServerId>,
+                #[serde(default)]
+                replication: Option<u32>,
+            },
+            Servers(Vec<ServerId>),
+        }
+        Ok(match Stored::deserialize(d)? {
+            Stored::Record {
+                servers,
+                replication,
+            } => DirRecord {
+                servers,
+                replication,
+            },
+            Stored::Servers(servers) => DirRecord {
+                servers,
+                replication: None,
+            },
+        })
+    }
+}
+
 /// Turns any store error into `internal`, logging it: never caused by client input.
 pub fn internal(err: impl Display) -> ApiError {
     tracing::error!(%err, "store error");
@@ -150,7 +199,9 @@ pub trait Read {
     /// Every registered fileserver, by id.
     fn fileservers(&self) -> Result<Vec<(ServerId, FileserverRecord)>, ApiError>;
     /// The whole placement map, sorted by directory.
-    fn dirmap(&self) -> Result<Vec<(DfsPath, Vec<ServerId>)>, ApiError>;
+    fn dirmap(&self) -> Result<Vec<(DfsPath, DirRecord)>, ApiError>;
+    /// The next id the counter will hand out (ids below it may have been used).
+    fn id_counter(&self) -> Result<FileId, ApiError>;
 }
 
 impl<N, C, M, F, D> Read for Tables<N, C, M, F, D>
@@ -223,7 +274,7 @@ where
         Ok(out)
     }
 
-    fn dirmap(&self) -> Result<Vec<(DfsPath, Vec<ServerId>)>, ApiError> {
+    fn dirmap(&self) -> Result<Vec<(DfsPath, DirRecord)>, ApiError> {
         let mut out = Vec::new();
         for item in self.dirmap.iter().map_err(internal)? {
             let (key, value) = item.map_err(internal)?;
@@ -231,6 +282,15 @@ where
             out.push((dir, decode(value.value())?));
         }
         Ok(out)
+    }
+
+    fn id_counter(&self) -> Result<FileId, ApiError> {
+        Ok(self
+            .meta
+            .get(NEXT_ID)
+            .map_err(internal)?
+            .map(|v| v.value())
+            .unwrap_or(ROOT_ID + 1))
     }
 }
 
@@ -263,12 +323,7 @@ impl WriteTables<'_> {
     /// A new id from the durable counter; ids are never reused, so a blob of a deleted file
     /// can never be mistaken for a new file's.
     pub fn next_id(&mut self) -> Result<FileId, ApiError> {
-        let next = self
-            .meta
-            .get(NEXT_ID)
-            .map_err(internal)?
-            .map(|v| v.value())
-            .unwrap_or(ROOT_ID + 1);
+        let next = self.id_counter()?;
         self.meta.insert(NEXT_ID, next + 1).map_err(internal)?;
         Ok(next)
     }
@@ -282,12 +337,12 @@ impl WriteTables<'_> {
         Ok(())
     }
 
-    /// Sets (or, with an empty set, removes) the servers of one directory prefix.
-    pub fn put_dirmap(&mut self, dir: &DfsPath, servers: &[ServerId]) -> Result<(), ApiError> {
-        if servers.is_empty() {
+    /// Sets (or, with an empty record, removes) one directory prefix of the map.
+    pub fn put_dirmap(&mut self, dir: &DfsPath, record: &DirRecord) -> Result<(), ApiError> {
+        if record.is_empty() {
             self.dirmap.remove(dir.as_str()).map_err(internal)?;
         } else {
-            let bytes = encode(&servers)?;
+            let bytes = encode(record)?;
             self.dirmap
                 .insert(dir.as_str(), bytes.as_slice())
                 .map_err(internal)?;
@@ -304,11 +359,16 @@ pub struct Store {
 impl Store {
     /// Opens (or creates) the store in `dir`, creating the tables and the root directory.
     ///
-    /// Retries for a few seconds while a previous instance in this process still holds the
-    /// file (a restart in tests), then gives up.
+    /// A new store is built under a temporary name, synced, and renamed into place: redb
+    /// refuses a half-created file, so a power loss during the very first start must leave
+    /// either no store or a whole one. Retries for a few seconds while a previous instance in
+    /// this process still holds the file (a restart in tests), then gives up.
     pub fn open(dir: &Path, now_ns: i64) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)?;
-        let file = dir.join("nameserver.redb");
+        let file = dir.join(FILE_NAME);
+        if !file.exists() {
+            create_atomically(dir, &file, now_ns)?;
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         let db = loop {
             match Database::create(&file) {
@@ -321,15 +381,28 @@ impl Store {
                 }
             }
         };
+        Store::init(db, now_ns)
+            .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", file.display()))
+    }
+
+    /// Opens (or creates) the store on `backend`; tests pass a power-loss simulator here.
+    pub fn with_backend(backend: impl StorageBackend, now_ns: i64) -> anyhow::Result<Store> {
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
+        Store::init(db, now_ns).map_err(|e| anyhow::anyhow!("cannot initialise the store: {e}"))
+    }
+
+    /// Creates the tables and the root directory in the first transaction, so a fresh store
+    /// and a reopened one look the same.
+    fn init(db: Database, now_ns: i64) -> Result<Store, ApiError> {
         let store = Store { db };
-        store
-            .write(|t| {
-                if t.node(ROOT_ID)?.is_none() {
-                    t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
-                }
-                Ok(())
-            })
-            .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", file.display()))?;
+        store.write(|t| {
+            if t.node(ROOT_ID)?.is_none() {
+                t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
+            }
+            Ok(())
+        })?;
         Ok(store)
     }
 
@@ -371,6 +444,29 @@ impl Store {
         };
         f(&tables)
     }
+}
+
+/// Name of the store file inside the data directory.
+const FILE_NAME: &str = "nameserver.redb";
+
+/// Creates an initialised store at `file` via temp file, fsync, rename, fsync of `dir`.
+fn create_atomically(dir: &Path, file: &Path, now_ns: i64) -> anyhow::Result<()> {
+    let tmp = file.with_extension("redb.creating");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => tracing::warn!(path = %tmp.display(), "removed a store left half-created"),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+        Err(err) => return Err(err.into()),
+    }
+    {
+        let db = Database::create(&tmp)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
+        Store::init(db, now_ns)
+            .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", tmp.display()))?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, file)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
 }
 
 fn open_write(txn: &WriteTransaction) -> Result<WriteTables<'_>, ApiError> {
