@@ -1,1 +1,142 @@
-//! The fileserver (see docs/api.md).
+//! The fileserver: stores immutable file versions as blobs keyed by (file id, version).
+//!
+//! Reference: docs/api/fileserver.md. Uploads stream to a temp file while their checksum is
+//! checked, then fsync, rename, fsync the directory, and only then the reply. All disk access
+//! goes through [`storage::Storage`] so [`powerloss::PowerLossStorage`] can show what survives
+//! a power cut. At start the server registers with the nameserver and keeps heartbeating.
+
+pub mod config;
+pub mod ingest;
+pub mod powerloss;
+pub mod range;
+pub mod registration;
+pub mod routes;
+pub mod stats;
+pub mod storage;
+pub mod store;
+
+pub use config::{Args, Config};
+pub use storage::{RealStorage, Storage};
+pub use store::BlobStore;
+
+use anyhow::Context;
+use dfs_proto::client::{FileClient, NameClient};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// A fileserver whose store is open and which can answer requests as soon as it serves.
+#[derive(Debug)]
+pub struct Fileserver {
+    listener: TcpListener,
+    state: routes::AppState,
+    identity: registration::Identity,
+    nameserver: Option<NameClient>,
+}
+
+impl Fileserver {
+    /// Opens the data directory (cleaning temp leftovers, indexing blobs) with the real disk.
+    pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Fileserver> {
+        Fileserver::start_with_storage(listener, config, Arc::new(RealStorage)).await
+    }
+
+    /// Same as [`Fileserver::start`] over any storage (tests pass a power-loss simulator).
+    pub async fn start_with_storage(
+        listener: TcpListener,
+        config: Config,
+        storage: Arc<dyn Storage>,
+    ) -> anyhow::Result<Fileserver> {
+        let local = listener.local_addr()?;
+        let data = config.data.clone();
+        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String)> {
+            let store = BlobStore::open(&data, storage)
+                .with_context(|| format!("cannot open data directory {}", data.display()))?;
+            let id = store
+                .server_id()
+                .context("cannot read or create the server id")?;
+            Ok((store, id))
+        })
+        .await??;
+        let (store, id) = store;
+        let nameserver = match config.nameserver.trim() {
+            "" => None,
+            url => {
+                reqwest::Url::parse(url)
+                    .with_context(|| format!("nameserver {url:?} is not a URL"))?;
+                Some(NameClient::new(url))
+            }
+        };
+        let url = config
+            .advertise
+            .clone()
+            .unwrap_or_else(|| default_url(local));
+        let store = Arc::new(store);
+        tracing::info!(id = %id, url = %url, blobs = store.list().len(), "fileserver store open");
+        Ok(Fileserver {
+            listener,
+            state: routes::AppState {
+                store,
+                stats: Arc::default(),
+                max_body_bytes: config.max_body_bytes,
+                files: FileClient::new(),
+            },
+            identity: registration::Identity {
+                id,
+                url,
+                dirs: config.dirs,
+            },
+            nameserver,
+        })
+    }
+
+    /// The stable server id stored in the data directory.
+    pub fn id(&self) -> &str {
+        &self.identity.id
+    }
+
+    /// The URL it registers under.
+    pub fn url(&self) -> &str {
+        &self.identity.url
+    }
+
+    /// Serves until `shutdown` resolves, registering and heartbeating in the background.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let heartbeat = self.nameserver.map(|names| {
+            tokio::spawn(registration::keep_registered(
+                names,
+                self.identity.clone(),
+                self.state.store.clone(),
+            ))
+        });
+        let result =
+            crate::common::serve(self.listener, routes::router(self.state), shutdown).await;
+        if let Some(task) = heartbeat {
+            task.abort();
+        }
+        result.context("fileserver stopped with an error")
+    }
+}
+
+fn default_url(local: SocketAddr) -> String {
+    let mut addr = local;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
+}
+
+/// Runs a fileserver on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Fileserver::start(listener, config)
+        .await?
+        .serve(shutdown)
+        .await
+}

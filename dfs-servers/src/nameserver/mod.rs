@@ -1,1 +1,212 @@
-//! The nameserver (see docs/api.md).
+//! The nameserver: the namespace, the directory -> fileserver map and the fileserver registry
+//! (see docs/api/nameserver.md).
+//!
+//! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
+//! `registry` fileserver liveness, `routes` the HTTP surface and `maintenance` the background
+//! replication repair and garbage collection.
+
+pub mod maintenance;
+pub mod namespace;
+pub mod placement;
+pub mod registry;
+pub mod routes;
+pub mod store;
+
+use crate::common;
+use clap::Parser;
+use dfs_proto::client::FileClient;
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Nameserver settings; every key is optional (a config file is a few lines of JSON).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Directory of the redb file; keeps the whole namespace across restarts.
+    pub data: PathBuf,
+    /// The lockserver clients and fileservers should use; reported, never called.
+    pub lockserver: Option<String>,
+    /// Copies wanted per file.
+    pub replication: u32,
+    /// Fewest acknowledged copies a publish accepts.
+    pub min_replicas: u32,
+    /// How often fileservers heartbeat (told to them at registration).
+    pub heartbeat_interval_ms: u64,
+    /// A fileserver silent this long is dead.
+    pub heartbeat_timeout_ms: u64,
+    /// How often the repair task looks for under-replicated files.
+    pub repair_interval_ms: u64,
+    /// How often the garbage collector lists the fileservers' blobs.
+    pub gc_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7000".into(),
+            data: PathBuf::from("./data/nameserver"),
+            lockserver: None,
+            replication: 2,
+            min_replicas: 1,
+            heartbeat_interval_ms: 1000,
+            heartbeat_timeout_ms: 3000,
+            repair_interval_ms: 1000,
+            gc_interval_ms: 10_000,
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.replication >= 1, "replication must be at least 1");
+        anyhow::ensure!(self.min_replicas >= 1, "min_replicas must be at least 1");
+        anyhow::ensure!(
+            self.heartbeat_interval_ms >= 1
+                && self.heartbeat_timeout_ms > self.heartbeat_interval_ms,
+            "heartbeat_timeout_ms must exceed heartbeat_interval_ms"
+        );
+        anyhow::ensure!(
+            self.repair_interval_ms >= 1 && self.gc_interval_ms >= 1,
+            "repair_interval_ms and gc_interval_ms must be positive"
+        );
+        Ok(())
+    }
+}
+
+/// Command-line flags; they win over the config file.
+#[derive(Debug, Parser)]
+#[command(
+    name = "dfs-nameserver",
+    about = "DFS nameserver: namespace and fileserver map"
+)]
+pub struct Args {
+    /// JSON config file (keys: listen, data, lockserver, replication, min_replicas, ...).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:7000).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Data directory (default ./data/nameserver).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Lockserver URL handed to clients and fileservers.
+    #[arg(long)]
+    pub lockserver: Option<String>,
+    /// Copies wanted per file (default 2).
+    #[arg(long)]
+    pub replication: Option<u32>,
+    /// Fewest acknowledged copies a publish accepts (default 1).
+    #[arg(long)]
+    pub min_replicas: Option<u32>,
+}
+
+impl Args {
+    /// The config file merged with the flags, flags winning.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config: Config = common::load_config(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = self.data {
+            config.data = data;
+        }
+        if let Some(lockserver) = self.lockserver {
+            config.lockserver = Some(lockserver);
+        }
+        if let Some(replication) = self.replication {
+            config.replication = replication;
+        }
+        if let Some(min) = self.min_replicas {
+            config.min_replicas = min;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Everything the handlers and background tasks share.
+pub struct State {
+    /// The durable namespace, map and registry.
+    pub store: store::Store,
+    /// Fileserver liveness.
+    pub registry: registry::Registry,
+    /// Settings.
+    pub config: Config,
+    /// Client for repair copies, blob listings and deletes.
+    pub files: FileClient,
+    /// Blobs to delete soon (best effort; the periodic GC catches anything missed).
+    pub garbage: tokio::sync::mpsc::UnboundedSender<Vec<namespace::Garbage>>,
+}
+
+/// Nanoseconds since the Unix epoch, for mtimes.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Serves the nameserver on `listener` until `shutdown` resolves; returns once the store is
+/// closed, so another instance may open the same data directory.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    run_then(listener, config, shutdown, || {}).await
+}
+
+/// Like [`run`], calling `ready` once the store is open and requests can be answered (the
+/// listener is already bound, so connections made from then on wait in its backlog).
+pub async fn run_then(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(),
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let data = config.data.clone();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&data, now_ns())).await??;
+    let registry = registry::Registry::new(Duration::from_millis(config.heartbeat_timeout_ms));
+    // Fileservers known from before a restart get one timeout of grace: they are most likely
+    // still up and will heartbeat within a second.
+    for (id, record) in store.read(store::Read::fileservers)? {
+        registry.seen(&id, &record.url, record.free_bytes);
+    }
+    let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();
+    let state = Arc::new(State {
+        store,
+        registry,
+        config,
+        files: FileClient::new(),
+        garbage: garbage_tx,
+    });
+    let tasks = maintenance::spawn(state.clone(), garbage_rx);
+    let router = routes::router(state.clone());
+    ready();
+    let served = common::serve(listener, router, shutdown).await;
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+    drop(state);
+    served?;
+    Ok(())
+}
+
+/// The binary's body: merge flags and file, bind, serve until SIGTERM/SIGINT.
+pub async fn main_with(args: Args) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    let (listener, local) = common::bind(&config.listen).await?;
+    run_then(listener, config, common::shutdown_signal(), move || {
+        common::announce_ready("dfs-nameserver", local)
+    })
+    .await
+}

@@ -1,0 +1,140 @@
+//! Fileserver settings: a small JSON file and the same settings as flags (flags win).
+
+use dfs_proto::DfsPath;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Default limit of one upload: large enough for any file a user will copy in.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 << 30;
+
+/// Everything a fileserver needs to know; every key is optional.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (`ADDR:PORT`).
+    pub listen: String,
+    /// Data directory holding blobs, temp files and the server id.
+    pub data: PathBuf,
+    /// Base URL of the nameserver to register with; empty runs stand-alone (no registration).
+    pub nameserver: String,
+    /// URL clients should use to reach this server; default `http://<actual listen addr>`
+    /// (with `127.0.0.1` when listening on an unspecified address).
+    pub advertise: Option<String>,
+    /// Directories this server asks the nameserver to place on it (may be empty).
+    pub dirs: Vec<DfsPath>,
+    /// Largest upload accepted, in bytes; bigger bodies get 413.
+    pub max_body_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7100".to_owned(),
+            data: PathBuf::from("./data/fileserver"),
+            nameserver: "http://127.0.0.1:7000".to_owned(),
+            advertise: None,
+            dirs: Vec::new(),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Command line of `dfs-fileserver`; each flag overrides the same key of `--config`.
+#[derive(Clone, Debug, Default, clap::Parser)]
+#[command(
+    name = "dfs-fileserver",
+    version,
+    about = "DFS fileserver: stores immutable file versions"
+)]
+pub struct Args {
+    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on, e.g. 0.0.0.0:7100.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Nameserver base URL, e.g. http://ns:7000 (empty string: do not register).
+    #[arg(long, value_name = "URL")]
+    pub nameserver: Option<String>,
+    /// URL under which clients reach this server.
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
+    /// A directory to ask the nameserver for (repeatable).
+    #[arg(long = "dir", value_name = "PATH")]
+    pub dirs: Vec<DfsPath>,
+    /// Largest upload accepted, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body_bytes: Option<u64>,
+}
+
+impl Args {
+    /// Reads `--config` (if any) and applies the flags on top.
+    pub fn into_config(self) -> anyhow::Result<Config> {
+        let mut config: Config = crate::common::load_config(self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(data) = self.data {
+            config.data = data;
+        }
+        if let Some(nameserver) = self.nameserver {
+            config.nameserver = nameserver;
+        }
+        if let Some(advertise) = self.advertise {
+            config.advertise = Some(advertise);
+        }
+        if !self.dirs.is_empty() {
+            config.dirs = self.dirs;
+        }
+        if let Some(max) = self.max_body_bytes {
+            config.max_body_bytes = max;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fs.json");
+        std::fs::write(
+            &file,
+            r#"{"listen":"127.0.0.1:1","data":"/a","dirs":["/x"],"max_body_bytes":5}"#,
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "dfs-fileserver",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:2",
+            "--dir",
+            "/p",
+            "--dir",
+            "/q",
+        ]);
+        let config = args.into_config().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:2");
+        assert_eq!(config.data, PathBuf::from("/a"));
+        assert_eq!(config.max_body_bytes, 5);
+        assert_eq!(config.dirs.len(), 2);
+        assert_eq!(config.nameserver, "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fs.json");
+        std::fs::write(&file, r#"{"listne":"x"}"#).unwrap();
+        let args = Args::parse_from(["dfs-fileserver", "--config", file.to_str().unwrap()]);
+        assert!(args.into_config().is_err());
+    }
+}

@@ -1,0 +1,108 @@
+//! Streams a request body (upload or fetch) into the store: big writes on a blocking thread,
+//! limits and a per-chunk read timeout on the async side.
+
+use super::routes::AppState;
+use super::stats::Stats;
+use super::store::Chunk;
+use bytes::{Bytes, BytesMut};
+use dfs_proto::files::BlobInfo;
+use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
+use futures_util::{Stream, StreamExt};
+use std::fmt::Display;
+use std::time::Duration;
+
+/// Size of each disk write: few syscalls, bounded memory (a handful per upload in flight).
+pub const WRITE_CHUNK: usize = 1 << 20;
+
+/// A body that sends nothing for this long is abandoned.
+pub const BODY_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Writes `body` as (file_id, version); returns once it is durable and visible.
+///
+/// Refuses a body longer than `expected_len` or than the server's limit (413, cut off at that
+/// point), and one whose length or checksum differ from what was announced (422). Nothing is
+/// stored unless the whole body checks out.
+pub async fn ingest<S, E>(
+    st: &AppState,
+    file_id: FileId,
+    version: Version,
+    checksum: Checksum,
+    expected_len: Option<u64>,
+    mut body: S,
+) -> Result<BlobInfo, ApiError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Display,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
+    let store = st.store.clone();
+    let writer = tokio::task::spawn_blocking(move || {
+        store.write_upload(file_id, version, checksum, expected_len, rx)
+    });
+    let limit = expected_len.map_or(st.max_body_bytes, |l| l.min(st.max_body_bytes));
+    let fed = feed(st, &mut body, limit, tx).await;
+    let written = writer
+        .await
+        .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?;
+    match fed {
+        // The writer stopped first (disk error, ...): its error says why.
+        Ok(()) | Err(None) => {
+            let info = written?;
+            Stats::add(&st.stats.uploads, 1);
+            Ok(info)
+        }
+        Err(Some(err)) => Err(err),
+    }
+}
+
+/// Pumps the body to the writer. `Err(None)` means the writer hung up.
+async fn feed<S, E>(
+    st: &AppState,
+    body: &mut S,
+    limit: u64,
+    tx: tokio::sync::mpsc::Sender<Chunk>,
+) -> Result<(), Option<ApiError>>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: Display,
+{
+    let mut buf = BytesMut::new();
+    let mut total = 0u64;
+    loop {
+        let next = tokio::time::timeout(BODY_CHUNK_TIMEOUT, body.next())
+            .await
+            .map_err(|_| Some(ApiError::bad_request("request body stalled")))?;
+        let chunk = match next {
+            None => break,
+            Some(Ok(chunk)) => chunk,
+            Some(Err(err)) => {
+                return Err(Some(ApiError::bad_request(format!(
+                    "request body ended early: {err}"
+                ))))
+            }
+        };
+        total += chunk.len() as u64;
+        Stats::add(&st.stats.bytes_in, chunk.len() as u64);
+        if total > limit {
+            return Err(Some(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("body longer than the {limit} bytes announced or allowed"),
+            )));
+        }
+        if buf.is_empty() && chunk.len() >= WRITE_CHUNK {
+            tx.send(Chunk::Data(chunk)).await.map_err(|_| None)?;
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+        if buf.len() >= WRITE_CHUNK {
+            let full = std::mem::replace(&mut buf, BytesMut::with_capacity(WRITE_CHUNK));
+            tx.send(Chunk::Data(full.freeze()))
+                .await
+                .map_err(|_| None)?;
+        }
+    }
+    if !buf.is_empty() {
+        tx.send(Chunk::Data(buf.freeze())).await.map_err(|_| None)?;
+    }
+    tx.send(Chunk::Finish).await.map_err(|_| None)
+}

@@ -1,0 +1,512 @@
+//! POSIX namespace logic over the store: lookups, mkdir/rmdir/create/unlink/rename/setattr,
+//! open-for-write and publish. Pure functions of one transaction; no I/O besides the store.
+
+use super::store::{Node, Read, WriteTables, ROOT_ID};
+use dfs_proto::names::{
+    CreateRequest, Entry, EntryKind, MkdirRequest, OpenWriteRequest, PublishRequest, RenameRequest,
+    SetAttrRequest,
+};
+use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, ServerId, Version};
+
+/// A blob that is no longer referenced and may be deleted from `server`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Garbage {
+    /// Fileserver holding it.
+    pub server: ServerId,
+    /// Its file.
+    pub file_id: FileId,
+    /// Its version.
+    pub version: Version,
+}
+
+/// Permission bits only; file-type bits from a client are ignored.
+const MODE_MASK: u32 = 0o7777;
+
+fn err(code: ErrorCode, message: String) -> ApiError {
+    ApiError::new(code, message)
+}
+
+/// Finds `path`: `not_found` when it or a parent is missing, `not_directory` when a parent is
+/// a file.
+pub fn resolve(r: &impl Read, path: &DfsPath) -> Result<(FileId, Node), ApiError> {
+    let mut id = ROOT_ID;
+    let mut node = r
+        .node(ROOT_ID)?
+        .ok_or_else(|| ApiError::internal("root directory missing"))?;
+    let mut walked = DfsPath::root();
+    for name in path.components() {
+        if node.kind != EntryKind::Dir {
+            return Err(err(
+                ErrorCode::NotDirectory,
+                format!("{walked} is not a directory"),
+            ));
+        }
+        walked = walked.join(name)?;
+        id = r.child(id, name)?.ok_or_else(|| {
+            err(
+                ErrorCode::NotFound,
+                format!("no such file or directory: {walked}"),
+            )
+        })?;
+        node = r
+            .node(id)?
+            .ok_or_else(|| ApiError::internal(format!("dangling entry {walked}")))?;
+    }
+    Ok((id, node))
+}
+
+/// Finds the directory that would contain `path`.
+fn resolve_parent(r: &impl Read, path: &DfsPath) -> Result<(FileId, Node), ApiError> {
+    let parent = path.parent();
+    let (id, node) = resolve(r, &parent)?;
+    if node.kind != EntryKind::Dir {
+        return Err(err(
+            ErrorCode::NotDirectory,
+            format!("{parent} is not a directory"),
+        ));
+    }
+    Ok((id, node))
+}
+
+/// The parent (id, node) of a path and the path's own (id, node) when it exists.
+type Lookup = (FileId, Node, Option<(FileId, Node)>);
+
+/// Looks `path` up when its parent exists; `None` when only the last component is missing.
+fn lookup(r: &impl Read, path: &DfsPath) -> Result<Lookup, ApiError> {
+    let (pid, parent) = resolve_parent(r, path)?;
+    let child = match r.child(pid, path.name())? {
+        Some(id) => {
+            let node = r
+                .node(id)?
+                .ok_or_else(|| ApiError::internal(format!("dangling entry {path}")))?;
+            Some((id, node))
+        }
+        None => None,
+    };
+    Ok((pid, parent, child))
+}
+
+/// The wire form of a node at `path`.
+pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) -> Entry {
+    Entry {
+        id,
+        path: path.clone(),
+        kind: node.kind,
+        size: node.size,
+        mode: node.mode,
+        mtime_ns: node.mtime_ns,
+        version: node.version,
+        checksum: node.checksum,
+        servers: node.servers.clone(),
+        locations,
+    }
+}
+
+fn touch_dir(
+    t: &mut WriteTables<'_>,
+    id: FileId,
+    mut node: Node,
+    now: i64,
+) -> Result<(), ApiError> {
+    node.mtime_ns = now;
+    t.put_node(id, &node)
+}
+
+/// Every blob the node's current version occupies.
+fn garbage_of(id: FileId, node: &Node) -> Vec<Garbage> {
+    if node.kind != EntryKind::File || node.version == 0 {
+        return Vec::new();
+    }
+    node.servers
+        .iter()
+        .map(|s| Garbage {
+            server: s.clone(),
+            file_id: id,
+            version: node.version,
+        })
+        .collect()
+}
+
+/// Creates a directory.
+pub fn mkdir(t: &mut WriteTables<'_>, req: &MkdirRequest, now: i64) -> Result<Entry, ApiError> {
+    if req.path.is_root() {
+        return Err(err(ErrorCode::AlreadyExists, "/ already exists".into()));
+    }
+    let (pid, parent, existing) = lookup(t, &req.path)?;
+    if existing.is_some() {
+        return Err(err(
+            ErrorCode::AlreadyExists,
+            format!("{} already exists", req.path),
+        ));
+    }
+    let id = t.next_id()?;
+    let node = Node::new(
+        pid,
+        req.path.name(),
+        EntryKind::Dir,
+        req.mode.unwrap_or(0o755) & MODE_MASK,
+        now,
+    );
+    t.put_node(id, &node)?;
+    t.put_child(pid, req.path.name(), id)?;
+    touch_dir(t, pid, parent, now)?;
+    Ok(entry(&req.path, id, &node, Vec::new()))
+}
+
+/// Removes an empty directory.
+pub fn rmdir(t: &mut WriteTables<'_>, path: &DfsPath, now: i64) -> Result<(), ApiError> {
+    if path.is_root() {
+        return Err(err(ErrorCode::Busy, "cannot remove /".into()));
+    }
+    let (pid, parent, existing) = lookup(t, path)?;
+    let (id, node) =
+        existing.ok_or_else(|| err(ErrorCode::NotFound, format!("no such directory: {path}")))?;
+    if node.kind != EntryKind::Dir {
+        return Err(err(
+            ErrorCode::NotDirectory,
+            format!("{path} is not a directory"),
+        ));
+    }
+    if !t.children(id, None, 1)?.is_empty() {
+        return Err(err(ErrorCode::NotEmpty, format!("{path} is not empty")));
+    }
+    t.remove_child(pid, path.name())?;
+    t.remove_node(id)?;
+    touch_dir(t, pid, parent, now)
+}
+
+/// Creates an empty file, or returns the existing one unless `exclusive`.
+pub fn create(t: &mut WriteTables<'_>, req: &CreateRequest, now: i64) -> Result<Entry, ApiError> {
+    let (id, node) = create_file(t, &req.path, req.mode, req.exclusive, now)?;
+    Ok(entry(&req.path, id, &node, Vec::new()))
+}
+
+fn create_file(
+    t: &mut WriteTables<'_>,
+    path: &DfsPath,
+    mode: Option<u32>,
+    exclusive: bool,
+    now: i64,
+) -> Result<(FileId, Node), ApiError> {
+    if path.is_root() {
+        let code = if exclusive {
+            ErrorCode::AlreadyExists
+        } else {
+            ErrorCode::IsDirectory
+        };
+        return Err(err(code, "/ is a directory".into()));
+    }
+    let (pid, parent, existing) = lookup(t, path)?;
+    if let Some((id, node)) = existing {
+        if exclusive {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("{path} already exists"),
+            ));
+        }
+        if node.kind == EntryKind::Dir {
+            return Err(err(
+                ErrorCode::IsDirectory,
+                format!("{path} is a directory"),
+            ));
+        }
+        return Ok((id, node));
+    }
+    let id = t.next_id()?;
+    let node = Node::new(
+        pid,
+        path.name(),
+        EntryKind::File,
+        mode.unwrap_or(0o644) & MODE_MASK,
+        now,
+    );
+    t.put_node(id, &node)?;
+    t.put_child(pid, path.name(), id)?;
+    touch_dir(t, pid, parent, now)?;
+    Ok((id, node))
+}
+
+/// Removes a file; returns the blobs that became garbage.
+pub fn unlink(t: &mut WriteTables<'_>, path: &DfsPath, now: i64) -> Result<Vec<Garbage>, ApiError> {
+    if path.is_root() {
+        return Err(err(ErrorCode::IsDirectory, "/ is a directory".into()));
+    }
+    let (pid, parent, existing) = lookup(t, path)?;
+    let (id, node) =
+        existing.ok_or_else(|| err(ErrorCode::NotFound, format!("no such file: {path}")))?;
+    if node.kind == EntryKind::Dir {
+        return Err(err(
+            ErrorCode::IsDirectory,
+            format!("{path} is a directory"),
+        ));
+    }
+    t.remove_child(pid, path.name())?;
+    t.remove_node(id)?;
+    touch_dir(t, pid, parent, now)?;
+    Ok(garbage_of(id, &node))
+}
+
+/// Renames atomically (files and whole directory trees); returns the moved entry and the blobs
+/// of a replaced file.
+pub fn rename(
+    t: &mut WriteTables<'_>,
+    req: &RenameRequest,
+    now: i64,
+) -> Result<(Entry, Vec<Garbage>), ApiError> {
+    let (from, to) = (&req.from, &req.to);
+    if from.is_root() || to.is_root() {
+        return Err(err(ErrorCode::InvalidMove, "cannot rename /".into()));
+    }
+    let (src_pid, _, src) = lookup(t, from)?;
+    let (src_id, mut src_node) = src.ok_or_else(|| {
+        err(
+            ErrorCode::NotFound,
+            format!("no such file or directory: {from}"),
+        )
+    })?;
+    if from == to {
+        return Ok((entry(to, src_id, &src_node, Vec::new()), Vec::new()));
+    }
+    if src_node.kind == EntryKind::Dir && to.starts_with(from) {
+        return Err(err(
+            ErrorCode::InvalidMove,
+            format!("cannot move {from} into its own subtree {to}"),
+        ));
+    }
+    let (dst_pid, _, dst) = lookup(t, to)?;
+    let mut garbage = Vec::new();
+    if let Some((dst_id, dst_node)) = dst {
+        if req.no_replace {
+            return Err(err(
+                ErrorCode::AlreadyExists,
+                format!("{to} already exists"),
+            ));
+        }
+        match (src_node.kind, dst_node.kind) {
+            (EntryKind::Dir, EntryKind::File) => {
+                return Err(err(
+                    ErrorCode::NotDirectory,
+                    format!("{to} is not a directory"),
+                ));
+            }
+            (EntryKind::File, EntryKind::Dir) => {
+                return Err(err(ErrorCode::IsDirectory, format!("{to} is a directory")));
+            }
+            (EntryKind::Dir, EntryKind::Dir) => {
+                if !t.children(dst_id, None, 1)?.is_empty() {
+                    return Err(err(ErrorCode::NotEmpty, format!("{to} is not empty")));
+                }
+            }
+            (EntryKind::File, EntryKind::File) => garbage = garbage_of(dst_id, &dst_node),
+        }
+        t.remove_node(dst_id)?;
+    }
+    t.remove_child(src_pid, from.name())?;
+    t.put_child(dst_pid, to.name(), src_id)?;
+    src_node.parent = dst_pid;
+    src_node.name = to.name().to_owned();
+    t.put_node(src_id, &src_node)?;
+    // Re-read the parents: they may be the same directory, or one may have been rewritten above.
+    for pid in [src_pid, dst_pid] {
+        if let Some(parent) = t.node(pid)? {
+            touch_dir(t, pid, parent, now)?;
+        }
+    }
+    Ok((entry(to, src_id, &src_node, Vec::new()), garbage))
+}
+
+/// Changes mode and/or mtime.
+pub fn setattr(t: &mut WriteTables<'_>, req: &SetAttrRequest) -> Result<(FileId, Node), ApiError> {
+    let (id, mut node) = resolve(t, &req.path)?;
+    if let Some(mode) = req.mode {
+        node.mode = mode & MODE_MASK;
+    }
+    if let Some(mtime) = req.mtime_ns {
+        node.mtime_ns = mtime;
+    }
+    t.put_node(id, &node)?;
+    Ok((id, node))
+}
+
+/// Registers a writer: creates the file if asked, refuses a token lower than one seen, and
+/// durably records the token as the file's highest.
+pub fn open_write(
+    t: &mut WriteTables<'_>,
+    req: &OpenWriteRequest,
+    now: i64,
+) -> Result<(FileId, Node), ApiError> {
+    let (id, mut node) = match req.create {
+        Some(mode) => create_file(t, &req.path, Some(mode), req.exclusive, now)?,
+        None => {
+            let (id, node) = resolve(t, &req.path)?;
+            if node.kind == EntryKind::Dir {
+                return Err(err(
+                    ErrorCode::IsDirectory,
+                    format!("{} is a directory", req.path),
+                ));
+            }
+            (id, node)
+        }
+    };
+    if req.token < node.token {
+        return Err(err(
+            ErrorCode::Fenced,
+            format!(
+                "token {} is lower than {} already seen for {}",
+                req.token, node.token, req.path
+            ),
+        ));
+    }
+    if req.token > node.token {
+        node.token = req.token;
+        t.put_node(id, &node)?;
+    }
+    Ok((id, node))
+}
+
+/// Makes an uploaded version current, atomically; returns the node and the blobs of the
+/// replaced version. `known` says whether a server id is registered.
+pub fn publish(
+    t: &mut WriteTables<'_>,
+    req: &PublishRequest,
+    min_replicas: u32,
+    known: impl Fn(&str) -> bool,
+    now: i64,
+) -> Result<(FileId, Node, Vec<Garbage>), ApiError> {
+    let (id, mut node) = resolve(t, &req.path)?;
+    if node.kind == EntryKind::Dir {
+        return Err(err(
+            ErrorCode::IsDirectory,
+            format!("{} is a directory", req.path),
+        ));
+    }
+    if id != req.file_id {
+        return Err(err(
+            ErrorCode::Stale,
+            format!(
+                "{} now holds another file (id {id}, not {})",
+                req.path, req.file_id
+            ),
+        ));
+    }
+    if req.token < node.token {
+        return Err(err(
+            ErrorCode::Fenced,
+            format!(
+                "token {} is lower than {} already seen for {}",
+                req.token, node.token, req.path
+            ),
+        ));
+    }
+    if node.version == req.version && node.checksum == req.checksum && node.size == req.size {
+        // A retry of a publish whose reply was lost: exactly one version exists.
+        return Ok((id, node, Vec::new()));
+    }
+    if req.base_version != node.version {
+        return Err(err(
+            ErrorCode::Stale,
+            format!(
+                "base version {} of {} is not current (now {})",
+                req.base_version, req.path, node.version
+            ),
+        ));
+    }
+    if req.version <= node.version {
+        return Err(err(
+            ErrorCode::Stale,
+            format!(
+                "version {} of {} is not newer than the current {}",
+                req.version, req.path, node.version
+            ),
+        ));
+    }
+    let mut servers: Vec<ServerId> = Vec::new();
+    for s in &req.servers {
+        if !known(s) {
+            return Err(ApiError::bad_request(format!("unknown fileserver {s:?}")));
+        }
+        if !servers.contains(s) {
+            servers.push(s.clone());
+        }
+    }
+    if req.size > 0 {
+        if servers.is_empty() {
+            return Err(ApiError::bad_request(
+                "a non-empty version needs at least one fileserver",
+            ));
+        }
+        if (servers.len() as u64) < u64::from(min_replicas) {
+            return Err(ApiError::unavailable(format!(
+                "only {} fileservers acknowledged, {min_replicas} required",
+                servers.len()
+            )));
+        }
+    }
+    let garbage = garbage_of(id, &node);
+    node.size = req.size;
+    node.checksum = req.checksum;
+    node.version = req.version;
+    node.servers = servers;
+    node.mtime_ns = req.mtime_ns.unwrap_or(now);
+    node.token = node.token.max(req.token);
+    t.put_node(id, &node)?;
+    Ok((id, node, garbage))
+}
+
+/// One page of a directory, in name order; `next_after` is set when more may follow.
+pub fn list(
+    r: &impl Read,
+    path: &DfsPath,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<Entry>, Option<String>), ApiError> {
+    let (id, node) = resolve(r, path)?;
+    if node.kind != EntryKind::Dir {
+        return Err(err(
+            ErrorCode::NotDirectory,
+            format!("{path} is not a directory"),
+        ));
+    }
+    let page = r.children(id, after, limit + 1)?;
+    let more = page.len() > limit;
+    let mut entries = Vec::with_capacity(page.len().min(limit));
+    for (name, child) in page.into_iter().take(limit) {
+        let node = r
+            .node(child)?
+            .ok_or_else(|| ApiError::internal(format!("dangling entry {name} in {path}")))?;
+        let child_path = path.join(&name).map_err(super::store::internal)?;
+        entries.push(entry(&child_path, child, &node, Vec::new()));
+    }
+    let next = if more {
+        entries.last().map(|e| e.path.name().to_owned())
+    } else {
+        None
+    };
+    Ok((entries, next))
+}
+
+/// The full path of node `id`, by walking parents (for scans that start from ids).
+pub fn path_of(r: &impl Read, id: FileId, node: &Node) -> Result<DfsPath, ApiError> {
+    let mut names = vec![node.name.clone()];
+    let mut parent = node.parent;
+    let mut depth = 0;
+    while parent != ROOT_ID && parent != 0 {
+        let p = r
+            .node(parent)?
+            .ok_or_else(|| ApiError::internal(format!("node {id} has a dangling parent")))?;
+        names.push(p.name.clone());
+        parent = p.parent;
+        depth += 1;
+        if depth > 4096 {
+            return Err(ApiError::internal(format!("node {id} has a parent cycle")));
+        }
+    }
+    if id == ROOT_ID {
+        return Ok(DfsPath::root());
+    }
+    let mut path = DfsPath::root();
+    for name in names.iter().rev() {
+        path = path.join(name).map_err(super::store::internal)?;
+    }
+    Ok(path)
+}

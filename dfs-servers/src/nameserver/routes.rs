@@ -1,0 +1,380 @@
+//! The nameserver's HTTP surface: exactly the routes `dfs_proto::client::NameClient` calls,
+//! plus `GET /` (the text map). Handlers validate, then run one store transaction on the
+//! blocking pool and reply only after it committed.
+
+use super::namespace::{self, Garbage};
+use super::placement;
+use super::store::{FileserverRecord, Read};
+use super::{now_ns, State};
+use crate::common::{api_fallbacks, ApiJson, ApiQuery};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dfs_proto::names::*;
+use dfs_proto::path::validate_name;
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use std::sync::Arc;
+
+/// Largest request body accepted; metadata requests are tiny.
+pub const MAX_BODY: usize = 256 * 1024;
+/// Default and largest page of a listing.
+pub const MAX_PAGE: u32 = 1000;
+
+type S = axum::extract::State<Arc<State>>;
+
+/// The router over shared state.
+pub fn router(state: Arc<State>) -> Router {
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/", get(text_map))
+        .route("/v1/cluster", get(cluster))
+        .route("/v1/meta/stat", get(stat))
+        .route("/v1/meta/list", get(list))
+        .route("/v1/meta/mkdir", post(mkdir))
+        .route("/v1/meta/rmdir", post(rmdir))
+        .route("/v1/meta/create", post(create))
+        .route("/v1/meta/unlink", post(unlink))
+        .route("/v1/meta/rename", post(rename))
+        .route("/v1/meta/setattr", post(setattr))
+        .route("/v1/meta/open-write", post(open_write))
+        .route("/v1/meta/publish", post(publish))
+        .route("/v1/fileservers/register", post(register))
+        .route("/v1/fileservers/heartbeat", post(heartbeat))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state);
+    api_fallbacks(router)
+}
+
+/// Runs blocking store work off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &Arc<State>,
+    f: impl FnOnce(&State) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || f(&state))
+        .await
+        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+}
+
+impl State {
+    /// URLs of the live fileservers among `servers`, in order.
+    pub fn locations(&self, servers: &[String]) -> Vec<String> {
+        servers
+            .iter()
+            .filter_map(|s| self.registry.live_url(s))
+            .collect()
+    }
+
+    fn discard(&self, garbage: Vec<Garbage>) {
+        if !garbage.is_empty() {
+            let _ = self.garbage.send(garbage);
+        }
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn stat(state: S, ApiQuery(q): ApiQuery<PathQuery>) -> Result<Json<Entry>, ApiError> {
+    let state = state.0;
+    blocking(&state, move |s| {
+        let (id, node) = s.store.read(|r| namespace::resolve(r, &q.path))?;
+        let locations = s.locations(&node.servers);
+        Ok(Json(namespace::entry(&q.path, id, &node, locations)))
+    })
+    .await
+}
+
+async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListResponse>, ApiError> {
+    if let Some(after) = q.after.as_deref().filter(|a| !a.is_empty()) {
+        validate_name(after)?;
+    }
+    let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
+    blocking(&state.0, move |s| {
+        let after = q.after.as_deref().filter(|a| !a.is_empty());
+        let (entries, next_after) = s
+            .store
+            .read(|r| namespace::list(r, &q.path, after, limit))?;
+        Ok(Json(ListResponse {
+            entries,
+            next_after,
+        }))
+    })
+    .await
+}
+
+async fn mkdir(state: S, ApiJson(req): ApiJson<MkdirRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::mkdir(t, &req, now_ns()))
+            .map(Json)
+    })
+    .await
+}
+
+async fn rmdir(
+    state: S,
+    ApiJson(req): ApiJson<PathRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::rmdir(t, &req.path, now_ns()))?;
+        Ok(Json(serde_json::json!({})))
+    })
+    .await
+}
+
+async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        let mut entry = s.store.write(|t| namespace::create(t, &req, now_ns()))?;
+        entry.locations = s.locations(&entry.servers);
+        Ok(Json(entry))
+    })
+    .await
+}
+
+async fn unlink(
+    state: S,
+    ApiJson(req): ApiJson<PathRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    blocking(&state.0, move |s| {
+        let garbage = s
+            .store
+            .write(|t| namespace::unlink(t, &req.path, now_ns()))?;
+        s.discard(garbage);
+        Ok(Json(serde_json::json!({})))
+    })
+    .await
+}
+
+async fn rename(state: S, ApiJson(req): ApiJson<RenameRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        let (entry, garbage) = s.store.write(|t| namespace::rename(t, &req, now_ns()))?;
+        s.discard(garbage);
+        Ok(Json(entry))
+    })
+    .await
+}
+
+async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
+        let locations = s.locations(&node.servers);
+        Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+    })
+    .await
+}
+
+async fn open_write(
+    state: S,
+    ApiJson(req): ApiJson<OpenWriteRequest>,
+) -> Result<Json<OpenWriteResponse>, ApiError> {
+    blocking(&state.0, move |s| {
+        let live = s.registry.live();
+        let replication = s.config.replication as usize;
+        let (id, node, targets) = s.store.write(|t| {
+            let (id, node) = namespace::open_write(t, &req, now_ns())?;
+            let targets = placement::targets(t, &live, &req.path, replication)?;
+            Ok((id, node, targets))
+        })?;
+        let locations = s.locations(&node.servers);
+        Ok(Json(OpenWriteResponse {
+            entry: namespace::entry(&req.path, id, &node, locations),
+            targets,
+        }))
+    })
+    .await
+}
+
+async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        let min = s.config.min_replicas;
+        let (id, node, garbage) = s.store.write(|t| {
+            let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
+            namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
+        })?;
+        s.discard(garbage);
+        let locations = s.locations(&node.servers);
+        Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+    })
+    .await
+}
+
+/// A fileserver id is a short, printable name (it appears in `GET /` lines and logs).
+fn validate_server_id(id: &str) -> Result<(), ApiError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(
+            "fileserver id must be 1-128 characters of [A-Za-z0-9._:-]",
+        ))
+    }
+}
+
+/// A fileserver URL must be a plain http(s) base URL.
+fn validate_url(url: &str) -> Result<(), ApiError> {
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| ApiError::bad_request(format!("bad fileserver url {url:?}: {e}")))?;
+    let ok = matches!(parsed.scheme(), "http" | "https")
+        && parsed.host_str().is_some()
+        && parsed.query().is_none()
+        && parsed.fragment().is_none()
+        && url.len() <= 2048;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "fileserver url must be an http(s) base url, got {url:?}"
+        )))
+    }
+}
+
+async fn register(
+    state: S,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<Json<RegisterResponse>, ApiError> {
+    validate_server_id(&req.id)?;
+    validate_url(&req.url)?;
+    if req.dirs.len() > 1000 {
+        return Err(ApiError::bad_request("too many dirs"));
+    }
+    blocking(&state.0, move |s| {
+        let url = req.url.trim_end_matches('/').to_owned();
+        s.store.write(|t| {
+            let old = t.fileserver(&req.id)?;
+            let old_dirs = old.map(|o| o.dirs).unwrap_or_default();
+            let mut dirs: Vec<DfsPath> = Vec::new();
+            for d in &req.dirs {
+                if !dirs.contains(d) {
+                    dirs.push(d.clone());
+                }
+            }
+            t.put_fileserver(
+                &req.id,
+                &FileserverRecord {
+                    url: url.clone(),
+                    capacity_bytes: req.capacity_bytes,
+                    free_bytes: req.free_bytes,
+                    dirs: dirs.clone(),
+                },
+            )?;
+            placement::apply_registration(t, &req.id, &old_dirs, &dirs)
+        })?;
+        s.registry.seen(&req.id, &url, req.free_bytes);
+        tracing::info!(id = %req.id, %url, "fileserver registered");
+        Ok(Json(RegisterResponse {
+            heartbeat_interval_ms: s.config.heartbeat_interval_ms,
+            lockserver: s.config.lockserver.clone(),
+        }))
+    })
+    .await
+}
+
+async fn heartbeat(
+    state: S,
+    ApiJson(req): ApiJson<HeartbeatRequest>,
+) -> Result<Json<HeartbeatResponse>, ApiError> {
+    validate_server_id(&req.id)?;
+    blocking(&state.0, move |s| {
+        let url = match s.registry.get(&req.id) {
+            Some(live) => Some(live.url),
+            None => s.store.read(|r| r.fileserver(&req.id))?.map(|r| r.url),
+        };
+        match url {
+            Some(url) => {
+                s.registry.seen(&req.id, &url, req.free_bytes);
+                Ok(Json(HeartbeatResponse { known: true }))
+            }
+            None => Ok(Json(HeartbeatResponse { known: false })),
+        }
+    })
+    .await
+}
+
+/// The cluster view shared by `GET /` and `GET /v1/cluster`.
+pub fn cluster_info(s: &State) -> Result<ClusterInfo, ApiError> {
+    let (servers, map) = s.store.read(|r| Ok((r.fileservers()?, r.dirmap()?)))?;
+    let fileservers = servers
+        .into_iter()
+        .map(|(id, rec)| {
+            let live = s.registry.get(&id);
+            let alive = s.registry.is_alive(&id);
+            FileserverStatus {
+                url: live.as_ref().map(|l| l.url.clone()).unwrap_or(rec.url),
+                capacity_bytes: rec.capacity_bytes,
+                free_bytes: live
+                    .as_ref()
+                    .map(|l| l.free_bytes)
+                    .unwrap_or(rec.free_bytes),
+                dirs: rec.dirs,
+                alive,
+                last_seen_ms_ago: live
+                    .map(|l| u64::try_from(l.last_seen.elapsed().as_millis()).unwrap_or(u64::MAX))
+                    .unwrap_or(u64::MAX),
+                id,
+            }
+        })
+        .collect();
+    let under_replicated = super::maintenance::under_replicated(s)?
+        .into_iter()
+        .map(|u| UnderReplicated {
+            path: u.path,
+            live_copies: u.live_copies,
+            wanted: s.config.replication,
+        })
+        .collect();
+    Ok(ClusterInfo {
+        lockserver: s.config.lockserver.clone(),
+        replication: s.config.replication,
+        fileservers,
+        map: map
+            .into_iter()
+            .map(|(dir, servers)| DirMapping { dir, servers })
+            .collect(),
+        under_replicated,
+    })
+}
+
+async fn cluster(state: S) -> Result<Json<ClusterInfo>, ApiError> {
+    blocking(&state.0, |s| cluster_info(s).map(Json)).await
+}
+
+/// The original design's map: `dir=server_url` per server of each mapped directory, then a
+/// comment line per under-replicated file.
+async fn text_map(state: S) -> Result<String, ApiError> {
+    blocking(&state.0, |s| {
+        let info = cluster_info(s)?;
+        let mut out = String::new();
+        for m in &info.map {
+            for id in &m.servers {
+                let url = info
+                    .fileservers
+                    .iter()
+                    .find(|f| &f.id == id)
+                    .map(|f| f.url.as_str())
+                    .unwrap_or(id.as_str());
+                out.push_str(&format!("{}={url}\n", m.dir));
+            }
+        }
+        for u in &info.under_replicated {
+            out.push_str(&format!(
+                "# under-replicated {} {}/{}\n",
+                u.path, u.live_copies, u.wanted
+            ));
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e: ApiError| {
+        if e.code == ErrorCode::Internal {
+            tracing::error!(%e, "GET / failed");
+        }
+        e
+    })
+}

@@ -1,0 +1,384 @@
+//! The nameserver's durable state in redb, behind a small typed interface.
+//!
+//! Layout (one redb file, `nameserver.redb` in the data directory):
+//! - `nodes`: node id -> JSON [`Node`] (files and directories; the root is id 1).
+//! - `children`: (parent id, name) -> child id, so listing a directory is one range scan and a
+//!   path lookup is one point lookup per component. Renaming a directory tree moves one key.
+//! - `meta`: counters (`next_id`), so ids are never reused, even across restarts.
+//! - `fileservers`: server id -> JSON [`FileserverRecord`].
+//! - `dirmap`: directory path -> JSON list of server ids (the placement map).
+//!
+//! Every change runs in one write transaction committed with the default (immediate)
+//! durability before the caller replies.
+
+use dfs_proto::names::EntryKind;
+use dfs_proto::{ApiError, Checksum, DfsPath, FileId, ServerId, Version};
+use redb::{
+    Database, ReadOnlyTable, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::ops::Bound;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
+const CHILDREN: TableDefinition<(u64, &str), u64> = TableDefinition::new("children");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const FILESERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fileservers");
+const DIRMAP: TableDefinition<&str, &[u8]> = TableDefinition::new("dirmap");
+
+/// The root directory's id; fixed so the mount can treat it as inode 1.
+pub const ROOT_ID: FileId = 1;
+const NEXT_ID: &str = "next_id";
+
+/// One file or directory as stored; its path is derived from the parent chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Containing directory (0 for the root).
+    pub parent: FileId,
+    /// Name inside the parent (empty for the root).
+    pub name: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size of the current version.
+    pub size: u64,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, ns since the epoch.
+    pub mtime_ns: i64,
+    /// Current content version (0 = empty, no blob).
+    pub version: Version,
+    /// Checksum of the current version.
+    pub checksum: Checksum,
+    /// Fileservers holding the current version durably.
+    pub servers: Vec<ServerId>,
+    /// Highest fencing token seen for this file (open-write or publish).
+    pub token: u64,
+}
+
+impl Node {
+    /// A fresh node with no content.
+    pub fn new(parent: FileId, name: &str, kind: EntryKind, mode: u32, mtime_ns: i64) -> Node {
+        Node {
+            parent,
+            name: name.to_owned(),
+            kind,
+            size: 0,
+            mode,
+            mtime_ns,
+            version: 0,
+            checksum: Checksum::of(&[]),
+            servers: Vec::new(),
+            token: 0,
+        }
+    }
+}
+
+/// A registered fileserver as stored (liveness lives in memory).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileserverRecord {
+    /// Base URL clients use.
+    pub url: String,
+    /// Total bytes of its data disk.
+    pub capacity_bytes: u64,
+    /// Free bytes at registration or last heartbeat.
+    pub free_bytes: u64,
+    /// Directories it asked to serve.
+    pub dirs: Vec<DfsPath>,
+}
+
+/// Turns any store error into `internal`, logging it: never caused by client input.
+pub fn internal(err: impl Display) -> ApiError {
+    tracing::error!(%err, "store error");
+    ApiError::internal(format!("store error: {err}"))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(internal)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(internal)
+}
+
+/// The opened tables of one transaction, read-only or writable.
+pub struct Tables<N, C, M, F, D> {
+    nodes: N,
+    children: C,
+    meta: M,
+    fileservers: F,
+    dirmap: D,
+}
+
+/// Tables of a write transaction.
+pub type WriteTables<'t> = Tables<
+    Table<'t, u64, &'static [u8]>,
+    Table<'t, (u64, &'static str), u64>,
+    Table<'t, &'static str, u64>,
+    Table<'t, &'static str, &'static [u8]>,
+    Table<'t, &'static str, &'static [u8]>,
+>;
+
+/// Tables of a read transaction.
+pub type ReadTables = Tables<
+    ReadOnlyTable<u64, &'static [u8]>,
+    ReadOnlyTable<(u64, &'static str), u64>,
+    ReadOnlyTable<&'static str, u64>,
+    ReadOnlyTable<&'static str, &'static [u8]>,
+    ReadOnlyTable<&'static str, &'static [u8]>,
+>;
+
+/// Reads shared by read and write transactions, so the namespace logic is written once.
+pub trait Read {
+    /// The node with this id.
+    fn node(&self, id: FileId) -> Result<Option<Node>, ApiError>;
+    /// The id of `name` in directory `parent`.
+    fn child(&self, parent: FileId, name: &str) -> Result<Option<FileId>, ApiError>;
+    /// Up to `limit` children of `parent` with names strictly after `after`, in name order.
+    fn children(
+        &self,
+        parent: FileId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FileId)>, ApiError>;
+    /// Every node (for the repair and GC scans).
+    fn all_nodes(&self) -> Result<Vec<(FileId, Node)>, ApiError>;
+    /// One registered fileserver.
+    fn fileserver(&self, id: &str) -> Result<Option<FileserverRecord>, ApiError>;
+    /// Every registered fileserver, by id.
+    fn fileservers(&self) -> Result<Vec<(ServerId, FileserverRecord)>, ApiError>;
+    /// The whole placement map, sorted by directory.
+    fn dirmap(&self) -> Result<Vec<(DfsPath, Vec<ServerId>)>, ApiError>;
+}
+
+impl<N, C, M, F, D> Read for Tables<N, C, M, F, D>
+where
+    N: ReadableTable<u64, &'static [u8]>,
+    C: ReadableTable<(u64, &'static str), u64>,
+    M: ReadableTable<&'static str, u64>,
+    F: ReadableTable<&'static str, &'static [u8]>,
+    D: ReadableTable<&'static str, &'static [u8]>,
+{
+    fn node(&self, id: FileId) -> Result<Option<Node>, ApiError> {
+        match self.nodes.get(id).map_err(internal)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn child(&self, parent: FileId, name: &str) -> Result<Option<FileId>, ApiError> {
+        Ok(self
+            .children
+            .get((parent, name))
+            .map_err(internal)?
+            .map(|v| v.value()))
+    }
+
+    fn children(
+        &self,
+        parent: FileId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, FileId)>, ApiError> {
+        let start = match after {
+            Some(name) => Bound::Excluded((parent, name)),
+            None => Bound::Included((parent, "")),
+        };
+        let end = Bound::Excluded((parent.saturating_add(1), ""));
+        let mut out = Vec::new();
+        for item in self.children.range((start, end)).map_err(internal)? {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, value) = item.map_err(internal)?;
+            out.push((key.value().1.to_owned(), value.value()));
+        }
+        Ok(out)
+    }
+
+    fn all_nodes(&self) -> Result<Vec<(FileId, Node)>, ApiError> {
+        let mut out = Vec::new();
+        for item in self.nodes.iter().map_err(internal)? {
+            let (key, value) = item.map_err(internal)?;
+            out.push((key.value(), decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn fileserver(&self, id: &str) -> Result<Option<FileserverRecord>, ApiError> {
+        match self.fileservers.get(id).map_err(internal)? {
+            Some(bytes) => Ok(Some(decode(bytes.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn fileservers(&self) -> Result<Vec<(ServerId, FileserverRecord)>, ApiError> {
+        let mut out = Vec::new();
+        for item in self.fileservers.iter().map_err(internal)? {
+            let (key, value) = item.map_err(internal)?;
+            out.push((key.value().to_owned(), decode(value.value())?));
+        }
+        Ok(out)
+    }
+
+    fn dirmap(&self) -> Result<Vec<(DfsPath, Vec<ServerId>)>, ApiError> {
+        let mut out = Vec::new();
+        for item in self.dirmap.iter().map_err(internal)? {
+            let (key, value) = item.map_err(internal)?;
+            let dir = DfsPath::parse(key.value()).map_err(internal)?;
+            out.push((dir, decode(value.value())?));
+        }
+        Ok(out)
+    }
+}
+
+impl WriteTables<'_> {
+    /// Stores `node` under `id`.
+    pub fn put_node(&mut self, id: FileId, node: &Node) -> Result<(), ApiError> {
+        let bytes = encode(node)?;
+        self.nodes.insert(id, bytes.as_slice()).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Removes the node `id` (its directory entry is removed separately).
+    pub fn remove_node(&mut self, id: FileId) -> Result<(), ApiError> {
+        self.nodes.remove(id).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Makes `name` in `parent` point at `id`.
+    pub fn put_child(&mut self, parent: FileId, name: &str, id: FileId) -> Result<(), ApiError> {
+        self.children.insert((parent, name), id).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Removes the directory entry `name` from `parent`.
+    pub fn remove_child(&mut self, parent: FileId, name: &str) -> Result<(), ApiError> {
+        self.children.remove((parent, name)).map_err(internal)?;
+        Ok(())
+    }
+
+    /// A new id from the durable counter; ids are never reused, so a blob of a deleted file
+    /// can never be mistaken for a new file's.
+    pub fn next_id(&mut self) -> Result<FileId, ApiError> {
+        let next = self
+            .meta
+            .get(NEXT_ID)
+            .map_err(internal)?
+            .map(|v| v.value())
+            .unwrap_or(ROOT_ID + 1);
+        self.meta.insert(NEXT_ID, next + 1).map_err(internal)?;
+        Ok(next)
+    }
+
+    /// Stores a fileserver's registration.
+    pub fn put_fileserver(&mut self, id: &str, record: &FileserverRecord) -> Result<(), ApiError> {
+        let bytes = encode(record)?;
+        self.fileservers
+            .insert(id, bytes.as_slice())
+            .map_err(internal)?;
+        Ok(())
+    }
+
+    /// Sets (or, with an empty set, removes) the servers of one directory prefix.
+    pub fn put_dirmap(&mut self, dir: &DfsPath, servers: &[ServerId]) -> Result<(), ApiError> {
+        if servers.is_empty() {
+            self.dirmap.remove(dir.as_str()).map_err(internal)?;
+        } else {
+            let bytes = encode(&servers)?;
+            self.dirmap
+                .insert(dir.as_str(), bytes.as_slice())
+                .map_err(internal)?;
+        }
+        Ok(())
+    }
+}
+
+/// The redb database of one nameserver.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, creating the tables and the root directory.
+    ///
+    /// Retries for a few seconds while a previous instance in this process still holds the
+    /// file (a restart in tests), then gives up.
+    pub fn open(dir: &Path, now_ns: i64) -> anyhow::Result<Store> {
+        std::fs::create_dir_all(dir)?;
+        let file = dir.join("nameserver.redb");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let db = loop {
+            match Database::create(&file) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(err) => {
+                    return Err(anyhow::anyhow!("cannot open {}: {err}", file.display()));
+                }
+            }
+        };
+        let store = Store { db };
+        store
+            .write(|t| {
+                if t.node(ROOT_ID)?.is_none() {
+                    t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
+                }
+                Ok(())
+            })
+            .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", file.display()))?;
+        Ok(store)
+    }
+
+    /// Runs `f` in one write transaction; commits (durably) when it returns `Ok`, aborts
+    /// otherwise, so a refused request changes nothing.
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let txn = self.db.begin_write().map_err(internal)?;
+        let result = {
+            let mut tables = open_write(&txn)?;
+            f(&mut tables)
+        };
+        match result {
+            Ok(value) => {
+                txn.commit().map_err(internal)?;
+                Ok(value)
+            }
+            Err(err) => {
+                let _ = txn.abort();
+                Err(err)
+            }
+        }
+    }
+
+    /// Runs `f` on a consistent snapshot.
+    pub fn read<T>(
+        &self,
+        f: impl FnOnce(&ReadTables) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let txn = self.db.begin_read().map_err(internal)?;
+        let tables = Tables {
+            nodes: txn.open_table(NODES).map_err(internal)?,
+            children: txn.open_table(CHILDREN).map_err(internal)?,
+            meta: txn.open_table(META).map_err(internal)?,
+            fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
+            dirmap: txn.open_table(DIRMAP).map_err(internal)?,
+        };
+        f(&tables)
+    }
+}
+
+fn open_write(txn: &WriteTransaction) -> Result<WriteTables<'_>, ApiError> {
+    Ok(Tables {
+        nodes: txn.open_table(NODES).map_err(internal)?,
+        children: txn.open_table(CHILDREN).map_err(internal)?,
+        meta: txn.open_table(META).map_err(internal)?,
+        fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
+        dirmap: txn.open_table(DIRMAP).map_err(internal)?,
+    })
+}
