@@ -105,7 +105,7 @@ impl Report {
                 verdict(r.pass)
             ));
         }
-        out.push_str("\nFileserver counters (sum over fileservers) during the timed DFS phase of each workload:\n\n");
+        out.push_str("\nFileserver counters (sum over fileservers) during the timed DFS phase of each workload (the bench's own `GET /v1/stats` calls not counted):\n\n");
         out.push_str("| workload | requests | uploads | downloads | bytes in | bytes out |\n");
         out.push_str("|---|---|---|---|---|---|\n");
         for r in &self.rows {
