@@ -119,7 +119,7 @@ async fn start_servers(
         let (fs_listener, _) = common::bind("127.0.0.1:0").await?;
         let fs_config = fileserver::Config {
             data: data.join(format!("fileserver{i}")),
-            nameserver: Some(ns_url.clone()),
+            nameserver: ns_url.clone(),
             ..Default::default()
         };
         tokio::spawn(report(
@@ -191,7 +191,10 @@ fn wait_mounted(mount: &mut Child, mountpoint: &Path) -> anyhow::Result<()> {
         }
         if Instant::now() > deadline {
             let _ = mount.kill();
-            bail!("dfs-fuse did not mount {} within 30 s", mountpoint.display());
+            bail!(
+                "dfs-fuse did not mount {} within 30 s",
+                mountpoint.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -67,7 +67,7 @@ impl Cluster {
             let (fs_listener, fs_url) = runtime.block_on(bind());
             let fs_config = fileserver::Config {
                 data: root.join(format!("fileserver{i}")),
-                nameserver: Some(ns_url.clone()),
+                nameserver: ns_url.clone(),
                 ..Default::default()
             };
             stops.push(spawn_server(&runtime, move |stop| {

@@ -15,7 +15,10 @@ use std::path::PathBuf;
 /// integration tests of their own.
 pub fn bin_path(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary knows its own path");
-    let mut dir = exe.parent().expect("test binary lives in a directory").to_path_buf();
+    let mut dir = exe
+        .parent()
+        .expect("test binary lives in a directory")
+        .to_path_buf();
     if dir.ends_with("deps") {
         dir.pop();
     }

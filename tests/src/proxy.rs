@@ -84,9 +84,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let mut upstream = state
-        .http
-        .request(parts.method.clone(), format!("{}{path_and_query}", state.upstream));
+    let mut upstream = state.http.request(
+        parts.method.clone(),
+        format!("{}{path_and_query}", state.upstream),
+    );
     for (name, value) in &parts.headers {
         if name != axum::http::header::HOST {
             upstream = upstream.header(name, value);

@@ -203,9 +203,15 @@ async fn check_metadata(client: &SimpleClient, history: &BTreeMap<String, Attemp
                 let complete = entry.size == attempt.size && entry.checksum == attempt.checksum;
                 let empty = entry.size == 0 && entry.version == 0;
                 if attempt.acknowledged {
-                    assert!(complete, "acknowledged {path} changed: {entry:?} (seed {seed})");
+                    assert!(
+                        complete,
+                        "acknowledged {path} changed: {entry:?} (seed {seed})"
+                    );
                 } else {
-                    assert!(complete || empty, "{path} is partial: {entry:?} (seed {seed})");
+                    assert!(
+                        complete || empty,
+                        "{path} is partial: {entry:?} (seed {seed})"
+                    );
                 }
             }
             None => assert!(

@@ -105,7 +105,10 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
     for _ in 0..kills {
         std::thread::sleep(Duration::from_millis(rng.random_range(20..150)));
         let ready_in = server.lock().unwrap().restart();
-        assert!(ready_in < Duration::from_secs(2), "restart took {ready_in:?}");
+        assert!(
+            ready_in < Duration::from_secs(2),
+            "restart took {ready_in:?}"
+        );
     }
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::SeqCst);
@@ -138,7 +141,10 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
                 && b.acknowledged > a.acknowledged
                 && b.acknowledged < a.held_until
             {
-                panic!("two holders of /p{} at once: {a:?} and {b:?} (seed {seed})", a.path);
+                panic!(
+                    "two holders of /p{} at once: {a:?} and {b:?} (seed {seed})",
+                    a.path
+                );
             }
         }
     }

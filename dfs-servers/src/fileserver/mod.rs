@@ -140,3 +140,6 @@ pub async fn run(
         .serve(shutdown)
         .await
 }
+
+#[cfg(test)]
+mod tests;

@@ -210,7 +210,7 @@ struct Plan {
     len: u64,
 }
 
-fn plan(info: &BlobInfo, headers: &HeaderMap) -> Result<Plan, Response> {
+fn plan(info: &BlobInfo, headers: &HeaderMap) -> Result<Plan, Box<Response>> {
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let mut out = HeaderMap::new();
     out.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -241,7 +241,7 @@ fn plan(info: &BlobInfo, headers: &HeaderMap) -> Result<Plan, Response> {
             if let Ok(value) = HeaderValue::from_str(&format!("bytes */{}", info.size)) {
                 reply.headers_mut().insert(header::CONTENT_RANGE, value);
             }
-            return Err(reply);
+            return Err(Box::new(reply));
         }
     };
     out.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
@@ -270,7 +270,7 @@ async fn head_blob(
     })?;
     Ok(match plan(&info, &headers) {
         Ok(plan) => (plan.status, plan.headers).into_response(),
-        Err(reply) => reply,
+        Err(reply) => *reply,
     })
 }
 
@@ -282,7 +282,7 @@ async fn get_blob(
     let (info, file) = open(&st, key).await?;
     let plan = match plan(&info, &headers) {
         Ok(plan) => plan,
-        Err(reply) => return Ok(reply),
+        Err(reply) => return Ok(*reply),
     };
     let mut file = tokio::fs::File::from_std(file);
     if plan.start > 0 {

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use dfs_proto::checksum::ChecksumWriter;
 use dfs_proto::files::BlobInfo;
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -46,6 +46,8 @@ pub struct BlobStore {
     storage: Arc<dyn Storage>,
     index: Mutex<HashMap<Key, Slot>>,
     tmp_seq: AtomicU64,
+    /// Fan-out directories known to exist durably; created on first use.
+    fans: Mutex<HashSet<String>>,
 }
 
 /// A message from the HTTP side to the thread writing an upload.
@@ -57,14 +59,14 @@ pub enum Chunk {
     Finish,
 }
 
-fn fan(file_id: FileId, version: Version) -> String {
+pub(crate) fn fan(file_id: FileId, version: Version) -> String {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&file_id.to_le_bytes());
     key[8..].copy_from_slice(&version.to_le_bytes());
     format!("{:02x}", Checksum::of(&key).0 % FAN_OUT)
 }
 
-fn blob_name(info: &BlobInfo) -> String {
+pub(crate) fn blob_name(info: &BlobInfo) -> String {
     format!(
         "{:016x}-{:016x}-{:016x}-{}",
         info.file_id, info.version, info.size, info.checksum
@@ -108,23 +110,12 @@ impl BlobStore {
             storage,
             index: Mutex::default(),
             tmp_seq: AtomicU64::new(0),
+            fans: Mutex::default(),
         };
         let s = &store.storage;
         s.create_dir_all(&store.tmp)?;
         s.create_dir_all(&store.blobs)?;
         s.sync_dir(&store.root)?;
-        let present: Vec<String> = s.list(&store.blobs)?.into_iter().map(|e| e.name).collect();
-        let mut created = false;
-        for n in 0..FAN_OUT {
-            let name = format!("{n:02x}");
-            if !present.contains(&name) {
-                s.create_dir_all(&store.blobs.join(&name))?;
-                created = true;
-            }
-        }
-        if created {
-            s.sync_dir(&store.blobs)?;
-        }
         let leftovers = s.list(&store.tmp)?;
         for entry in &leftovers {
             tracing::info!(name = %entry.name, "removing leftover temp file");
@@ -134,12 +125,20 @@ impl BlobStore {
             s.sync_dir(&store.tmp)?;
         }
         let mut index = HashMap::new();
-        for n in 0..FAN_OUT {
-            let dir = store.blobs.join(format!("{n:02x}"));
+        let mut fans = HashSet::new();
+        for fan_dir in s.list(&store.blobs)? {
+            let name = fan_dir.name;
+            let is_fan = fan_dir.is_dir
+                && name.len() == 2
+                && u32::from_str_radix(&name, 16).is_ok_and(|n| n < FAN_OUT);
+            if !is_fan {
+                tracing::warn!(%name, "ignoring unknown entry in blob dir");
+                continue;
+            }
+            let dir = store.blobs.join(&name);
             let mut dropped = false;
             for entry in s.list(&dir)? {
-                let parsed = parse_name(&entry.name)
-                    .filter(|i| fan(i.file_id, i.version) == format!("{n:02x}"));
+                let parsed = parse_name(&entry.name).filter(|i| fan(i.file_id, i.version) == name);
                 match parsed {
                     Some(info) if info.size == entry.len && !entry.is_dir => {
                         index.insert((info.file_id, info.version), Slot::Ready(info));
@@ -155,8 +154,10 @@ impl BlobStore {
             if dropped {
                 s.sync_dir(&dir)?;
             }
+            fans.insert(name);
         }
         *store.lock() = index;
+        *store.fans.lock().unwrap_or_else(|p| p.into_inner()) = fans;
         Ok(store)
     }
 
@@ -371,6 +372,10 @@ impl BlobStore {
             self.release(key, None);
             return Err(ApiError::internal("blob path has no directory"));
         };
+        if let Err(err) = self.ensure_fan_dir(&dir) {
+            self.release(key, None);
+            return Err(internal("cannot create blob directory", err));
+        }
         if let Err(err) = self.storage.rename(tmp, &dest) {
             self.release(key, None);
             return Err(internal("cannot rename blob into place", err));
@@ -383,6 +388,31 @@ impl BlobStore {
         }
         self.release(key, Some(Slot::Ready(info.clone())));
         Ok(info)
+    }
+
+    /// Creates a fan-out directory on first use, durably (its entry in `blobs/` is fsynced)
+    /// before anything is renamed into it.
+    fn ensure_fan_dir(&self, dir: &Path) -> io::Result<()> {
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if self
+            .fans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&name)
+        {
+            return Ok(());
+        }
+        self.storage.create_dir_all(dir)?;
+        self.storage.sync_dir(&self.blobs)?;
+        self.fans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name);
+        Ok(())
     }
 
     /// Removes a blob durably (the directory is fsynced before this returns). Blocking.
