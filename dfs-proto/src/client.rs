@@ -16,8 +16,12 @@ use tokio::io::AsyncWriteExt;
 /// Chunk size for streamed uploads: large enough that per-chunk overhead vanishes.
 pub const STREAM_CHUNK: usize = 1 << 20;
 
+/// How long a reply may stay silent before the request fails: a frozen or partitioned server
+/// must turn into an error (EIO at the mount), never a hang.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A pooled HTTP client tuned for DFS: TCP_NODELAY (small requests take ~0.2 ms instead of
-/// ~40 ms), keep-alive, no proxies, bounded connect time.
+/// ~40 ms), keep-alive, no proxies, bounded connect time and silence.
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -25,6 +29,7 @@ pub fn http_client() -> reqwest::Client {
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(3))
+        .read_timeout(READ_TIMEOUT)
         .build()
         .expect("a reqwest client with no TLS and no proxy always builds")
 }

@@ -29,6 +29,16 @@ impl Cluster {
 
     /// Like [`Cluster::start`], letting the test adjust the nameserver config.
     pub fn start_with(fileservers: usize, tune: impl FnOnce(&mut nameserver::Config)) -> Cluster {
+        Cluster::start_tuned(fileservers, tune, |_| {})
+    }
+
+    /// Like [`Cluster::start`], letting the test adjust the nameserver and lockserver configs
+    /// (e.g. a short lease TTL for expiry tests).
+    pub fn start_tuned(
+        fileservers: usize,
+        tune: impl FnOnce(&mut nameserver::Config),
+        tune_locks: impl FnOnce(&mut lockserver::Config),
+    ) -> Cluster {
         crate::init_test_logging();
         let data = tempfile::Builder::new()
             .prefix("dfs-cluster-")
@@ -43,10 +53,11 @@ impl Cluster {
         let root = data.path().to_path_buf();
 
         let (lock_listener, lock_url) = runtime.block_on(bind());
-        let lock_config = lockserver::Config {
+        let mut lock_config = lockserver::Config {
             data: root.join("lockserver"),
             ..Default::default()
         };
+        tune_locks(&mut lock_config);
         stops.push(spawn_server(&runtime, move |stop| {
             lockserver::run(lock_listener, lock_config, stop)
         }));
