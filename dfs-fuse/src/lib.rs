@@ -1,1 +1,17 @@
 //! The DFS mount: filesystem logic as a library, a thin fuser adapter, and the binary.
+//!
+//! Contract (docs/SEMANTICS.md): download on open, upload on close, atomic publish,
+//! automatic write lease with fencing. [`fs::DfsFs`] holds the logic as async methods that
+//! tests drive without the kernel; [`adapter::Adapter`] only translates FUSE calls.
+
+pub mod adapter;
+pub mod attr;
+pub mod cache;
+pub mod daemon;
+pub mod fs;
+pub mod inodes;
+pub mod leases;
+pub mod options;
+pub mod remote;
+pub mod session;
+pub mod writer;

@@ -1,0 +1,499 @@
+//! The thin `fuser::Filesystem` adapter: every callback hands its work to the tokio runtime
+//! and replies from the task, so one slow download never stalls `ls` in another terminal.
+
+use crate::attr::build;
+use crate::fs::{DfsFs, OpenMode};
+use fuser::{
+    Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
+    Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Largest read and write request: whole-file I/O in few round trips.
+pub const MAX_IO: u32 = 1 << 20;
+
+/// The adapter; cheap to clone pieces of into tasks.
+#[derive(Debug)]
+pub struct Adapter {
+    fs: Arc<DfsFs>,
+    rt: tokio::runtime::Handle,
+    ttl: Duration,
+    inflight: Arc<AtomicUsize>,
+}
+
+impl Adapter {
+    /// An adapter running `fs` on `rt`, telling the kernel to cache attributes for `ttl`.
+    pub fn new(fs: Arc<DfsFs>, rt: tokio::runtime::Handle, ttl: Duration) -> Adapter {
+        Adapter {
+            fs,
+            rt,
+            ttl,
+            inflight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// A counter of callbacks still running, to wait for at unmount.
+    pub fn inflight(&self) -> Arc<AtomicUsize> {
+        self.inflight.clone()
+    }
+
+    fn spawn<F, Fut>(&self, work: F)
+    where
+        F: FnOnce(Arc<DfsFs>, Duration) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fs = self.fs.clone();
+        let ttl = self.ttl;
+        let inflight = self.inflight.clone();
+        inflight.fetch_add(1, Ordering::AcqRel);
+        self.rt.spawn(async move {
+            work(fs, ttl).await;
+            inflight.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Waits (bounded) until no callback is running.
+pub fn wait_idle(inflight: &AtomicUsize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn time_of(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+fn open_flags(opened: crate::fs::Opened) -> FopenFlags {
+    if opened.keep_cache {
+        FopenFlags::FOPEN_KEEP_CACHE
+    } else {
+        FopenFlags::empty()
+    }
+}
+
+impl Filesystem for Adapter {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(MAX_IO);
+        let _ = config.set_max_readahead(MAX_IO);
+        for flag in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_MAX_PAGES,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!(?flag, "kernel does not offer this capability");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let name = name.to_owned();
+        self.spawn(move |fs, ttl| async move {
+            match fs.lookup(parent.0, &name).await {
+                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |fs, ttl| async move {
+            match fs.getattr(ino.0).await {
+                Ok(attr) => reply.attr(&ttl, &attr),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let mtime = mtime.map(time_of);
+        self.spawn(move |fs, ttl| async move {
+            match fs.setattr(ino.0, mode, size, mtime).await {
+                Ok(attr) => reply.attr(&ttl, &attr),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if mode & libc::S_IFMT != libc::S_IFREG {
+            reply.error(Errno::ENOTSUP);
+            return;
+        }
+        let name = name.to_owned();
+        self.spawn(move |fs, ttl| async move {
+            match fs.mknod(parent.0, &name, mode & !umask).await {
+                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let name = name.to_owned();
+        self.spawn(move |fs, ttl| async move {
+            match fs.mkdir(parent.0, &name, mode & !umask).await {
+                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.spawn(move |fs, _| async move {
+            match fs.unlink(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let name = name.to_owned();
+        self.spawn(move |fs, _| async move {
+            match fs.rmdir(parent.0, &name).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        let (name, newname) = (name.to_owned(), newname.to_owned());
+        self.spawn(move |fs, _| async move {
+            match fs
+                .rename(parent.0, &name, newparent.0, &newname, no_replace)
+                .await
+            {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let mode = OpenMode::from_flags(flags.0);
+        self.spawn(move |fs, _| async move {
+            match fs.open(ino.0, mode).await {
+                Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(opened)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let name = name.to_owned();
+        self.spawn(move |fs, ttl| async move {
+            match fs.create(parent.0, &name, mode & !umask, flags).await {
+                Ok((attr, opened)) => reply.created(
+                    &ttl,
+                    &attr,
+                    Generation(0),
+                    FileHandle(opened.fh),
+                    open_flags(opened),
+                ),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |fs, _| async move {
+            match fs.read(fh.0, offset, size).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |fs, _| async move {
+            match fs.write(fh.0, offset, &data).await {
+                Ok(n) => reply.written(n),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs, _| async move {
+            match fs.flush(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs, _| async move {
+            fs.release(fh.0).await;
+            reply.ok();
+        });
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs, _| async move {
+            match fs.fsync(fh.0).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        self.spawn(move |fs, _| async move {
+            match fs.opendir(ino.0).await {
+                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let items = match self.fs.dir_items(fh.0) {
+            Ok(items) => items,
+            Err(e) => return reply.error(e),
+        };
+        let dots = [(ino.0, "."), (ino.0, "..")];
+        let total = items.len() as u64 + 2;
+        for off in offset..total {
+            let full = if off < 2 {
+                let (i, name) = dots[off as usize];
+                reply.add(INodeNo(i), off + 1, FileType::Directory, name)
+            } else {
+                let item = &items[(off - 2) as usize];
+                reply.add(INodeNo(item.ino), off + 1, item.attr.kind, &item.name)
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let items = match self.fs.dir_items(fh.0) {
+            Ok(items) => items,
+            Err(e) => return reply.error(e),
+        };
+        let owner = crate::attr::Owner::current();
+        let dir = build(
+            ino.0,
+            FileType::Directory,
+            0,
+            0o755,
+            SystemTime::UNIX_EPOCH,
+            owner,
+        );
+        let total = items.len() as u64 + 2;
+        for off in offset..total {
+            let full = if off < 2 {
+                let name = if off == 0 { "." } else { ".." };
+                // The kernel takes no reference for "." and "..", and caches nothing for them.
+                reply.add(ino, off + 1, name, &Duration::ZERO, &dir, Generation(0))
+            } else {
+                let item = &items[(off - 2) as usize];
+                let full = reply.add(
+                    INodeNo(item.ino),
+                    off + 1,
+                    &item.name,
+                    &self.ttl,
+                    &item.attr,
+                    Generation(0),
+                );
+                if !full {
+                    self.fs.note_lookup(ino.0, item);
+                }
+                full
+            };
+            if full {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every namespace change is committed at the nameserver before its reply.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |fs, _| async move {
+            match fs.statfs().await {
+                Ok((total, free)) => {
+                    const BSIZE: u64 = 4096;
+                    reply.statfs(
+                        total / BSIZE,
+                        free / BSIZE,
+                        free / BSIZE,
+                        1 << 32,
+                        1 << 31,
+                        BSIZE as u32,
+                        255,
+                        BSIZE as u32,
+                    )
+                }
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
+        // Permission bits are checked by the kernel with -o default_permissions.
+        reply.ok();
+    }
+}

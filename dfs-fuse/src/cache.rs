@@ -1,0 +1,431 @@
+//! The on-disk cache: whole files, clean ones keyed by (file id, version), dirty ones holding
+//! changes not yet published.
+//!
+//! Layout of the cache directory:
+//! - `clean/<id>-<version>`: an exact copy of a published version; evicted LRU when the cache
+//!   is over its bound; re-indexed after a restart (the name says what it is).
+//! - `dirty/<id>-<token>.data` + `.json`: a file being written, or one whose upload failed.
+//!   Never evicted; the `.json` names the DFS path so a person can recover it.
+//! - `tmp/`: downloads in progress; emptied at start.
+//! - `LOCK`: flock'd by the mount that owns the directory.
+
+use dfs_proto::{FileId, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// What a dirty file's `.json` sidecar records, for recovery by hand.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DirtyMeta {
+    /// The DFS path the changes belong to.
+    pub path: String,
+    /// The file's id.
+    pub file_id: FileId,
+    /// The version the changes were made on top of.
+    pub base_version: Version,
+    /// The fencing token of the lease they were made under.
+    pub token: u64,
+    /// Last error seen while publishing, if any.
+    #[serde(default)]
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    /// (id, version) -> (size, LRU tick).
+    entries: HashMap<(FileId, Version), (u64, u64)>,
+    /// LRU tick -> key; the smallest tick is the least recently used.
+    order: BTreeMap<u64, (FileId, Version)>,
+    clean_bytes: u64,
+    tick: u64,
+}
+
+impl Index {
+    fn touch(&mut self, key: (FileId, Version)) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.entries.get_mut(&key) {
+            Some(entry) => {
+                self.order.remove(&entry.1);
+                entry.1 = tick;
+                self.order.insert(tick, key);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, key: (FileId, Version), size: u64) {
+        self.remove(key);
+        self.tick += 1;
+        self.entries.insert(key, (size, self.tick));
+        self.order.insert(self.tick, key);
+        self.clean_bytes += size;
+    }
+
+    fn remove(&mut self, key: (FileId, Version)) -> bool {
+        match self.entries.remove(&key) {
+            Some((size, tick)) => {
+                self.order.remove(&tick);
+                self.clean_bytes -= size;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The cache of one mount. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Cache {
+    root: PathBuf,
+    max_bytes: u64,
+    index: Mutex<Index>,
+    /// Bytes held by dirty files, counted against the bound but never evicted.
+    dirty_bytes: AtomicU64,
+    tmp_seq: AtomicU64,
+    _lock: File,
+}
+
+impl Cache {
+    /// Opens (creating) the cache at `root`, takes its lock, empties `tmp/` and re-indexes
+    /// clean files. Fails when another mount uses the same directory.
+    pub fn open(root: &Path, max_bytes: u64) -> io::Result<Cache> {
+        for sub in ["clean", "dirty", "tmp"] {
+            std::fs::create_dir_all(root.join(sub))?;
+        }
+        let lock = File::create(root.join("LOCK"))?;
+        // SAFETY: flock on a file descriptor we own has no memory-safety preconditions.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                format!(
+                    "cache directory {} is in use by another dfs-fuse mount; give each mount its own --cache-dir",
+                    root.display()
+                ),
+            ));
+        }
+        for entry in std::fs::read_dir(root.join("tmp"))? {
+            let _ = std::fs::remove_file(entry?.path());
+        }
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(root.join("clean"))? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(key) = name.to_str().and_then(parse_clean_name) else {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            };
+            let meta = entry.metadata()?;
+            let used = meta.accessed().or_else(|_| meta.modified()).ok();
+            found.push((used, key, meta.len()));
+        }
+        found.sort_by_key(|(used, _, _)| *used);
+        let mut index = Index::default();
+        for (_, key, size) in found {
+            index.insert(key, size);
+        }
+        let mut dirty = 0;
+        for entry in std::fs::read_dir(root.join("dirty"))? {
+            let entry = entry?;
+            if entry.path().extension().is_some_and(|e| e == "data") {
+                dirty += entry.metadata()?.len();
+            }
+        }
+        let cache = Cache {
+            root: root.to_path_buf(),
+            max_bytes,
+            index: Mutex::new(index),
+            dirty_bytes: AtomicU64::new(dirty),
+            tmp_seq: AtomicU64::new(0),
+            _lock: lock,
+        };
+        cache.evict(0);
+        Ok(cache)
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn index(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the clean copy of (id, version) lives.
+    pub fn clean_path(&self, id: FileId, version: Version) -> PathBuf {
+        self.root.join("clean").join(format!("{id}-{version}"))
+    }
+
+    /// The clean copy of (id, version), when cached; marks it recently used.
+    pub fn lookup(&self, id: FileId, version: Version) -> Option<PathBuf> {
+        if self.index().touch((id, version)) {
+            let path = self.clean_path(id, version);
+            if path.exists() {
+                return Some(path);
+            }
+            self.index().remove((id, version));
+        }
+        None
+    }
+
+    /// A fresh name under `tmp/` for a download in progress.
+    pub fn temp_path(&self) -> PathBuf {
+        let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.root
+            .join("tmp")
+            .join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Moves a finished download (or published dirty file) into place as (id, version), and
+    /// evicts older clean files if the cache is now over its bound.
+    pub fn insert(&self, id: FileId, version: Version, from: &Path) -> io::Result<PathBuf> {
+        let size = std::fs::metadata(from)?.len();
+        let dest = self.clean_path(id, version);
+        std::fs::rename(from, &dest)?;
+        self.index().insert((id, version), size);
+        self.evict(size);
+        Ok(dest)
+    }
+
+    /// Drops every cached version of `id` except `keep` (older versions are never read again).
+    pub fn drop_other_versions(&self, id: FileId, keep: Option<Version>) {
+        let victims: Vec<_> = self
+            .index()
+            .entries
+            .keys()
+            .filter(|(i, v)| *i == id && Some(*v) != keep)
+            .copied()
+            .collect();
+        for key in victims {
+            if self.index().remove(key) {
+                let _ = std::fs::remove_file(self.clean_path(key.0, key.1));
+            }
+        }
+    }
+
+    /// Evicts least-recently-used clean files until clean + dirty bytes fit the bound, sparing
+    /// the newest `spare` bytes' worth (the file just inserted) when it alone is too large.
+    fn evict(&self, _spare: u64) {
+        let dirty = self.dirty_bytes.load(Ordering::Relaxed);
+        loop {
+            let victim = {
+                let mut index = self.index();
+                if index.clean_bytes + dirty <= self.max_bytes || index.entries.len() <= 1 {
+                    return;
+                }
+                let Some((_, key)) = index.order.iter().next().map(|(t, k)| (*t, *k)) else {
+                    return;
+                };
+                index.remove(key);
+                key
+            };
+            // Open handles keep reading an unlinked file; only the name goes.
+            let _ = std::fs::remove_file(self.clean_path(victim.0, victim.1));
+        }
+    }
+
+    /// Bytes of clean files currently indexed.
+    pub fn clean_bytes(&self) -> u64 {
+        self.index().clean_bytes
+    }
+
+    /// Number of clean files currently indexed.
+    pub fn clean_count(&self) -> usize {
+        self.index().entries.len()
+    }
+
+    /// Whether (id, version) is indexed, without touching its LRU position.
+    pub fn contains(&self, id: FileId, version: Version) -> bool {
+        self.index().entries.contains_key(&(id, version))
+    }
+
+    /// Paths of a dirty file and its sidecar.
+    pub fn dirty_paths(&self, id: FileId, token: u64) -> (PathBuf, PathBuf) {
+        let dir = self.root.join("dirty");
+        (
+            dir.join(format!("{id}-{token}.data")),
+            dir.join(format!("{id}-{token}.json")),
+        )
+    }
+
+    /// Creates the dirty file for a writer: a copy of `base` (a clean file), or empty.
+    pub fn create_dirty(&self, meta: &DirtyMeta, base: Option<&Path>) -> io::Result<PathBuf> {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        write_meta(&side, meta)?;
+        match base {
+            Some(base) => {
+                let tmp = data.with_extension("copying");
+                std::fs::copy(base, &tmp)?;
+                std::fs::rename(&tmp, &data)?;
+            }
+            None => {
+                File::create(&data)?;
+            }
+        }
+        let size = std::fs::metadata(&data)?.len();
+        self.dirty_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(data)
+    }
+
+    /// Records the last publish error in a dirty file's sidecar, for whoever recovers it.
+    pub fn note_dirty_error(&self, meta: &DirtyMeta, error: &str) {
+        let (_, side) = self.dirty_paths(meta.file_id, meta.token);
+        let mut meta = meta.clone();
+        meta.last_error = Some(error.to_owned());
+        let _ = write_meta(&side, &meta);
+    }
+
+    /// A published dirty file becomes the clean copy of `version`.
+    pub fn promote_dirty(&self, meta: &DirtyMeta, version: Version) -> io::Result<()> {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        self.drop_other_versions(meta.file_id, Some(version));
+        self.insert(meta.file_id, version, &data)?;
+        let _ = std::fs::remove_file(side);
+        self.sub_dirty(size);
+        Ok(())
+    }
+
+    /// Throws a dirty file away (nothing was changed, or its file was deleted).
+    pub fn discard_dirty(&self, meta: &DirtyMeta) {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let size = std::fs::metadata(&data).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(data);
+        let _ = std::fs::remove_file(side);
+        self.sub_dirty(size);
+    }
+
+    fn sub_dirty(&self, size: u64) {
+        let _ = self
+            .dirty_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |d| {
+                Some(d.saturating_sub(size))
+            });
+    }
+
+    /// Dirty files left over from earlier runs (failed uploads, crashes): (data, meta).
+    pub fn leftover_dirty(&self) -> Vec<(PathBuf, Option<DirtyMeta>)> {
+        let Ok(dir) = std::fs::read_dir(self.root.join("dirty")) else {
+            return Vec::new();
+        };
+        dir.filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "data"))
+            .map(|p| {
+                let meta = std::fs::read(p.with_extension("json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok());
+                (p, meta)
+            })
+            .collect()
+    }
+}
+
+fn write_meta(path: &Path, meta: &DirtyMeta) -> io::Result<()> {
+    let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+    std::fs::write(path, json)
+}
+
+fn parse_clean_name(name: &str) -> Option<(FileId, Version)> {
+    let (id, version) = name.split_once('-')?;
+    Some((id.parse().ok()?, version.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(cache: &Cache, id: FileId, version: Version, bytes: usize) {
+        let tmp = cache.temp_path();
+        std::fs::write(&tmp, vec![7u8; bytes]).unwrap();
+        cache.insert(id, version, &tmp).unwrap();
+    }
+
+    fn meta(id: FileId, token: u64) -> DirtyMeta {
+        DirtyMeta {
+            path: format!("/f{id}"),
+            file_id: id,
+            base_version: 0,
+            token,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn lru_evicts_least_recently_used_clean_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 300).unwrap();
+        put(&cache, 1, 1, 100);
+        put(&cache, 2, 1, 100);
+        put(&cache, 3, 1, 100);
+        assert!(cache.lookup(1, 1).is_some()); // 1 is now the most recent
+        put(&cache, 4, 1, 100);
+        assert!(!cache.contains(2, 1), "2 was least recently used");
+        assert!(!cache.clean_path(2, 1).exists());
+        assert!(cache.contains(1, 1) && cache.contains(3, 1) && cache.contains(4, 1));
+        assert_eq!(cache.clean_bytes(), 300);
+    }
+
+    #[test]
+    fn dirty_files_are_never_evicted_but_count_against_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 250).unwrap();
+        put(&cache, 1, 1, 100);
+        let base = cache.lookup(1, 1).unwrap();
+        let dirty = cache.create_dirty(&meta(1, 9), Some(&base)).unwrap();
+        assert_eq!(std::fs::read(&dirty).unwrap().len(), 100);
+        put(&cache, 2, 1, 100);
+        put(&cache, 3, 1, 100);
+        // 100 dirty + at most 100..150 clean: only the newest clean file survives.
+        assert!(dirty.exists());
+        assert!(cache.contains(3, 1));
+        assert!(!cache.contains(1, 1) && !cache.contains(2, 1));
+        // Publishing promotes the dirty file to the clean copy of the new version.
+        cache.promote_dirty(&meta(1, 9), 77).unwrap();
+        assert!(!dirty.exists());
+        assert!(cache.contains(1, 77));
+    }
+
+    #[test]
+    fn survives_restart_and_keeps_dirty_files_for_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+            put(&cache, 5, 6, 10);
+            cache.create_dirty(&meta(8, 3), None).unwrap();
+            cache.note_dirty_error(&meta(8, 3), "upload failed");
+            std::fs::write(cache.temp_path(), b"partial").unwrap();
+            // A second mount cannot take the same directory.
+            assert!(Cache::open(dir.path(), 1 << 20).is_err());
+        }
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(cache.lookup(5, 6).is_some());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+        let left = cache.leftover_dirty();
+        assert_eq!(left.len(), 1);
+        let m = left[0].1.clone().unwrap();
+        assert_eq!(m.path, "/f8");
+        assert_eq!(m.last_error.as_deref(), Some("upload failed"));
+    }
+
+    #[test]
+    fn old_versions_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        put(&cache, 1, 1, 10);
+        put(&cache, 1, 2, 10);
+        cache.drop_other_versions(1, Some(2));
+        assert!(!cache.contains(1, 1) && cache.contains(1, 2));
+        assert_eq!(cache.clean_count(), 1);
+    }
+}

@@ -1,0 +1,971 @@
+//! The filesystem logic: every FUSE operation as an async method returning `Result<_, Errno>`,
+//! testable without the kernel. The adapter only translates arguments and replies.
+
+use crate::attr::{attr_of, build, ns_of, Owner};
+use crate::cache::{Cache, DirtyMeta};
+use crate::inodes::{ino_of, InodeTable, ROOT_INO};
+use crate::leases::Leases;
+use crate::remote::Remote;
+use crate::writer::{publish_errno, WriteInner, WriteState};
+use dashmap::DashMap;
+use dfs_proto::names::{
+    CreateRequest, Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest,
+};
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use fuser::{Errno, FileAttr, FileType};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime};
+
+/// Settings of the filesystem layer.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Refuse every change with EROFS.
+    pub read_only: bool,
+    /// Owner shown for every file.
+    pub owner: Owner,
+}
+
+/// How a file is opened, decoded from `open(2)` flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OpenMode {
+    /// Opened for writing (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC or O_APPEND).
+    pub write: bool,
+    /// O_TRUNC: start from empty content, download nothing.
+    pub truncate: bool,
+    /// O_APPEND: every write goes to the end.
+    pub append: bool,
+}
+
+impl OpenMode {
+    /// Decodes raw `open(2)` flags.
+    pub fn from_flags(flags: i32) -> OpenMode {
+        let acc = flags & libc::O_ACCMODE;
+        let truncate = flags & libc::O_TRUNC != 0;
+        let append = flags & libc::O_APPEND != 0;
+        let write = acc == libc::O_WRONLY
+            || acc == libc::O_RDWR
+            || truncate
+            || append
+            || flags & libc::O_CREAT != 0;
+        OpenMode {
+            write,
+            truncate: truncate && write,
+            append,
+        }
+    }
+}
+
+/// The result of an open: the handle number and whether the kernel may keep its page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    /// File handle to pass back in read/write/flush/release.
+    pub fh: u64,
+    /// The kernel's cached pages are still valid (the cached version did not change).
+    pub keep_cache: bool,
+}
+
+/// One directory entry of a listing snapshot.
+#[derive(Debug, Clone)]
+pub struct DirItem {
+    /// Inode number.
+    pub ino: u64,
+    /// Name within the directory.
+    pub name: String,
+    /// Attributes at listing time.
+    pub attr: FileAttr,
+}
+
+#[derive(Debug)]
+struct Handle {
+    ino: u64,
+    file: Arc<File>,
+    /// Shared state when this handle (or another on the inode) writes.
+    write: Option<Arc<WriteState>>,
+    writable: bool,
+    append: bool,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<WriteState>>>>;
+
+/// Sends "attributes of this inode changed" to the kernel (set by the adapter).
+pub type Invalidator = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// The mounted filesystem.
+pub struct DfsFs {
+    remote: Arc<Remote>,
+    cache: Arc<Cache>,
+    leases: Leases,
+    config: FsConfig,
+    inodes: Mutex<InodeTable>,
+    handles: DashMap<u64, Arc<Handle>>,
+    dirs: DashMap<u64, Arc<Vec<DirItem>>>,
+    writes: DashMap<u64, Slot>,
+    /// Last version the kernel was told about per inode, to notice changes at open.
+    versions: DashMap<u64, u64>,
+    next_fh: AtomicU64,
+    open_writers: AtomicUsize,
+    invalidator: OnceLock<Invalidator>,
+}
+
+impl std::fmt::Debug for DfsFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DfsFs")
+            .field("cache", &self.cache.root())
+            .field("handles", &self.handles.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn errno(err: &ApiError) -> Errno {
+    Errno::from_i32(err.errno())
+}
+
+fn io_errno(err: &std::io::Error) -> Errno {
+    Errno::from_i32(err.raw_os_error().unwrap_or(libc::EIO))
+}
+
+fn name_str(name: &std::ffi::OsStr) -> Result<&str, Errno> {
+    name.to_str().ok_or(Errno::EINVAL)
+}
+
+impl DfsFs {
+    /// A filesystem over `remote`, caching in `cache`, writing under `leases`.
+    pub fn new(remote: Arc<Remote>, cache: Arc<Cache>, leases: Leases, config: FsConfig) -> DfsFs {
+        DfsFs {
+            remote,
+            cache,
+            leases,
+            config,
+            inodes: Mutex::new(InodeTable::new()),
+            handles: DashMap::new(),
+            dirs: DashMap::new(),
+            writes: DashMap::new(),
+            versions: DashMap::new(),
+            next_fh: AtomicU64::new(1),
+            open_writers: AtomicUsize::new(0),
+            invalidator: OnceLock::new(),
+        }
+    }
+
+    /// Installs the kernel notifier used when a file changed elsewhere.
+    pub fn set_invalidator(&self, f: Invalidator) {
+        let _ = self.invalidator.set(f);
+    }
+
+    /// The cache (for tests and the daemon's startup report).
+    pub fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    /// The cluster clients.
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    /// Files currently open for writing on this mount.
+    pub fn open_writers(&self) -> usize {
+        self.open_writers.load(Ordering::Relaxed)
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, InodeTable> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path_of(&self, ino: u64) -> Result<DfsPath, Errno> {
+        self.table().path(ino).ok_or(Errno::ENOENT)
+    }
+
+    fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> Result<DfsPath, Errno> {
+        let name = name_str(name)?;
+        self.path_of(parent)?.join(name).map_err(|e| errno(&e))
+    }
+
+    fn check_writable(&self) -> Result<(), Errno> {
+        if self.config.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn remember(&self, parent: u64, entry: &Entry, counted: bool) -> FileAttr {
+        let ino = ino_of(entry.id, &entry.path);
+        self.table()
+            .insert(parent, entry.path.name(), ino, entry.kind, counted);
+        self.versions.insert(ino, entry.version);
+        attr_of(entry, self.config.owner)
+    }
+
+    /// Records a kernel lookup done through readdirplus.
+    pub fn note_lookup(&self, parent: u64, item: &DirItem) {
+        let kind = if item.attr.kind == FileType::Directory {
+            EntryKind::Dir
+        } else {
+            EntryKind::File
+        };
+        self.table()
+            .insert(parent, &item.name, item.ino, kind, true);
+    }
+
+    fn write_state(&self, ino: u64) -> Option<Arc<WriteState>> {
+        let slot = self.writes.get(&ino)?.clone();
+        let guard = slot.try_lock().ok()?;
+        guard.clone()
+    }
+
+    fn attr_of_write(&self, ws: &WriteState) -> FileAttr {
+        let meta = ws.file.metadata().ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let mtime = meta
+            .and_then(|m| m.modified().ok())
+            .unwrap_or_else(SystemTime::now);
+        build(
+            ws.ino,
+            FileType::RegularFile,
+            size,
+            ws.mode,
+            mtime,
+            self.config.owner,
+        )
+    }
+
+    fn invalidate(&self, ino: u64) -> Option<tokio::task::JoinHandle<()>> {
+        let f = self.invalidator.get()?.clone();
+        // The notifier writes to /dev/fuse: do it from a task of its own, never inline.
+        Some(tokio::task::spawn_blocking(move || f(ino)))
+    }
+
+    // ---- namespace -------------------------------------------------------------------
+
+    /// `lookup`: the attributes of `parent/name`, counting one kernel reference.
+    pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<FileAttr, Errno> {
+        let path = self.child_path(parent, name)?;
+        if let Some(ino) = self.table().child(parent, path.name()) {
+            if let Some(ws) = self.write_state(ino) {
+                let attr = self.attr_of_write(&ws);
+                self.table()
+                    .insert(parent, path.name(), ino, EntryKind::File, true);
+                return Ok(attr);
+            }
+        }
+        match self.remote.names.stat(&path).await {
+            Ok(entry) => Ok(self.remember(parent, &entry, true)),
+            Err(err) => {
+                if err.code == ErrorCode::NotFound {
+                    self.table().remove_name(parent, path.name());
+                }
+                Err(errno(&err))
+            }
+        }
+    }
+
+    /// `forget`: the kernel dropped `n` references to `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.table().forget(ino, n);
+    }
+
+    /// `getattr`: local attributes while this mount writes the file, else the nameserver's.
+    pub async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        if let Some(ws) = self.write_state(ino) {
+            return Ok(self.attr_of_write(&ws));
+        }
+        let path = self.path_of(ino)?;
+        let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
+        if ino_of(entry.id, &entry.path) != ino {
+            return Err(Errno::ENOENT);
+        }
+        self.versions.insert(ino, entry.version);
+        Ok(attr_of(&entry, self.config.owner))
+    }
+
+    /// `setattr`: truncate (size), chmod (mode), utimens (mtime). Owners are not stored:
+    /// chown is accepted and changes nothing.
+    pub async fn setattr(
+        &self,
+        ino: u64,
+        mode: Option<u32>,
+        size: Option<u64>,
+        mtime: Option<SystemTime>,
+    ) -> Result<FileAttr, Errno> {
+        if mode.is_some() || size.is_some() || mtime.is_some() {
+            self.check_writable()?;
+        }
+        let path = self.path_of(ino)?;
+        let ws = self.write_state(ino);
+        if let Some(size) = size {
+            match &ws {
+                Some(ws) => {
+                    let mut inner = ws.inner.lock().await;
+                    ws.file.set_len(size).map_err(|e| io_errno(&e))?;
+                    inner.changed = true;
+                }
+                None => self.truncate_path(ino, size).await?,
+            }
+        }
+        if mode.is_some() || mtime.is_some() {
+            let req = SetAttrRequest {
+                path: path.clone(),
+                mode: mode.map(|m| m & 0o7777),
+                mtime_ns: mtime.map(ns_of),
+            };
+            self.remote
+                .names
+                .setattr(&req)
+                .await
+                .map_err(|e| errno(&e))?;
+            if let (Some(ws), Some(t)) = (&ws, mtime) {
+                ws.inner.lock().await.mtime_ns = Some(ns_of(t));
+                let _ = ws.file.set_modified(t);
+            }
+        }
+        match &ws {
+            Some(ws) => Ok(self.attr_of_write(ws)),
+            None => self.getattr(ino).await,
+        }
+    }
+
+    /// truncate(2) with no open handle: lease, open-write, publish the new length, release.
+    async fn truncate_path(&self, ino: u64, size: u64) -> Result<(), Errno> {
+        let opened = self
+            .open(
+                ino,
+                OpenMode {
+                    write: true,
+                    truncate: size == 0,
+                    append: false,
+                },
+            )
+            .await?;
+        let result = async {
+            let handle = self.handle(opened.fh)?;
+            let ws = handle.write.clone().ok_or(Errno::EIO)?;
+            {
+                let mut inner = ws.inner.lock().await;
+                ws.file.set_len(size).map_err(|e| io_errno(&e))?;
+                inner.changed = true;
+            }
+            self.flush(opened.fh).await
+        }
+        .await;
+        self.release(opened.fh).await;
+        result
+    }
+
+    /// `opendir`: snapshots the listing so readdir offsets stay stable.
+    pub async fn opendir(&self, ino: u64) -> Result<u64, Errno> {
+        let path = self.path_of(ino)?;
+        let entries = self.remote.names.list(&path).await.map_err(|e| errno(&e))?;
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let e_ino = ino_of(entry.id, &entry.path);
+            let attr = match self.write_state(e_ino) {
+                Some(ws) => self.attr_of_write(&ws),
+                None => attr_of(entry, self.config.owner),
+            };
+            self.table()
+                .insert(ino, entry.path.name(), e_ino, entry.kind, false);
+            items.push(DirItem {
+                ino: e_ino,
+                name: entry.path.name().to_owned(),
+                attr,
+            });
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.insert(fh, Arc::new(items));
+        Ok(fh)
+    }
+
+    /// The snapshot of an open directory.
+    pub fn dir_items(&self, fh: u64) -> Result<Arc<Vec<DirItem>>, Errno> {
+        self.dirs.get(&fh).map(|d| d.clone()).ok_or(Errno::EBADF)
+    }
+
+    /// `releasedir`.
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.remove(&fh);
+    }
+
+    /// The attributes of a directory itself (for "." in readdirplus).
+    pub async fn dir_attr(&self, ino: u64) -> FileAttr {
+        match self.getattr(ino).await {
+            Ok(a) => a,
+            Err(_) => build(
+                ino,
+                FileType::Directory,
+                0,
+                0o755,
+                SystemTime::UNIX_EPOCH,
+                self.config.owner,
+            ),
+        }
+    }
+
+    /// `mkdir`.
+    pub async fn mkdir(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let entry = self
+            .remote
+            .names
+            .mkdir(&path, Some(mode & 0o7777))
+            .await
+            .map_err(|e| errno(&e))?;
+        Ok(self.remember(parent, &entry, true))
+    }
+
+    /// `rmdir`.
+    pub async fn rmdir(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        self.remote
+            .names
+            .rmdir(&path)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.table().remove_name(parent, path.name());
+        Ok(())
+    }
+
+    /// `unlink`: removes the name; open handles keep their local copy, and a file being
+    /// written here is not published any more.
+    pub async fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let known = self.table().child(parent, path.name());
+        self.remote
+            .names
+            .unlink(&path)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.table().remove_name(parent, path.name());
+        if let Some(ino) = known {
+            if let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) {
+                if let Some(ws) = slot.lock().await.as_ref() {
+                    ws.unlinked.store(true, Ordering::Release);
+                }
+            }
+            self.cache.drop_other_versions(ino, None);
+        }
+        Ok(())
+    }
+
+    /// `rename`: atomic at the nameserver; `no_replace` is RENAME_NOREPLACE.
+    pub async fn rename(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        new_parent: u64,
+        new_name: &std::ffi::OsStr,
+        no_replace: bool,
+    ) -> Result<(), Errno> {
+        self.check_writable()?;
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        let req = RenameRequest {
+            from: from.clone(),
+            to: to.clone(),
+            no_replace,
+        };
+        self.remote
+            .names
+            .rename(&req)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.table()
+            .rename(parent, from.name(), new_parent, to.name());
+        Ok(())
+    }
+
+    /// `statfs`: (total bytes, free bytes) of the cluster, replication accounted for.
+    pub async fn statfs(&self) -> Result<(u64, u64), Errno> {
+        let cap = self.remote.capacity().await.map_err(|e| errno(&e))?;
+        Ok((cap.total, cap.free))
+    }
+
+    // ---- files -----------------------------------------------------------------------
+
+    fn handle(&self, fh: u64) -> Result<Arc<Handle>, Errno> {
+        self.handles.get(&fh).map(|h| h.clone()).ok_or(Errno::EBADF)
+    }
+
+    fn add_handle(&self, handle: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.insert(fh, Arc::new(handle));
+        fh
+    }
+
+    /// Makes sure the clean copy of `entry`'s current version is cached; returns its path
+    /// and whether it was already there.
+    async fn fetch(&self, entry: &Entry) -> Result<(PathBuf, bool), Errno> {
+        if let Some(path) = self.cache.lookup(entry.id, entry.version) {
+            return Ok((path, true));
+        }
+        let tmp = self.cache.temp_path();
+        if let Err(err) = self.remote.download(entry, &tmp).await {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(errno(&err));
+        }
+        self.cache.drop_other_versions(entry.id, None);
+        let path = self
+            .cache
+            .insert(entry.id, entry.version, &tmp)
+            .map_err(|e| io_errno(&e))?;
+        Ok((path, false))
+    }
+
+    /// `open`: revalidates with one stat, downloads the current version unless cached, and
+    /// for writing takes the lease and registers it with the nameserver.
+    pub async fn open(&self, ino: u64, mode: OpenMode) -> Result<Opened, Errno> {
+        if mode.write {
+            self.check_writable()?;
+            return self.open_write(ino, None, mode).await;
+        }
+        if let Some(ws) = self.write_state(ino) {
+            // Another handle here is writing: read what it wrote, like a local file.
+            let fh = self.add_handle(Handle {
+                ino,
+                file: ws.file.clone(),
+                write: Some(ws),
+                writable: false,
+                append: false,
+            });
+            return Ok(Opened {
+                fh,
+                keep_cache: true,
+            });
+        }
+        let path = self.path_of(ino)?;
+        let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
+        self.check_same_file(ino, &entry)?;
+        let (clean, was_cached) = self.fetch(&entry).await?;
+        let file = File::open(&clean).map_err(|e| io_errno(&e))?;
+        let changed = self
+            .versions
+            .insert(ino, entry.version)
+            .is_some_and(|old| old != entry.version);
+        if changed {
+            if let Some(task) = self.invalidate(ino) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        let fh = self.add_handle(Handle {
+            ino,
+            file: Arc::new(file),
+            write: None,
+            writable: false,
+            append: false,
+        });
+        Ok(Opened {
+            fh,
+            keep_cache: was_cached && !changed,
+        })
+    }
+
+    fn check_same_file(&self, ino: u64, entry: &Entry) -> Result<(), Errno> {
+        if entry.kind == EntryKind::Dir {
+            return Err(Errno::EISDIR);
+        }
+        if ino_of(entry.id, &entry.path) != ino {
+            // The name now refers to another file: ESTALE makes the kernel look it up again.
+            return Err(Errno::ESTALE);
+        }
+        Ok(())
+    }
+
+    /// `create`: O_CREAT through the kernel's create call; the new file is open for writing.
+    pub async fn create(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+        flags: i32,
+    ) -> Result<(FileAttr, Opened), Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let exclusive = flags & libc::O_EXCL != 0;
+        let known = self.table().child(parent, path.name());
+        if let Some(ino) = known {
+            if self.write_state(ino).is_some() {
+                if exclusive {
+                    return Err(Errno::EEXIST);
+                }
+                let mut m = OpenMode::from_flags(flags);
+                m.write = true;
+                let opened = self.open_write(ino, None, m).await?;
+                let attr = self.getattr(ino).await?;
+                self.table()
+                    .insert(parent, path.name(), ino, EntryKind::File, true);
+                return Ok((attr, opened));
+            }
+        }
+        let mut m = OpenMode::from_flags(flags);
+        m.write = true;
+        let create = Some(mode & 0o7777);
+        let opened = self
+            .open_write(0, Some((parent, path.clone(), create, exclusive)), m)
+            .await?;
+        let handle = self.handle(opened.fh)?;
+        let ino = handle.ino;
+        let attr = match &handle.write {
+            Some(ws) => self.attr_of_write(ws),
+            None => self.getattr(ino).await?,
+        };
+        self.table()
+            .insert(parent, path.name(), ino, EntryKind::File, true);
+        Ok((attr, opened))
+    }
+
+    /// Opens for writing: joins this inode's write state or creates it (lease, open-write,
+    /// dirty file). `create` carries (parent, path, mode, exclusive) for O_CREAT.
+    async fn open_write(
+        &self,
+        ino: u64,
+        create: Option<(u64, DfsPath, Option<u32>, bool)>,
+        mode: OpenMode,
+    ) -> Result<Opened, Errno> {
+        let path = match &create {
+            Some((_, path, _, _)) => path.clone(),
+            None => self.path_of(ino)?,
+        };
+        // For create the inode is learned from the nameserver; look for a state afterwards.
+        let slot_ino = if create.is_some() { None } else { Some(ino) };
+        if let Some(ino) = slot_ino {
+            let slot = self.writes.entry(ino).or_default().clone();
+            let guard = slot.lock().await;
+            if let Some(ws) = guard.as_ref() {
+                return self.join_write(ws.clone(), mode).await;
+            }
+            drop(guard);
+        }
+        let lease = Arc::new(self.leases.acquire(&path).await.map_err(|e| errno(&e))?);
+        let req = OpenWriteRequest {
+            path: path.clone(),
+            token: lease.token,
+            create: create.as_ref().and_then(|c| c.2),
+            exclusive: create.as_ref().is_some_and(|c| c.3),
+        };
+        let opened = match self.remote.names.open_write(&req).await {
+            Ok(o) => o,
+            Err(err) => {
+                lease.release(&self.leases).await;
+                return Err(errno(&err));
+            }
+        };
+        let entry = opened.entry;
+        if entry.kind == EntryKind::Dir {
+            lease.release(&self.leases).await;
+            return Err(Errno::EISDIR);
+        }
+        let requested = ino;
+        let ino = ino_of(entry.id, &entry.path);
+        if let Some((parent, _, _, _)) = &create {
+            self.remember(*parent, &entry, false);
+        } else if ino != requested {
+            lease.release(&self.leases).await;
+            return Err(Errno::ESTALE);
+        }
+        let slot = self.writes.entry(ino).or_default().clone();
+        let mut guard = slot.lock().await;
+        if let Some(ws) = guard.as_ref() {
+            // Raced with another open of the same file on this mount: share its state. The
+            // lockserver gives one session the same lease twice; only a different one is ours.
+            let ws = ws.clone();
+            drop(guard);
+            let theirs = ws.inner.lock().await.lease.as_ref().map(|l| l.token);
+            if theirs != Some(lease.token) {
+                lease.release(&self.leases).await;
+            }
+            return self.join_write(ws, mode).await;
+        }
+        let meta = DirtyMeta {
+            path: path.to_string(),
+            file_id: entry.id,
+            base_version: entry.version,
+            token: lease.token,
+            last_error: None,
+        };
+        let base = if mode.truncate || entry.size == 0 {
+            None
+        } else {
+            match self.fetch(&entry).await {
+                Ok((p, _)) => Some(p),
+                Err(e) => {
+                    lease.release(&self.leases).await;
+                    return Err(e);
+                }
+            }
+        };
+        let data_path = match self.cache.create_dirty(&meta, base.as_deref()) {
+            Ok(p) => p,
+            Err(e) => {
+                lease.release(&self.leases).await;
+                return Err(io_errno(&e));
+            }
+        };
+        let file = match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&data_path)
+        {
+            Ok(f) => f,
+            Err(e) => {
+                lease.release(&self.leases).await;
+                self.cache.discard_dirty(&meta);
+                return Err(io_errno(&e));
+            }
+        };
+        let _ = file.set_modified(crate::attr::time_of(entry.mtime_ns));
+        let changed_version = self
+            .versions
+            .insert(ino, entry.version)
+            .is_some_and(|old| old != entry.version);
+        let ws = Arc::new(WriteState {
+            ino,
+            file_id: entry.id,
+            meta,
+            data_path,
+            file: Arc::new(file),
+            handles: AtomicUsize::new(0),
+            unlinked: AtomicBool::new(false),
+            mode: entry.mode,
+            inner: tokio::sync::Mutex::new(WriteInner {
+                lease: Some(lease),
+                targets: opened.targets,
+                base_version: entry.version,
+                seq: 0,
+                // O_TRUNC of a non-empty file is a change even with no write after it.
+                changed: mode.truncate && entry.size > 0,
+                published: None,
+                mtime_ns: None,
+                last_entry: None,
+            }),
+        });
+        *guard = Some(ws.clone());
+        drop(guard);
+        self.open_writers.fetch_add(1, Ordering::Relaxed);
+        if changed_version {
+            if let Some(task) = self.invalidate(ino) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        let mut opened = self
+            .join_write(
+                ws,
+                OpenMode {
+                    truncate: false,
+                    ..mode
+                },
+            )
+            .await?;
+        opened.keep_cache = false;
+        Ok(opened)
+    }
+
+    async fn join_write(&self, ws: Arc<WriteState>, mode: OpenMode) -> Result<Opened, Errno> {
+        if mode.truncate {
+            let mut inner = ws.inner.lock().await;
+            if ws.local_size() > 0 {
+                ws.file.set_len(0).map_err(|e| io_errno(&e))?;
+                inner.changed = true;
+            }
+        }
+        ws.handles.fetch_add(1, Ordering::AcqRel);
+        let fh = self.add_handle(Handle {
+            ino: ws.ino,
+            file: ws.file.clone(),
+            write: Some(ws),
+            writable: true,
+            append: mode.append,
+        });
+        Ok(Opened {
+            fh,
+            keep_cache: true,
+        })
+    }
+
+    /// `read`: from the local copy.
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let handle = self.handle(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            match handle.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(io_errno(&e)),
+            }
+        }
+        buf.truncate(done);
+        Ok(buf)
+    }
+
+    /// `write`: to the dirty file; fails with EIO once the lease is lost.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        let handle = self.handle(fh)?;
+        let ws = match (&handle.write, handle.writable) {
+            (Some(ws), true) => ws.clone(),
+            _ => return Err(Errno::EBADF),
+        };
+        let mut inner = ws.inner.lock().await;
+        let path = self.current_path(&ws);
+        ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
+            .await
+            .map_err(|e| match e.code {
+                ErrorCode::LeaseExpired => Errno::EIO,
+                _ => errno(&e),
+            })?;
+        let offset = if handle.append {
+            ws.local_size()
+        } else {
+            offset
+        };
+        ws.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_errno(&e))?;
+        inner.changed = true;
+        Ok(data.len() as u32)
+    }
+
+    fn current_path(&self, ws: &WriteState) -> DfsPath {
+        self.table()
+            .path(ws.ino)
+            .or_else(|| DfsPath::parse(&ws.meta.path).ok())
+            .unwrap_or_else(DfsPath::root)
+    }
+
+    async fn publish(&self, ws: &WriteState, give_back_lease: bool) -> Result<(), Errno> {
+        let mut inner = ws.inner.lock().await;
+        let path = self.current_path(ws);
+        ws.publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
+            .await
+            .map_err(|e| Errno::from_i32(publish_errno(&e)))?;
+        if let Some(entry) = &inner.last_entry {
+            self.versions.insert(ws.ino, entry.version);
+        }
+        // The only handle was closed and everything is published: give the lease back now,
+        // so another client can write at once (a later write on a dup'd fd re-takes it).
+        if give_back_lease && ws.handles.load(Ordering::Acquire) <= 1 && !inner.changed {
+            if let Some(lease) = inner.lease.take() {
+                lease.release(&self.leases).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// `flush` (every close): publishes unsent changes; 0 only once they are committed.
+    pub async fn flush(&self, fh: u64) -> Result<(), Errno> {
+        let handle = self.handle(fh)?;
+        match (&handle.write, handle.writable) {
+            (Some(ws), true) => self.publish(ws, true).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `fsync`: publishes too (there is no durable state short of a published version).
+    pub async fn fsync(&self, fh: u64) -> Result<(), Errno> {
+        let handle = self.handle(fh)?;
+        match (&handle.write, handle.writable) {
+            (Some(ws), true) => self.publish(ws, false).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// `release`: the last write handle of an inode publishes what is left, turns the dirty
+    /// file into the clean copy, and gives the lease back.
+    pub async fn release(&self, fh: u64) {
+        let Some((_, handle)) = self.handles.remove(&fh) else {
+            return;
+        };
+        let (Some(ws), true) = (&handle.write, handle.writable) else {
+            return;
+        };
+        if ws.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        let Some(slot) = self.writes.get(&ws.ino).map(|s| s.clone()) else {
+            return;
+        };
+        let mut guard = slot.lock().await;
+        if ws.handles.load(Ordering::Acquire) != 0 {
+            return; // reopened meanwhile
+        }
+        let mut inner = ws.inner.lock().await;
+        let path = self.current_path(ws);
+        let published = ws
+            .publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
+            .await;
+        if let Some(lease) = inner.lease.take() {
+            lease.release(&self.leases).await;
+        }
+        if ws.unlinked.load(Ordering::Acquire) {
+            self.cache.discard_dirty(&ws.meta);
+        } else if published.is_ok() {
+            match inner.published {
+                Some(version) => {
+                    if let Err(err) = self.cache.promote_dirty(&ws.meta, version) {
+                        tracing::warn!(%err, "could not keep the published file in the cache");
+                        self.cache.discard_dirty(&ws.meta);
+                    }
+                }
+                None => self.cache.discard_dirty(&ws.meta),
+            }
+        }
+        // else: the dirty file stays for recovery (see docs/SEMANTICS.md).
+        *guard = None;
+        drop(inner);
+        drop(guard);
+        drop(slot);
+        self.writes
+            .remove_if(&ws.ino, |_, s| Arc::strong_count(s) == 1);
+        self.open_writers.fetch_sub(1, Ordering::Relaxed);
+        let _ = handle.ino;
+    }
+
+    /// Publishes every file still open for writing (at unmount) and gives the leases back.
+    pub async fn shutdown(&self) {
+        let fhs: Vec<u64> = self.handles.iter().map(|h| *h.key()).collect();
+        for fh in fhs {
+            self.release(fh).await;
+        }
+    }
+
+    /// Whether the root is reachable: used to check the nameserver before mounting.
+    pub async fn check_root(&self) -> Result<FileAttr, ApiError> {
+        let entry = self.remote.names.stat(&DfsPath::root()).await?;
+        let mut attr = attr_of(&entry, self.config.owner);
+        attr.ino = fuser::INodeNo(ROOT_INO);
+        Ok(attr)
+    }
+
+    /// Creates an empty file without opening it (tests, `mknod`).
+    pub async fn mknod(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        mode: u32,
+    ) -> Result<FileAttr, Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let entry = self
+            .remote
+            .names
+            .create(&CreateRequest {
+                path,
+                mode: Some(mode & 0o7777),
+                exclusive: true,
+            })
+            .await
+            .map_err(|e| errno(&e))?;
+        Ok(self.remember(parent, &entry, true))
+    }
+}

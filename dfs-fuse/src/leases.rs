@@ -1,0 +1,156 @@
+//! Write leases: one lockserver lease per file being written, renewed in the background.
+//!
+//! A lease is taken under this mount's session name, so the lockserver can tell our leases
+//! from another mount's. When renewal fails past the lease's expiry (or the lockserver says it
+//! is gone) the lease is marked lost and every write and close under it fails with EIO.
+
+use crate::remote::Remote;
+use dfs_proto::locks::AcquireRequest;
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// How often a busy lease is retried while waiting (`lock_wait`).
+const BUSY_RETRY: Duration = Duration::from_millis(100);
+
+/// A held lease. Dropping it stops renewal; call [`HeldLease::release`] to give it back.
+#[derive(Debug)]
+pub struct HeldLease {
+    /// The fencing token (also the lease's name).
+    pub token: u64,
+    /// The path it covers.
+    pub path: DfsPath,
+    lost: Arc<AtomicBool>,
+    renewer: JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// Whether renewal failed: writes and close must fail.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// Stops renewing and gives the lease back (best effort: an unreachable lockserver lets
+    /// it expire by itself).
+    pub async fn release(&self, leases: &Leases) {
+        self.renewer.abort();
+        if let Ok(locks) = leases.remote.locks().await {
+            if let Err(err) = locks.release(self.token, &leases.session).await {
+                tracing::debug!(token = self.token, %err, "lease release failed; it will expire");
+            }
+        }
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// Takes and renews leases for one mount.
+#[derive(Debug)]
+pub struct Leases {
+    remote: Arc<Remote>,
+    session: String,
+    lock_wait: Duration,
+}
+
+impl Leases {
+    /// A lease manager for this mount; `session` names the mount at the lockserver.
+    pub fn new(remote: Arc<Remote>, session: String, lock_wait: Duration) -> Leases {
+        Leases {
+            remote,
+            session,
+            lock_wait,
+        }
+    }
+
+    /// A session name unique to this mount process: host, pid and a random part.
+    pub fn session_name() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "host".into());
+        format!(
+            "dfs-fuse@{host}:{}:{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        )
+    }
+
+    /// This mount's session name.
+    pub fn session(&self) -> &str {
+        &self.session
+    }
+
+    /// Takes the lease on `path`: `Busy` at once when another client holds it, or after
+    /// waiting up to `lock_wait`.
+    pub async fn acquire(&self, path: &DfsPath) -> Result<HeldLease, ApiError> {
+        let deadline = Instant::now() + self.lock_wait;
+        let locks = self.remote.locks().await?;
+        let lease = loop {
+            let req = AcquireRequest {
+                paths: vec![path.clone()],
+                client: self.session.clone(),
+                ttl_ms: None,
+            };
+            match locks.acquire(&req).await {
+                Ok(lease) => break lease,
+                Err(err) if err.code == ErrorCode::Busy && Instant::now() < deadline => {
+                    tokio::time::sleep(BUSY_RETRY.min(deadline - Instant::now())).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let lost = Arc::new(AtomicBool::new(false));
+        let renewer = tokio::spawn(renew_loop(
+            self.remote.clone(),
+            self.session.clone(),
+            lease.token,
+            Duration::from_millis(lease.ttl_ms.max(30)),
+            Instant::now() + Duration::from_millis(lease.expires_in_ms),
+            lost.clone(),
+        ));
+        Ok(HeldLease {
+            token: lease.token,
+            path: path.clone(),
+            lost,
+            renewer,
+        })
+    }
+}
+
+/// Renews at ttl/3; on transient errors keeps trying until the lease would have expired.
+async fn renew_loop(
+    remote: Arc<Remote>,
+    session: String,
+    token: u64,
+    ttl: Duration,
+    mut expires: Instant,
+    lost: Arc<AtomicBool>,
+) {
+    let every = ttl / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let result = match remote.locks().await {
+            Ok(locks) => locks.renew(token, &session).await,
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(lease) => {
+                expires = Instant::now() + Duration::from_millis(lease.expires_in_ms);
+            }
+            Err(err) if err.code.is_retryable() && Instant::now() + every / 2 < expires => {
+                tracing::warn!(token, %err, "lease renewal failed; retrying");
+                tokio::time::sleep(every.min(Duration::from_millis(200)) / 2).await;
+            }
+            Err(err) => {
+                tracing::error!(token, %err, "lease lost: writes and close will fail with EIO");
+                lost.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Command line and `-o` mount options: one [`MountConfig`] whichever way they were given.
+//!
+//! `dfs-fuse URL DIR [-o a,b=c] [-f]` is the shape `mount.fuse3` uses when it runs a
+//! `fuse.dfs-fuse` fstab line, so every setting of our own works both as a flag and as `-o`.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default bound of the local cache: large enough for a working set of big files.
+pub const DEFAULT_CACHE_SIZE: u64 = 8 << 30;
+
+/// The flags as typed; [`Args::into_config`] folds `-o` options in.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "dfs-fuse",
+    version,
+    about = "Mount a DFS cluster as a local directory (download on open, upload on close)"
+)]
+pub struct Args {
+    /// Nameserver URL, e.g. http://127.0.0.1:7000 (the "source" of an fstab line).
+    pub nameserver: String,
+    /// Directory to mount on.
+    pub mountpoint: PathBuf,
+    /// Mount options, comma separated; may be repeated (see docs/mount.md).
+    #[arg(short = 'o', value_name = "OPTS")]
+    pub options: Vec<String>,
+    /// Stay in the foreground instead of daemonising.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Directory of the local file cache (also `-o cache_dir=DIR`).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the local cache in bytes, K/M/G suffixes allowed (also `-o cache_size=`).
+    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
+    pub cache_size: Option<u64>,
+    /// Seconds an open for writing waits for another client's lease before EBUSY
+    /// (also `-o lock_wait=N`); 0 fails at once.
+    #[arg(long, value_name = "SECONDS")]
+    pub lock_wait: Option<f64>,
+    /// Seconds the kernel may cache attributes and names (also `-o attr_timeout=`).
+    #[arg(long, value_name = "SECONDS")]
+    pub attr_timeout: Option<f64>,
+    /// Internal: the readiness pipe of a daemonising parent.
+    #[arg(long, hide = true)]
+    pub ready_fd: Option<i32>,
+}
+
+/// Everything the mount needs to know, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MountConfig {
+    /// Nameserver base URL.
+    pub nameserver: String,
+    /// Where to mount.
+    pub mountpoint: PathBuf,
+    /// Stay in the foreground.
+    pub foreground: bool,
+    /// The local cache directory.
+    pub cache_dir: PathBuf,
+    /// Cache bound in bytes (clean files are evicted above it).
+    pub cache_size: u64,
+    /// How long an open for writing waits for a busy lease.
+    pub lock_wait: Duration,
+    /// Kernel attribute and entry cache lifetime.
+    pub attr_timeout: Duration,
+    /// Mount read-only: writes fail with EROFS.
+    pub read_only: bool,
+    /// Let other users use the mount.
+    pub allow_other: bool,
+    /// Let root use the mount.
+    pub allow_root: bool,
+    /// Let the kernel check permission bits.
+    pub default_permissions: bool,
+    /// Kernel flags passed through unchanged (nosuid, nodev, noexec, noatime, ...).
+    pub passthrough_flags: Vec<String>,
+    /// Readiness pipe of a daemonising parent.
+    pub ready_fd: Option<i32>,
+}
+
+/// Options mount(8) and fstab add that mean nothing to us.
+const IGNORED: &[&str] = &[
+    "rw",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "async",
+    "dev",
+    "suid",
+    "exec",
+    "atime",
+    "relatime",
+    "norelatime",
+];
+
+/// Kernel flags we forward as they are.
+const FORWARDED: &[&str] = &[
+    "nosuid",
+    "nodev",
+    "noexec",
+    "noatime",
+    "nodiratime",
+    "sync",
+    "dirsync",
+];
+
+impl Args {
+    /// Merges flags and `-o` options (flags win) into a [`MountConfig`].
+    pub fn into_config(self) -> Result<MountConfig, String> {
+        let mut cfg = MountConfig {
+            nameserver: self.nameserver.trim_end_matches('/').to_owned(),
+            mountpoint: self.mountpoint,
+            foreground: self.foreground,
+            cache_dir: PathBuf::new(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            lock_wait: Duration::ZERO,
+            attr_timeout: Duration::from_secs(1),
+            read_only: false,
+            allow_other: false,
+            allow_root: false,
+            default_permissions: false,
+            passthrough_flags: Vec::new(),
+            ready_fd: self.ready_fd,
+        };
+        if !cfg.nameserver.starts_with("http://") && !cfg.nameserver.starts_with("https://") {
+            return Err(format!(
+                "nameserver must be an http:// URL, got {:?}",
+                cfg.nameserver
+            ));
+        }
+        let mut cache_dir = None;
+        for opt in self.options.iter().flat_map(|o| o.split(',')) {
+            let opt = opt.trim();
+            if opt.is_empty() || IGNORED.contains(&opt) || opt.starts_with("x-") {
+                continue;
+            }
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt, None),
+            };
+            match key {
+                "cache_dir" => cache_dir = Some(PathBuf::from(need(key, value)?)),
+                "cache_size" => cfg.cache_size = parse_size(need(key, value)?)?,
+                "lock_wait" => cfg.lock_wait = parse_secs(need(key, value)?)?,
+                "attr_timeout" => cfg.attr_timeout = parse_secs(need(key, value)?)?,
+                "ro" => cfg.read_only = true,
+                "allow_other" => cfg.allow_other = true,
+                "allow_root" => cfg.allow_root = true,
+                "default_permissions" => cfg.default_permissions = true,
+                "foreground" => cfg.foreground = true,
+                // fsname/subtype are set by us; mount.fuse3 may pass them along.
+                "fsname" | "subtype" => {}
+                _ if value.is_none() && FORWARDED.contains(&key) => {
+                    cfg.passthrough_flags.push(key.to_owned())
+                }
+                _ => return Err(format!("unknown mount option {opt:?}")),
+            }
+        }
+        if let Some(dir) = self.cache_dir.or(cache_dir) {
+            cfg.cache_dir = dir;
+        }
+        if let Some(size) = self.cache_size {
+            cfg.cache_size = size;
+        }
+        if let Some(secs) = self.lock_wait {
+            cfg.lock_wait = secs_to_duration(secs)?;
+        }
+        if let Some(secs) = self.attr_timeout {
+            cfg.attr_timeout = secs_to_duration(secs)?;
+        }
+        if cfg.cache_dir.as_os_str().is_empty() {
+            cfg.cache_dir = default_cache_dir(&cfg.mountpoint);
+        }
+        Ok(cfg)
+    }
+}
+
+/// `$XDG_CACHE_HOME/dfs-fuse/<mountpoint>` (or `~/.cache/...`), one directory per mount point
+/// so two mounts on one machine never share dirty files.
+pub fn default_cache_dir(mountpoint: &std::path::Path) -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/var/cache"));
+    let abs = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_path_buf());
+    let flat: String = abs
+        .to_string_lossy()
+        .trim_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    base.join("dfs-fuse")
+        .join(if flat.is_empty() { "root".into() } else { flat })
+}
+
+/// Parses `123`, `64K`, `512M`, `8G`, `1T` (powers of 1024).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let (digits, shift) = match text.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("bad size suffix in {text:?}")),
+            };
+            (&text[..i], shift)
+        }
+        _ => (text, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("bad size {text:?}: expected a number of bytes"))?;
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+fn need<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str, String> {
+    value.ok_or_else(|| format!("option {key} needs a value"))
+}
+
+fn parse_secs(text: &str) -> Result<Duration, String> {
+    let secs: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("bad number of seconds {text:?}"))?;
+    secs_to_duration(secs)
+}
+
+fn secs_to_duration(secs: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad number of seconds {secs}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<MountConfig, String> {
+        let args = Args::try_parse_from(std::iter::once("dfs-fuse").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        args.into_config()
+    }
+
+    #[test]
+    fn flags_and_o_options_agree() {
+        let a = parse(&[
+            "http://ns:7000/",
+            "/mnt/dfs",
+            "--cache-dir",
+            "/c",
+            "--cache-size",
+            "1G",
+            "--lock-wait",
+            "5",
+        ])
+        .unwrap();
+        let b = parse(&[
+            "http://ns:7000",
+            "/mnt/dfs",
+            "-o",
+            "cache_dir=/c,cache_size=1073741824",
+            "-o",
+            "lock_wait=5",
+        ])
+        .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.nameserver, "http://ns:7000");
+        assert_eq!(a.cache_size, 1 << 30);
+        assert_eq!(a.lock_wait, Duration::from_secs(5));
+        assert_eq!(a.attr_timeout, Duration::from_secs(1));
+        assert!(!a.foreground);
+    }
+
+    #[test]
+    fn flags_win_over_o_options() {
+        let c = parse(&["http://ns", "/m", "-o", "lock_wait=1", "--lock-wait", "2"]).unwrap();
+        assert_eq!(c.lock_wait, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn mount_helper_shape_and_fstab_noise_are_accepted() {
+        // What mount.fuse3 runs for: http://ns:7000 /mnt/dfs fuse.dfs-fuse rw,_netdev,... 0 0
+        let c = parse(&[
+            "http://ns:7000",
+            "/mnt/dfs",
+            "-o",
+            "rw,_netdev,nofail,x-systemd.automount,allow_other,default_permissions,nosuid,attr_timeout=0.5,ro",
+        ])
+        .unwrap();
+        assert!(c.allow_other && c.default_permissions && c.read_only);
+        assert_eq!(c.passthrough_flags, vec!["nosuid".to_owned()]);
+        assert_eq!(c.attr_timeout, Duration::from_millis(500));
+        assert!(c.cache_dir.ends_with("dfs-fuse/mnt_dfs"));
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_a_message() {
+        assert!(parse(&["ns:7000", "/m"]).unwrap_err().contains("http://"));
+        assert!(parse(&["http://ns", "/m", "-o", "bogus"])
+            .unwrap_err()
+            .contains("bogus"));
+        assert!(parse(&["http://ns", "/m", "-o", "cache_size=12X"]).is_err());
+        assert!(parse(&["http://ns", "/m", "-o", "lock_wait"]).is_err());
+        assert!(parse(&["http://ns", "/m", "--lock-wait", "-1"]).is_err());
+        assert!(parse(&["http://ns"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0").unwrap(), 0);
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("3M").unwrap(), 3 << 20);
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! Access to the cluster: the nameserver, the lockserver (found through `GET /v1/cluster`),
+//! and fileservers (downloads fail over across locations, uploads go to all targets at once).
+
+use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
+use dfs_proto::names::{Entry, FileserverRef};
+use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, ServerId, Version};
+use std::path::Path;
+use tokio::sync::OnceCell;
+
+/// Clients of every server, sharing one connection pool.
+#[derive(Debug)]
+pub struct Remote {
+    /// The nameserver.
+    pub names: NameClient,
+    /// Any fileserver.
+    pub files: FileClient,
+    lock: OnceCell<LockClient>,
+    http: reqwest::Client,
+}
+
+/// Capacity of the cluster as `statfs` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    /// Total bytes usable for file content (raw capacity / replication).
+    pub total: u64,
+    /// Free bytes usable for file content.
+    pub free: u64,
+}
+
+impl Remote {
+    /// Clients for the cluster whose nameserver is at `nameserver`.
+    pub fn new(nameserver: &str) -> Remote {
+        let http = http_client();
+        Remote {
+            names: NameClient::with_http(nameserver, http.clone()),
+            files: FileClient::with_http(http.clone()),
+            lock: OnceCell::new(),
+            http,
+        }
+    }
+
+    /// Uses a known lockserver instead of asking the nameserver (tests, fixed setups).
+    pub fn with_lockserver(nameserver: &str, lockserver: &str) -> Remote {
+        let remote = Remote::new(nameserver);
+        let _ = remote
+            .lock
+            .set(LockClient::with_http(lockserver, remote.http.clone()));
+        remote
+    }
+
+    /// The lockserver client, learning its URL from the nameserver on first use.
+    pub async fn locks(&self) -> Result<&LockClient, ApiError> {
+        self.lock
+            .get_or_try_init(|| async {
+                let info = self.names.cluster().await?;
+                let url = info.lockserver.ok_or_else(|| {
+                    ApiError::unavailable("the nameserver does not know a lockserver")
+                })?;
+                Ok(LockClient::with_http(&url, self.http.clone()))
+            })
+            .await
+    }
+
+    /// Streams the current version of `entry` into `dest` (created or truncated), trying
+    /// each location in turn until one delivers the whole, checksum-verified content.
+    pub async fn download(&self, entry: &Entry, dest: &Path) -> Result<u64, ApiError> {
+        if entry.version == 0 || entry.size == 0 {
+            tokio::fs::File::create(dest).await?;
+            return Ok(0);
+        }
+        if entry.locations.is_empty() {
+            return Err(ApiError::unavailable(format!(
+                "no live fileserver holds {} version {}",
+                entry.path, entry.version
+            )));
+        }
+        let mut last = None;
+        for server in &entry.locations {
+            let mut file = tokio::fs::File::create(dest).await?;
+            match self
+                .files
+                .download_to(
+                    server,
+                    entry.id,
+                    entry.version,
+                    entry.checksum,
+                    entry.size,
+                    &mut file,
+                )
+                .await
+            {
+                Ok(n) => {
+                    file.sync_data().await.ok();
+                    return Ok(n);
+                }
+                Err(err) => {
+                    tracing::warn!(%server, path = %entry.path, %err, "download failed, trying the next location");
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::unavailable("no location to download from")))
+    }
+
+    /// Uploads `local` as (id, version) to every target in parallel; returns the servers
+    /// that stored it durably, or the first error when none did.
+    pub async fn upload_all(
+        &self,
+        targets: &[FileserverRef],
+        id: FileId,
+        version: Version,
+        checksum: Checksum,
+        local: &Path,
+    ) -> Result<Vec<ServerId>, ApiError> {
+        if targets.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::NoSpace,
+                "the nameserver gave no fileserver to upload to",
+            ));
+        }
+        let uploads = targets.iter().map(|t| async move {
+            let res = self
+                .files
+                .upload_file(&t.url, id, version, checksum, local)
+                .await;
+            (t, res)
+        });
+        let results = futures_util::future::join_all(uploads).await;
+        let mut ok = Vec::new();
+        let mut first_err = None;
+        for (target, res) in results {
+            match res {
+                Ok(_) => ok.push(target.id.clone()),
+                Err(err) => {
+                    tracing::warn!(server = %target.url, %err, "upload failed");
+                    first_err.get_or_insert(err);
+                }
+            }
+        }
+        if ok.is_empty() {
+            return Err(first_err.unwrap_or_else(|| ApiError::unavailable("upload failed")));
+        }
+        Ok(ok)
+    }
+
+    /// Capacity and free space of the live fileservers, divided by the replication factor.
+    pub async fn capacity(&self) -> Result<Capacity, ApiError> {
+        let info = self.names.cluster().await?;
+        let replicas = u64::from(info.replication.max(1));
+        let (total, free) =
+            info.fileservers
+                .iter()
+                .filter(|f| f.alive)
+                .fold((0u64, 0u64), |(t, f), s| {
+                    (
+                        t.saturating_add(s.capacity_bytes),
+                        f.saturating_add(s.free_bytes),
+                    )
+                });
+        Ok(Capacity {
+            total: total / replicas,
+            free: free / replicas,
+        })
+    }
+}

@@ -1,0 +1,167 @@
+//! Running one mount: build the pieces, mount, report readiness, serve until unmounted
+//! (by `umount`, `fusermount3 -u`, SIGTERM or SIGINT), then finish pending work.
+
+use crate::adapter::{wait_idle, Adapter};
+use crate::attr::Owner;
+use crate::cache::Cache;
+use crate::fs::{DfsFs, FsConfig};
+use crate::leases::Leases;
+use crate::options::MountConfig;
+use crate::remote::Remote;
+use anyhow::{bail, Context};
+use fuser::{Config, INodeNo, MountOption, SessionACL};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an unmount request waits for open files to close before detaching lazily.
+const UNMOUNT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The fuser configuration for `cfg`.
+pub fn fuser_config(cfg: &MountConfig) -> Config {
+    let mut config = Config::default();
+    let mut opts = vec![
+        MountOption::FSName(cfg.nameserver.clone()),
+        MountOption::Subtype("dfs-fuse".into()),
+    ];
+    if cfg.read_only {
+        opts.push(MountOption::RO);
+    }
+    if cfg.default_permissions {
+        opts.push(MountOption::DefaultPermissions);
+    }
+    for flag in &cfg.passthrough_flags {
+        opts.push(match flag.as_str() {
+            "nosuid" => MountOption::NoSuid,
+            "nodev" => MountOption::NoDev,
+            "noexec" => MountOption::NoExec,
+            "noatime" => MountOption::NoAtime,
+            "sync" => MountOption::Sync,
+            "dirsync" => MountOption::DirSync,
+            other => MountOption::CUSTOM(other.to_owned()),
+        });
+    }
+    config.mount_options = opts;
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else if cfg.allow_root {
+        SessionACL::RootAndOwner
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(2);
+    config
+}
+
+/// Mounts and serves until unmounted. `on_ready` runs once the kernel accepted the mount.
+pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("dfs-fuse-worker")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let cache = Cache::open(&cfg.cache_dir, cfg.cache_size)
+        .with_context(|| format!("cannot use cache directory {}", cfg.cache_dir.display()))?;
+    for (data, meta) in cache.leftover_dirty() {
+        match meta {
+            Some(meta) => tracing::warn!(
+                file = %data.display(), path = %meta.path, error = ?meta.last_error,
+                "unsent changes from an earlier run are kept here; see docs/SEMANTICS.md to recover them"
+            ),
+            None => tracing::warn!(file = %data.display(), "unsent changes from an earlier run"),
+        }
+    }
+    let remote = Arc::new(Remote::new(&cfg.nameserver));
+    let leases = Leases::new(remote.clone(), Leases::session_name(), cfg.lock_wait);
+    let fs = Arc::new(DfsFs::new(
+        remote.clone(),
+        Arc::new(cache),
+        leases,
+        FsConfig {
+            read_only: cfg.read_only,
+            owner: Owner::current(),
+        },
+    ));
+    let root = runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), fs.check_root()).await });
+    match root {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => bail!("cannot reach the nameserver at {}: {err}", cfg.nameserver),
+        Err(_) => bail!(
+            "the nameserver at {} did not answer within 10 s",
+            cfg.nameserver
+        ),
+    }
+    if !cfg.mountpoint.is_dir() {
+        bail!(
+            "mount point {} is not a directory",
+            cfg.mountpoint.display()
+        );
+    }
+    let adapter = Adapter::new(fs.clone(), runtime.handle().clone(), cfg.attr_timeout);
+    let inflight = adapter.inflight();
+    let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fuser_config(&cfg))
+        .with_context(|| {
+            format!(
+                "cannot mount on {} (is /dev/fuse usable and fusermount3 installed?)",
+                cfg.mountpoint.display()
+            )
+        })?;
+    let notifier = session.notifier();
+    fs.set_invalidator(Arc::new(move |ino| {
+        if let Err(err) = notifier.inval_inode(INodeNo(ino), -1, 0) {
+            tracing::debug!(ino, %err, "attribute invalidation failed");
+        }
+    }));
+    let mut unmounter = session.unmount_callable();
+    let mountpoint = cfg.mountpoint.clone();
+    let fs_for_signal = fs.clone();
+    runtime.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received: unmounting once open files are closed");
+        let _ = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + UNMOUNT_PATIENCE;
+            loop {
+                match unmounter.unmount() {
+                    Ok(()) => return,
+                    Err(err) if Instant::now() < deadline => {
+                        tracing::info!(%err, writers = fs_for_signal.open_writers(), "mount busy; waiting");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(err) => {
+                        tracing::warn!(%err, "still busy: detaching lazily");
+                        let _ = std::process::Command::new("fusermount3")
+                            .arg("-u")
+                            .arg("-z")
+                            .arg(&mountpoint)
+                            .status();
+                        return;
+                    }
+                }
+            }
+        })
+        .await;
+    });
+    tracing::info!(mountpoint = %cfg.mountpoint.display(), nameserver = %cfg.nameserver, "mounted");
+    on_ready();
+    let served = session.run();
+    wait_idle(&inflight, Duration::from_secs(120));
+    runtime.block_on(fs.shutdown());
+    tracing::info!("unmounted");
+    served.context("the FUSE session failed")
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

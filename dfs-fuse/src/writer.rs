@@ -1,0 +1,227 @@
+//! One file being written on this mount: its lease, its dirty file, and publishing.
+//!
+//! All write handles of one inode share one [`WriteState`]. Writes go to the dirty file;
+//! the first flush (close) after changes checksums it, uploads it to every target in
+//! parallel and publishes it as a new version. Until publish succeeded, close fails and the
+//! dirty file stays in the cache's `dirty/` directory.
+
+use crate::cache::{Cache, DirtyMeta};
+use crate::leases::{HeldLease, Leases};
+use crate::remote::Remote;
+use dfs_proto::checksum::ChecksumWriter;
+use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
+use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, Version};
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Mutable state of a write, behind an async mutex so a publish sees no concurrent write.
+#[derive(Debug)]
+pub struct WriteInner {
+    /// The lease, or `None` after it was given back early at close (re-taken on next write).
+    pub lease: Option<Arc<HeldLease>>,
+    /// Upload targets from the last open-write.
+    pub targets: Vec<FileserverRef>,
+    /// The version the dirty file is based on (the last one we published, or the opened one).
+    pub base_version: Version,
+    /// Publishes made under the current lease (the low bits of the version).
+    pub seq: u64,
+    /// Changes not yet published.
+    pub changed: bool,
+    /// A version we published whose content equals the dirty file (if unchanged since).
+    pub published: Option<Version>,
+    /// An mtime set by utimens while writing, sent with the next publish.
+    pub mtime_ns: Option<i64>,
+    /// The entry after the last publish, for attributes.
+    pub last_entry: Option<Entry>,
+}
+
+/// A file open for writing on this mount.
+#[derive(Debug)]
+pub struct WriteState {
+    /// Kernel inode number.
+    pub ino: u64,
+    /// Nameserver file id.
+    pub file_id: FileId,
+    /// Sidecar data of the dirty file (path and token at open).
+    pub meta: DirtyMeta,
+    /// The dirty file.
+    pub data_path: PathBuf,
+    /// The dirty file, open read-write, shared by every handle of this inode.
+    pub file: Arc<File>,
+    /// Write handles still open.
+    pub handles: AtomicUsize,
+    /// Set when the file was unlinked here: nothing is published any more.
+    pub unlinked: AtomicBool,
+    /// Permission bits, for attributes.
+    pub mode: u32,
+    /// The lock-protected part.
+    pub inner: tokio::sync::Mutex<WriteInner>,
+}
+
+/// Maps a server error at publish time to what close(2) returns.
+pub fn publish_errno(err: &ApiError) -> i32 {
+    match err.code {
+        ErrorCode::Stale | ErrorCode::Fenced => libc::ESTALE,
+        ErrorCode::NoSpace => libc::ENOSPC,
+        _ => libc::EIO,
+    }
+}
+
+/// Streams a file through CRC-32C; returns (size, checksum).
+pub fn checksum_file(path: &Path) -> std::io::Result<(u64, Checksum)> {
+    let mut file = File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut sum = ChecksumWriter::default();
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok((size, sum.finish()));
+        }
+        sum.update(&buf[..n]);
+        size += n as u64;
+    }
+}
+
+impl WriteState {
+    /// Size and mtime of the dirty file, for attributes while writing.
+    pub fn local_size(&self) -> u64 {
+        self.file.metadata().map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Ensures this write holds a lease (re-taking one given back early at close), and that
+    /// nobody published in between. Call with `inner` locked.
+    pub async fn ensure_lease(
+        &self,
+        inner: &mut WriteInner,
+        path: &DfsPath,
+        leases: &Leases,
+        remote: &Remote,
+    ) -> Result<Arc<HeldLease>, ApiError> {
+        if let Some(lease) = &inner.lease {
+            if lease.is_lost() {
+                return Err(ApiError::new(
+                    ErrorCode::LeaseExpired,
+                    format!("the write lease on {path} was lost"),
+                ));
+            }
+            return Ok(lease.clone());
+        }
+        let lease = Arc::new(leases.acquire(path).await?);
+        let opened = remote
+            .names
+            .open_write(&OpenWriteRequest {
+                path: path.clone(),
+                token: lease.token,
+                create: None,
+                exclusive: false,
+            })
+            .await;
+        let opened = match opened {
+            Ok(o) => o,
+            Err(err) => {
+                lease.release(leases).await;
+                return Err(err);
+            }
+        };
+        if opened.entry.id != self.file_id || opened.entry.version != inner.base_version {
+            lease.release(leases).await;
+            return Err(ApiError::new(
+                ErrorCode::Stale,
+                format!("{path} changed since this file was opened"),
+            ));
+        }
+        inner.targets = opened.targets;
+        inner.seq = 0;
+        inner.lease = Some(lease.clone());
+        Ok(lease)
+    }
+
+    /// Publishes the dirty file if it changed. Call with `inner` locked.
+    pub async fn publish(
+        &self,
+        inner: &mut WriteInner,
+        path: &DfsPath,
+        leases: &Leases,
+        remote: &Remote,
+        cache: &Cache,
+    ) -> Result<(), ApiError> {
+        if !inner.changed || self.unlinked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let result = self.publish_once(inner, path, leases, remote).await;
+        if let Err(err) = &result {
+            tracing::error!(%path, %err, dirty = %self.data_path.display(), "publish failed; local changes kept");
+            cache.note_dirty_error(&self.meta, &err.to_string());
+        }
+        result
+    }
+
+    async fn publish_once(
+        &self,
+        inner: &mut WriteInner,
+        path: &DfsPath,
+        leases: &Leases,
+        remote: &Remote,
+    ) -> Result<(), ApiError> {
+        let lease = self.ensure_lease(inner, path, leases, remote).await?;
+        let data = self.data_path.clone();
+        let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&data))
+            .await
+            .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
+        inner.seq += 1;
+        let version = version_for(lease.token, inner.seq);
+        let servers = if size > 0 {
+            remote
+                .upload_all(
+                    &inner.targets,
+                    self.file_id,
+                    version,
+                    checksum,
+                    &self.data_path,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        if lease.is_lost() {
+            return Err(ApiError::new(
+                ErrorCode::LeaseExpired,
+                "the write lease was lost during the upload",
+            ));
+        }
+        let req = PublishRequest {
+            path: path.clone(),
+            file_id: self.file_id,
+            base_version: inner.base_version,
+            version,
+            token: lease.token,
+            size,
+            checksum,
+            servers,
+            mtime_ns: inner.mtime_ns,
+        };
+        // A publish is idempotent for the same version: retry transient failures.
+        let mut attempt = 0;
+        let entry = loop {
+            match remote.names.publish(&req).await {
+                Ok(entry) => break entry,
+                Err(err) if err.code.is_retryable() && attempt < 3 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        inner.base_version = version;
+        inner.changed = false;
+        inner.published = Some(version);
+        inner.mtime_ns = None;
+        inner.last_entry = Some(entry);
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! A real FUSE mount of a test cluster: `target/debug/dfs-fuse URL DIR -f --cache-dir ...`.
+//!
+//! [`Mount::start`] returns once the mount point appears in `/proc/self/mountinfo`; dropping
+//! the mount unmounts it with `fusermount3 -u` and stops the process. When FUSE is unusable
+//! (no `/dev/fuse`, or the mount fails) tests FAIL with a clear message, unless
+//! `DFS_SKIP_FUSE=1`, in which case [`Mount::try_start`] returns `None` and the test skips.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `dfs-fuse` in the foreground, with its own mount point and cache directory.
+pub struct Mount {
+    /// The mount point (inside a temp dir owned by this value).
+    pub dir: PathBuf,
+    /// The mount's cache directory (dirty files of failed uploads are under `dirty/`).
+    pub cache_dir: PathBuf,
+    /// The nameserver it mounts.
+    pub nameserver: String,
+    child: Option<Child>,
+    log: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+/// Whether FUSE tests should skip instead of failing (`DFS_SKIP_FUSE=1`).
+pub fn skip_fuse() -> bool {
+    std::env::var("DFS_SKIP_FUSE").is_ok_and(|v| v == "1")
+}
+
+/// Why FUSE cannot be used here, if it cannot.
+pub fn fuse_unavailable() -> Option<String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Some("/dev/fuse is missing (load the fuse module or run the container with --device /dev/fuse)".into());
+    }
+    if Command::new("fusermount3").arg("-V").output().is_err() {
+        return Some("fusermount3 is not installed (apt-get install fuse3)".into());
+    }
+    None
+}
+
+impl Mount {
+    /// Mounts `nameserver` with extra `dfs-fuse` arguments; panics with a clear message when
+    /// FUSE is unusable and `DFS_SKIP_FUSE` is not set.
+    pub fn start(nameserver: &str, extra: &[&str]) -> Mount {
+        match Mount::try_start(nameserver, extra) {
+            Some(m) => m,
+            None => panic!("FUSE unavailable and DFS_SKIP_FUSE=1: call try_start to skip"),
+        }
+    }
+
+    /// Like [`Mount::start`], but returns `None` (the caller skips) when FUSE is unusable
+    /// and `DFS_SKIP_FUSE=1`.
+    pub fn try_start(nameserver: &str, extra: &[&str]) -> Option<Mount> {
+        if let Some(why) = fuse_unavailable() {
+            if skip_fuse() {
+                eprintln!("skipping: {why}");
+                return None;
+            }
+            panic!("FUSE is unusable: {why}. Set DFS_SKIP_FUSE=1 to skip mount tests.");
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("dfs-mount-")
+            .tempdir()
+            .expect("a temp dir for the mount");
+        let dir = tmp.path().join("mnt");
+        let cache_dir = tmp.path().join("cache");
+        std::fs::create_dir_all(&dir).expect("create the mount point");
+        let log = tmp.path().join("dfs-fuse.log");
+        let log_file = std::fs::File::create(&log).expect("create the mount log");
+        let mut cmd = Command::new(crate::bin_path("dfs-fuse"));
+        cmd.arg(nameserver)
+            .arg(&dir)
+            .arg("-f")
+            .arg("--cache-dir")
+            .arg(&cache_dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "warn,dfs_fuse=debug");
+        }
+        let child = cmd.spawn().expect("start dfs-fuse");
+        let mut mount = Mount {
+            dir,
+            cache_dir,
+            nameserver: nameserver.to_owned(),
+            child: Some(child),
+            log,
+            _tmp: tmp,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if is_mounted(&mount.dir) {
+                return Some(mount);
+            }
+            if let Some(child) = mount.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = mount.log();
+                    mount.child = None;
+                    if skip_fuse() {
+                        eprintln!("skipping: dfs-fuse could not mount ({status}):\n{log}");
+                        return None;
+                    }
+                    panic!("dfs-fuse exited before mounting ({status}); set DFS_SKIP_FUSE=1 to skip mount tests. Log:\n{log}");
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("dfs-fuse did not mount within 30 s. Log:\n{}", mount.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A path inside the mount.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel.trim_start_matches('/'))
+    }
+
+    /// What the mount logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id of `dfs-fuse` (for kill -9 / SIGSTOP tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Unmounts with `fusermount3 -u` and waits for the process to exit; returns its exit
+    /// code (None when killed by a signal or already gone).
+    pub fn unmount(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while is_mounted(&self.dir) && Instant::now() < deadline {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status();
+            if is_mounted(&self.dir) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// Kills the mount process with SIGKILL (a crashed client) and detaches the mount.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("fusermount3")
+            .arg("-u")
+            .arg("-z")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            self.unmount();
+        }
+        if is_mounted(&self.dir) {
+            let _ = Command::new("fusermount3")
+                .arg("-u")
+                .arg("-z")
+                .arg(&self.dir)
+                .stderr(Stdio::null())
+                .status();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- dfs-fuse log ({}) ---\n{}",
+                self.dir.display(),
+                self.log()
+            );
+        }
+    }
+}
+
+/// True when `dir` is a mount point in `/proc/self/mountinfo`.
+pub fn is_mounted(dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let wanted = dir
+        .to_string_lossy()
+        .replace('\\', "\\134")
+        .replace(' ', "\\040")
+        .replace('\t', "\\011")
+        .replace('\n', "\\012");
+    table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mp| mp == wanted)
+}
+
+/// Runs a shell command (`sh -c`), panicking with its output when it fails.
+pub fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    assert!(
+        out.status.success(),
+        "`{script}` failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell command and returns (success, stdout + stderr), for expected failures.
+pub fn sh_status(script: &str) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .expect("run sh");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
