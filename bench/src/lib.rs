@@ -1,0 +1,206 @@
+//! dfs-bench: measures a DFS mount against the local disk and raw `curl` in the same run
+//! (issue 5), so every number is a ratio to a reference taken on the same machine, same minute.
+//!
+//! The servers run as separate processes (the `dfs-*server` binaries) so each one's memory can
+//! be measured; the mounts are `dfs-fuse` children. See docs/benchmarks.md.
+
+pub mod cluster;
+pub mod fio;
+pub mod report;
+pub mod util;
+pub mod workloads;
+
+use anyhow::Context;
+use cluster::{Cluster, Mount};
+use report::{Report, Row};
+use std::path::PathBuf;
+use workloads::Ctx;
+
+/// Everything a run can vary; `main` fills it from flags, the smoke test by hand.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Scratch directory (servers' data, caches, mounts, local references); a temp dir if unset.
+    pub dir: Option<PathBuf>,
+    /// Keep the scratch directory afterwards.
+    pub keep: bool,
+    /// Size of the large-file workloads.
+    pub size: u64,
+    /// Size of the memory workload's file (`--full`: 4 GiB); none = informational row.
+    pub memory_size: Option<u64>,
+    /// Runs per workload.
+    pub runs: usize,
+    /// Small files per small-file workload.
+    pub files: usize,
+    /// Opens per W4 run.
+    pub opens: usize,
+    /// Replication factor (2 fileservers either way).
+    pub replication: u32,
+    /// Extra `dfs-fuse` arguments, e.g. `-o passthrough`.
+    pub mount_opts: Vec<String>,
+    /// Drop the page cache before cold phases (needs root).
+    pub drop_caches: bool,
+    /// Run the fio jobs from this directory too.
+    pub fio: Option<PathBuf>,
+    /// Where the `dfs-*` binaries are (default: next to this executable).
+    pub bin_dir: Option<PathBuf>,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+/// Results plus the handles a caller (the smoke test) may want to inspect.
+pub struct Outcome {
+    /// The report.
+    pub report: Report,
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(0);
+    format!("{cores} cores, {:.0} GiB RAM", mem as f64 / 1048576.0)
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Starts everything, runs every workload, stops everything; returns the report.
+pub fn run_bench(opts: &Options) -> anyhow::Result<Outcome> {
+    let scratch = match &opts.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            tempfile::Builder::new()
+                .prefix("dfs-bench-")
+                .tempdir_in(dir)?
+        }
+        None => tempfile::Builder::new().prefix("dfs-bench-").tempdir()?,
+    };
+    let root = scratch.path().canonicalize()?;
+    eprintln!("dfs-bench: scratch directory {}", root.display());
+    let result = run_in(opts, &root);
+    if opts.keep {
+        let _ = scratch.keep();
+        eprintln!("dfs-bench: kept {}", root.display());
+    }
+    result
+}
+
+fn step(
+    name: &str,
+    f: impl FnOnce() -> anyhow::Result<Row>,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    eprintln!("dfs-bench: {name}");
+    let row = f().with_context(|| format!("workload {name}"))?;
+    eprintln!(
+        "dfs-bench:   {} | {} | {}",
+        row.dfs, row.reference, row.ratio
+    );
+    rows.push(row);
+    Ok(())
+}
+
+fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
+    let bin_dir = opts.bin_dir.as_deref();
+    let cluster = Cluster::start(&root.join("servers"), 2, opts.replication, bin_dir)?;
+    let logs = root.join("servers/logs");
+    let writer = Mount::start(
+        &cluster.nameserver,
+        &root.join("mnt-writer"),
+        &root.join("cache-writer"),
+        &opts.mount_opts,
+        &logs.join("mount-writer.log"),
+        bin_dir,
+    )?;
+    let reader = Mount::start(
+        &cluster.nameserver,
+        &root.join("mnt-reader"),
+        &root.join("cache-reader"),
+        &opts.mount_opts,
+        &logs.join("mount-reader.log"),
+        bin_dir,
+    )?;
+    let ctx = Ctx {
+        cluster: &cluster,
+        writer: &writer,
+        reader: &reader,
+        local: root.join("local"),
+        src: root.join("source.bin"),
+        size: opts.size,
+        runs: opts.runs.max(1),
+        files: opts.files,
+        opens: opts.opens,
+        drop_caches: opts.drop_caches,
+    };
+    workloads::prepare(&ctx)?;
+    util::make_file(&ctx.src, ctx.size, 0x5eed)?;
+    let mut rows = Vec::new();
+    step("W1 cp into the mount", || workloads::w1(&ctx), &mut rows)?;
+    step("W2 cat of a cached file", || workloads::w2(&ctx), &mut rows)?;
+    step(
+        "W2w cat, page cache warm",
+        || workloads::w2_warm(&ctx),
+        &mut rows,
+    )?;
+    step("W3 first open + cat", || workloads::w3(&ctx), &mut rows)?;
+    step(
+        "W4 open + close of a cached file",
+        || workloads::w4(&ctx),
+        &mut rows,
+    )?;
+    step("W5 create small files", || workloads::w5(&ctx), &mut rows)?;
+    step("W6 stat small files", || workloads::w6(&ctx), &mut rows)?;
+    step(
+        "W7 read cached small files",
+        || workloads::w7(&ctx),
+        &mut rows,
+    )?;
+    step("W8 unlink small files", || workloads::w8(&ctx), &mut rows)?;
+    let fio = match &opts.fio {
+        Some(jobs) => {
+            fio::ensure_fio()?;
+            fio::run_all(
+                jobs,
+                &writer.path.join(workloads::DFS_DIR).join("fio"),
+                &ctx.local.join("fio"),
+                opts.size,
+                opts.files,
+                opts.drop_caches,
+            )?
+        }
+        None => Vec::new(),
+    };
+    step(
+        "memory",
+        || workloads::memory(&ctx, opts.memory_size),
+        &mut rows,
+    )?;
+    let report = Report {
+        command: opts.command.clone(),
+        kernel: kernel(),
+        machine: machine(),
+        size_bytes: opts.size,
+        runs: ctx.runs,
+        mount_opts: opts.mount_opts.clone(),
+        replication: opts.replication,
+        dropped_caches: opts.drop_caches,
+        rows,
+        fio,
+    };
+    drop(reader);
+    drop(writer);
+    drop(cluster);
+    Ok(Outcome { report })
+}
