@@ -20,6 +20,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
+/// Recorded as an inode's version when the kernel may hold content that was never published.
+const UNKNOWN_VERSION: u64 = u64::MAX;
 /// Settings of the filesystem layer.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -921,6 +923,14 @@ impl DfsFs {
             }
         }
         // else: the dirty file stays for recovery (see docs/SEMANTICS.md).
+        if published.is_err() {
+            // The kernel still caches the unpublished size and pages: make the next open see
+            // a changed version so it drops them and rereads the published one.
+            self.versions.insert(ws.ino, UNKNOWN_VERSION);
+            if let Some(task) = self.invalidate(ws.ino) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
         *guard = None;
         drop(inner);
         drop(guard);

@@ -27,7 +27,11 @@ fn close_checked(file: std::fs::File) -> std::io::Result<()> {
 
 /// One increment: Ok(true) acknowledged, Ok(false) not started (open failed), Err = unknown.
 fn increment(path: &std::path::Path) -> Result<bool, std::io::Error> {
-    let mut file = match std::fs::OpenOptions::new().read(true).write(true).open(path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+    {
         Ok(file) => file,
         Err(_) => return Ok(false),
     };
@@ -46,7 +50,11 @@ fn increment(path: &std::path::Path) -> Result<bool, std::io::Error> {
 #[test]
 fn lock_protected_counter_survives_kills_and_freezes() {
     let seed = dfs_tests::test_seed();
-    let (clients, per_client) = if dfs_tests::long_tier() { (5, 300) } else { (5, 100) };
+    let (clients, per_client) = if dfs_tests::long_tier() {
+        (5, 300)
+    } else {
+        (5, 100)
+    };
     let cluster = ProcessCluster::start(3);
     let ns_url = cluster.nameserver.url.clone();
     let mut mounts = Vec::new();

@@ -104,7 +104,10 @@ fn stale_writer_is_fenced_in_every_trial() {
         assert_eq!(seen_b, b"fresh write from B\n", "trial {trial}");
         let seen_a = std::fs::read(a.path(&name)).unwrap();
         assert_eq!(seen_a, b"fresh write from B\n", "trial {trial}: mount A");
-        eprintln!("trial {trial}: stale close failed with {:?}", result.unwrap_err());
+        eprintln!(
+            "trial {trial}: stale close failed with {:?}",
+            result.unwrap_err()
+        );
     }
 }
 
@@ -132,7 +135,10 @@ fn crashed_clients_lock_frees_after_ttl_and_not_before() {
     let freed_at = {
         let deadline = killed_at + Duration::from_millis(TTL_MS + LOCK_DELAY_MS + 10_000);
         loop {
-            match std::fs::OpenOptions::new().write(true).open(b.path("held.txt")) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .open(b.path("held.txt"))
+            {
                 Ok(file) => {
                     let at = Instant::now();
                     close_checked(file).unwrap();
