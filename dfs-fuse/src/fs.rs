@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 
 /// Recorded as an inode's version when the kernel may hold content that was never published.
 const UNKNOWN_VERSION: u64 = u64::MAX;
+/// How long an open waits for the pending release of a handle whose close failed.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// Settings of the filesystem layer.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -130,6 +132,14 @@ fn io_errno(err: &std::io::Error) -> Errno {
     Errno::from_i32(err.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// What a write or truncate returns when its lease is gone or cannot be re-taken.
+fn lease_errno(err: &ApiError) -> Errno {
+    match err.code {
+        ErrorCode::LeaseExpired => Errno::EIO,
+        _ => errno(err),
+    }
+}
+
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -219,6 +229,31 @@ impl DfsFs {
         guard.clone()
     }
 
+    /// A close that failed to publish leaves its write state until the kernel's RELEASE (sent
+    /// asynchronously, already queued) runs. Give that release a moment, so a new open starts
+    /// from the published version instead of joining content whose close reported an error.
+    /// Bounded: with another descriptor still open (dup, fork) the state stays and is joined,
+    /// as a local file would be.
+    async fn settle_failed(&self, ino: u64) {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) else {
+                return;
+            };
+            let failed = {
+                let guard = slot.lock().await;
+                match guard.as_ref() {
+                    Some(ws) => ws.inner.lock().await.failed,
+                    None => false,
+                }
+            };
+            if !failed || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     fn attr_of_write(&self, ws: &WriteState) -> FileAttr {
         let meta = ws.file.metadata().ok();
         let size = meta.as_ref().map_or(0, |m| m.len());
@@ -246,7 +281,10 @@ impl DfsFs {
     /// `lookup`: the attributes of `parent/name`, counting one kernel reference.
     pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<FileAttr, Errno> {
         let path = self.child_path(parent, name)?;
-        if let Some(ino) = self.table().child(parent, path.name()) {
+        // Bind first: a guard in an `if let` scrutinee would live through the body, and the
+        // body locks the table again (a self-deadlock that froze every worker thread).
+        let known = self.table().child(parent, path.name());
+        if let Some(ino) = known {
             if let Some(ws) = self.write_state(ino) {
                 let attr = self.attr_of_write(&ws);
                 self.table()
@@ -302,8 +340,12 @@ impl DfsFs {
             match &ws {
                 Some(ws) => {
                     let mut inner = ws.inner.lock().await;
+                    let path = self.current_path(ws);
+                    ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
+                        .await
+                        .map_err(|e| lease_errno(&e))?;
                     ws.file.set_len(size).map_err(|e| io_errno(&e))?;
-                    inner.changed = true;
+                    inner.mark_changed();
                 }
                 None => self.truncate_path(ino, size).await?,
             }
@@ -348,7 +390,7 @@ impl DfsFs {
             {
                 let mut inner = ws.inner.lock().await;
                 ws.file.set_len(size).map_err(|e| io_errno(&e))?;
-                inner.changed = true;
+                inner.mark_changed();
             }
             self.flush(opened.fh).await
         }
@@ -531,6 +573,7 @@ impl DfsFs {
             self.check_writable()?;
             return self.open_write(ino, None, mode).await;
         }
+        self.settle_failed(ino).await;
         if let Some(ws) = self.write_state(ino) {
             // Another handle here is writing: read what it wrote, like a local file.
             let fh = self.add_handle(Handle {
@@ -596,6 +639,7 @@ impl DfsFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let known = self.table().child(parent, path.name());
         if let Some(ino) = known {
+            self.settle_failed(ino).await;
             if self.write_state(ino).is_some() {
                 if exclusive {
                     return Err(Errno::EEXIST);
@@ -641,6 +685,7 @@ impl DfsFs {
         // For create the inode is learned from the nameserver; look for a state afterwards.
         let slot_ino = if create.is_some() { None } else { Some(ino) };
         if let Some(ino) = slot_ino {
+            self.settle_failed(ino).await;
             let slot = self.writes.entry(ino).or_default().clone();
             let guard = slot.lock().await;
             if let Some(ws) = guard.as_ref() {
@@ -749,6 +794,7 @@ impl DfsFs {
                 published: None,
                 mtime_ns: None,
                 last_entry: None,
+                failed: false,
             }),
         });
         *guard = Some(ws.clone());
@@ -777,7 +823,7 @@ impl DfsFs {
             let mut inner = ws.inner.lock().await;
             if ws.local_size() > 0 {
                 ws.file.set_len(0).map_err(|e| io_errno(&e))?;
-                inner.changed = true;
+                inner.mark_changed();
             }
         }
         ws.handles.fetch_add(1, Ordering::AcqRel);
@@ -822,10 +868,7 @@ impl DfsFs {
         let path = self.current_path(&ws);
         ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
             .await
-            .map_err(|e| match e.code {
-                ErrorCode::LeaseExpired => Errno::EIO,
-                _ => errno(&e),
-            })?;
+            .map_err(|e| lease_errno(&e))?;
         let offset = if handle.append {
             ws.local_size()
         } else {
@@ -834,7 +877,7 @@ impl DfsFs {
         ws.file
             .write_all_at(data, offset)
             .map_err(|e| io_errno(&e))?;
-        inner.changed = true;
+        inner.mark_changed();
         Ok(data.len() as u32)
     }
 
@@ -903,15 +946,26 @@ impl DfsFs {
         }
         let mut inner = ws.inner.lock().await;
         let path = self.current_path(ws);
-        let published = ws
-            .publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
-            .await;
+        let published = if inner.failed {
+            // The close that tried this content already returned the error: publishing it now
+            // would turn a reported failure into a silent success. It stays in dirty/.
+            Err(())
+        } else {
+            ws.publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
+                .await
+                .map_err(|_| ())
+        };
         if let Some(lease) = inner.lease.take() {
             lease.release(&self.leases).await;
         }
         if ws.unlinked.load(Ordering::Acquire) {
             self.cache.discard_dirty(&ws.meta);
-        } else if published.is_ok() {
+        } else if published.is_err() {
+            // A later writer under the same lease token must not overwrite the kept copy.
+            if let Some(kept) = self.cache.set_aside_dirty(&ws.meta) {
+                tracing::warn!(%path, file = %kept.display(), "unpublished changes kept for recovery");
+            }
+        } else {
             match inner.published {
                 Some(version) => {
                     if let Err(err) = self.cache.promote_dirty(&ws.meta, version) {
@@ -922,7 +976,6 @@ impl DfsFs {
                 None => self.cache.discard_dirty(&ws.meta),
             }
         }
-        // else: the dirty file stays for recovery (see docs/SEMANTICS.md).
         if published.is_err() {
             // The kernel still caches the unpublished size and pages: make the next open see
             // a changed version so it drops them and rereads the published one.

@@ -37,6 +37,18 @@ pub struct WriteInner {
     pub mtime_ns: Option<i64>,
     /// The entry after the last publish, for attributes.
     pub last_entry: Option<Entry>,
+    /// The last publish failed and nothing changed since: the close that tried it already
+    /// returned the error, so release must not publish that content behind the user's back,
+    /// and a new open must not build on it.
+    pub failed: bool,
+}
+
+impl WriteInner {
+    /// Records a local change (write, truncate): there is something new to publish.
+    pub fn mark_changed(&mut self) {
+        self.changed = true;
+        self.failed = false;
+    }
 }
 
 /// A file open for writing on this mount.
@@ -154,6 +166,7 @@ impl WriteState {
             return Ok(());
         }
         let result = self.publish_once(inner, path, leases, remote).await;
+        inner.failed = result.is_err();
         if let Err(err) = &result {
             tracing::error!(%path, %err, dirty = %self.data_path.display(), "publish failed; local changes kept");
             cache.note_dirty_error(&self.meta, &err.to_string());

@@ -55,6 +55,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
     } else {
         (5, 100)
     };
+    let started = Instant::now();
     let cluster = ProcessCluster::start(3);
     let ns_url = cluster.nameserver.url.clone();
     let mut mounts = Vec::new();
@@ -76,6 +77,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
         std::thread::spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed);
             let (mut kills, mut freezes) = (0, 0);
+            let mut slowest = Duration::ZERO;
             while !done.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
                 let mut cluster = cluster.lock().unwrap();
@@ -92,11 +94,14 @@ fn lock_protected_counter_survives_kills_and_freezes() {
                     freezes += 1;
                 } else {
                     let ready = server.restart();
-                    assert!(ready < Duration::from_secs(2), "restart took {ready:?}");
+                    // Readiness within 2 s is suite 1's claim; here a loaded CI machine only
+                    // has to bring the server back at all (a hang would be a bug).
+                    assert!(ready < Duration::from_secs(15), "restart took {ready:?}");
+                    slowest = slowest.max(ready);
                     kills += 1;
                 }
             }
-            (kills, freezes)
+            (kills, freezes, slowest)
         })
     };
 
@@ -129,7 +134,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
         worker.join().expect("worker");
     }
     done.store(true, Ordering::SeqCst);
-    let (kills, freezes) = killer.join().expect("killer");
+    let (kills, freezes, slowest) = killer.join().expect("killer");
 
     let acked = acknowledged.load(Ordering::SeqCst) as u64;
     let maybe = unknown.load(Ordering::SeqCst) as u64;
@@ -144,7 +149,8 @@ fn lock_protected_counter_survives_kills_and_freezes() {
     let final_value = final_value.expect("read the final counter");
     eprintln!(
         "counter: final {final_value}, acknowledged {acked}, unknown outcome {maybe}, \
-         {kills} kills, {freezes} freezes (seed {seed})"
+         {kills} kills, {freezes} freezes, slowest restart {slowest:?}, {:?} (seed {seed})",
+        started.elapsed()
     );
     assert!(
         final_value >= acked && final_value <= acked + maybe,
