@@ -374,6 +374,7 @@ impl DfsFs {
 
     /// truncate(2) with no open handle: lease, open-write, publish the new length, release.
     async fn truncate_path(&self, ino: u64, size: u64) -> Result<(), Errno> {
+        tracing::debug!(ino, size, "truncate with no write open here: publishing it alone");
         let opened = self
             .open(
                 ino,

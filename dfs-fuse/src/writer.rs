@@ -230,6 +230,7 @@ impl WriteState {
                 Err(err) => return Err(err),
             }
         };
+        tracing::debug!(%path, size, version, "published");
         inner.base_version = version;
         inner.changed = false;
         inner.published = Some(version);

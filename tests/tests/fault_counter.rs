@@ -38,7 +38,13 @@ fn increment(path: &std::path::Path) -> Result<bool, std::io::Error> {
     let mut text = String::new();
     file.read_to_string(&mut text)?;
     let value: u64 = text.trim().parse().unwrap_or_else(|_| {
-        panic!("counter file holds {text:?}: a partial or mixed version is visible")
+        let size = file.metadata().map(|m| m.len());
+        let again = std::fs::read_to_string(path);
+        panic!(
+            "{}: counter file holds {text:?} (size {size:?}, read again {again:?}): \
+             a partial or mixed version is visible",
+            path.display()
+        )
     });
     file.seek(SeekFrom::Start(0))?;
     file.set_len(0)?;
@@ -79,7 +85,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
             let (mut kills, mut freezes) = (0, 0);
             let mut slowest = Duration::ZERO;
             while !done.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(rng.random_range(200..800)));
+                std::thread::sleep(Duration::from_millis(rng.random_range(100..500)));
                 let mut cluster = cluster.lock().unwrap();
                 let victim = rng.random_range(0..2 + cluster.fileservers.len());
                 let server = match victim {
@@ -96,7 +102,11 @@ fn lock_protected_counter_survives_kills_and_freezes() {
                     let ready = server.restart();
                     // Readiness within 2 s is suite 1's claim; here a loaded CI machine only
                     // has to bring the server back at all (a hang would be a bug).
-                    assert!(ready < Duration::from_secs(15), "restart took {ready:?}");
+                    if ready >= Duration::from_secs(15) {
+                        let log = server.log();
+                        let tail = &log[log.len().saturating_sub(3000)..];
+                        panic!("restart of victim {victim} took {ready:?}; its log ends:\n{tail}");
+                    }
                     slowest = slowest.max(ready);
                     kills += 1;
                 }
