@@ -374,7 +374,11 @@ impl DfsFs {
 
     /// truncate(2) with no open handle: lease, open-write, publish the new length, release.
     async fn truncate_path(&self, ino: u64, size: u64) -> Result<(), Errno> {
-        tracing::debug!(ino, size, "truncate with no write open here: publishing it alone");
+        tracing::debug!(
+            ino,
+            size,
+            "truncate with no write open here: publishing it alone"
+        );
         let opened = self
             .open(
                 ino,
@@ -798,6 +802,7 @@ impl DfsFs {
                 failed: false,
             }),
         });
+        tracing::debug!(%path, ino, token = ws.meta.token, base = entry.version, size = entry.size, "write state created");
         *guard = Some(ws.clone());
         drop(guard);
         self.open_writers.fetch_add(1, Ordering::Relaxed);
@@ -869,7 +874,10 @@ impl DfsFs {
         let path = self.current_path(&ws);
         ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
             .await
-            .map_err(|e| lease_errno(&e))?;
+            .map_err(|e| {
+                tracing::debug!(%path, %e, "write refused: no lease");
+                lease_errno(&e)
+            })?;
         let offset = if handle.append {
             ws.local_size()
         } else {

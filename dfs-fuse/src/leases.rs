@@ -49,7 +49,10 @@ impl HeldLease {
             Ok(Err(err)) => {
                 tracing::debug!(token = self.token, %err, "lease release failed; it will expire")
             }
-            Err(_) => tracing::debug!(token = self.token, "lease release timed out; it will expire"),
+            Err(_) => tracing::debug!(
+                token = self.token,
+                "lease release timed out; it will expire"
+            ),
         }
     }
 }
@@ -66,6 +69,8 @@ pub struct Leases {
     remote: Arc<Remote>,
     session: String,
     lock_wait: Duration,
+    /// Publish counter shared by every write of this mount (low bits of versions).
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Leases {
@@ -75,6 +80,18 @@ impl Leases {
             remote,
             session,
             lock_wait,
+            seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next publish sequence number of this mount, never 0. Versions are
+    /// `token << 20 | seq`, so one token may carry 2^20 - 1 publishes before a collision.
+    pub fn next_seq(&self) -> u64 {
+        loop {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xF_FFFF;
+            if seq != 0 {
+                return seq;
+            }
         }
     }
 
@@ -153,7 +170,9 @@ async fn renew_loop(
         let left = expires.saturating_duration_since(Instant::now());
         let result = match tokio::time::timeout(left, renew).await {
             Ok(result) => result,
-            Err(_) => Err(ApiError::unavailable("lease renewal did not answer in time")),
+            Err(_) => Err(ApiError::unavailable(
+                "lease renewal did not answer in time",
+            )),
         };
         match result {
             Ok(lease) => {

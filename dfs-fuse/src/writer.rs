@@ -27,7 +27,7 @@ pub struct WriteInner {
     pub targets: Vec<FileserverRef>,
     /// The version the dirty file is based on (the last one we published, or the opened one).
     pub base_version: Version,
-    /// Publishes made under the current lease (the low bits of the version).
+    /// The low bits of the last version built (from [`Leases::next_seq`]).
     pub seq: u64,
     /// Changes not yet published.
     pub changed: bool,
@@ -148,7 +148,6 @@ impl WriteState {
             ));
         }
         inner.targets = opened.targets;
-        inner.seq = 0;
         inner.lease = Some(lease.clone());
         Ok(lease)
     }
@@ -186,7 +185,10 @@ impl WriteState {
         let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&data))
             .await
             .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
-        inner.seq += 1;
+        // Not a per-write counter: the lockserver hands a session its still-live lease back
+        // (same token) after a release that did not get through, and a second write under
+        // that token must not reuse a version the first one already uploaded.
+        inner.seq = leases.next_seq();
         let version = version_for(lease.token, inner.seq);
         let servers = if size > 0 {
             remote

@@ -75,6 +75,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
     let cluster = Arc::new(Mutex::new(cluster));
     let acknowledged = Arc::new(AtomicUsize::new(0));
     let unknown = Arc::new(AtomicUsize::new(0));
+    let errors: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
 
     let killer = {
@@ -100,13 +101,8 @@ fn lock_protected_counter_survives_kills_and_freezes() {
                     freezes += 1;
                 } else {
                     let ready = server.restart();
-                    // Readiness within 2 s is suite 1's claim; here a loaded CI machine only
-                    // has to bring the server back at all (a hang would be a bug).
-                    if ready >= Duration::from_secs(15) {
-                        let log = server.log();
-                        let tail = &log[log.len().saturating_sub(3000)..];
-                        panic!("restart of victim {victim} took {ready:?}; its log ends:\n{tail}");
-                    }
+                    // Readiness within 2 s is suite 1's claim; here the server only has to
+                    // come back (`restart` panics when it prints no ready line in 30 s).
                     slowest = slowest.max(ready);
                     kills += 1;
                 }
@@ -121,6 +117,7 @@ fn lock_protected_counter_survives_kills_and_freezes() {
             let path = mount.path("counter");
             let acknowledged = Arc::clone(&acknowledged);
             let unknown = Arc::clone(&unknown);
+            let errors = Arc::clone(&errors);
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(600);
                 let mut attempts = 0;
@@ -131,7 +128,8 @@ fn lock_protected_counter_survives_kills_and_freezes() {
                             attempts += 1;
                         }
                         Ok(false) => std::thread::sleep(Duration::from_millis(20)),
-                        Err(_) => {
+                        Err(err) => {
+                            *errors.lock().unwrap().entry(err.to_string()).or_insert(0) += 1;
                             unknown.fetch_add(1, Ordering::SeqCst);
                             attempts += 1;
                         }
@@ -161,6 +159,10 @@ fn lock_protected_counter_survives_kills_and_freezes() {
         "counter: final {final_value}, acknowledged {acked}, unknown outcome {maybe}, \
          {kills} kills, {freezes} freezes, slowest restart {slowest:?}, {:?} (seed {seed})",
         started.elapsed()
+    );
+    eprintln!(
+        "errors of unknown-outcome increments: {:?}",
+        errors.lock().unwrap()
     );
     assert!(
         final_value >= acked && final_value <= acked + maybe,
