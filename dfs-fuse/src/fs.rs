@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 /// Recorded as an inode's version when the kernel may hold content that was never published.
 const UNKNOWN_VERSION: u64 = u64::MAX;
-/// How long an open waits for the pending release of a handle whose close failed.
+/// How long an open waits for the pending release of the file's last closed handle.
 const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// Settings of the filesystem layer.
 #[derive(Debug, Clone)]
@@ -229,28 +229,27 @@ impl DfsFs {
         guard.clone()
     }
 
-    /// A close that failed to publish leaves its write state until the kernel's RELEASE (sent
-    /// asynchronously, already queued) runs. Give that release a moment, so a new open starts
-    /// from the published version instead of joining content whose close reported an error.
-    /// Bounded: with another descriptor still open (dup, fork) the state stays and is joined,
-    /// as a local file would be.
-    async fn settle_failed(&self, ino: u64) {
+    /// After the last close of a file, its write state lives on until the release (already
+    /// started by [`DfsFs::release_begin`]) has published, kept or discarded it. A new open
+    /// waits for that instead of joining a state with no handle left, so it starts from the
+    /// published version, never from content whose close reported an error. Bounded; a
+    /// state that still has handles (dup, fork) is joined at once, as a local file would be.
+    async fn settle(&self, ino: u64) {
         let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
         loop {
             let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) else {
                 return;
             };
-            let failed = {
+            let releasing = {
                 let guard = slot.lock().await;
-                match guard.as_ref() {
-                    Some(ws) => ws.inner.lock().await.failed,
-                    None => false,
-                }
+                guard
+                    .as_ref()
+                    .is_some_and(|ws| ws.handles.load(Ordering::Acquire) == 0)
             };
-            if !failed || tokio::time::Instant::now() >= deadline {
+            if !releasing || tokio::time::Instant::now() >= deadline {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
@@ -336,6 +335,7 @@ impl DfsFs {
         }
         let path = self.path_of(ino)?;
         let ws = self.write_state(ino);
+        tracing::debug!(ino, ?size, write_state = ws.is_some(), "setattr");
         if let Some(size) = size {
             match &ws {
                 Some(ws) => {
@@ -578,7 +578,7 @@ impl DfsFs {
             self.check_writable()?;
             return self.open_write(ino, None, mode).await;
         }
-        self.settle_failed(ino).await;
+        self.settle(ino).await;
         if let Some(ws) = self.write_state(ino) {
             // Another handle here is writing: read what it wrote, like a local file.
             let fh = self.add_handle(Handle {
@@ -644,7 +644,7 @@ impl DfsFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let known = self.table().child(parent, path.name());
         if let Some(ino) = known {
-            self.settle_failed(ino).await;
+            self.settle(ino).await;
             if self.write_state(ino).is_some() {
                 if exclusive {
                     return Err(Errno::EEXIST);
@@ -690,7 +690,7 @@ impl DfsFs {
         // For create the inode is learned from the nameserver; look for a state afterwards.
         let slot_ino = if create.is_some() { None } else { Some(ino) };
         if let Some(ino) = slot_ino {
-            self.settle_failed(ino).await;
+            self.settle(ino).await;
             let slot = self.writes.entry(ino).or_default().clone();
             let guard = slot.lock().await;
             if let Some(ws) = guard.as_ref() {
@@ -804,14 +804,9 @@ impl DfsFs {
         });
         tracing::debug!(%path, ino, token = ws.meta.token, base = entry.version, size = entry.size, "write state created");
         *guard = Some(ws.clone());
-        drop(guard);
         self.open_writers.fetch_add(1, Ordering::Relaxed);
-        if changed_version {
-            if let Some(task) = self.invalidate(ino) {
-                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-            }
-        }
-        let mut opened = self
+        // Joined before the slot is unlocked: a state without handles means "being released".
+        let joined = self
             .join_write(
                 ws,
                 OpenMode {
@@ -819,7 +814,14 @@ impl DfsFs {
                     ..mode
                 },
             )
-            .await?;
+            .await;
+        drop(guard);
+        if changed_version {
+            if let Some(task) = self.invalidate(ino) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        let mut opened = joined?;
         opened.keep_cache = false;
         Ok(opened)
     }
@@ -919,6 +921,7 @@ impl DfsFs {
     /// `flush` (every close): publishes unsent changes; 0 only once they are committed.
     pub async fn flush(&self, fh: u64) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
+        tracing::debug!(fh, ino = handle.ino, writable = handle.writable, "flush");
         match (&handle.write, handle.writable) {
             (Some(ws), true) => self.publish(ws, true).await,
             _ => Ok(()),
@@ -937,15 +940,31 @@ impl DfsFs {
     /// `release`: the last write handle of an inode publishes what is left, turns the dirty
     /// file into the clean copy, and gives the lease back.
     pub async fn release(&self, fh: u64) {
-        let Some((_, handle)) = self.handles.remove(&fh) else {
-            return;
-        };
+        if let Some(ws) = self.release_begin(fh) {
+            self.release_finish(ws).await;
+        }
+    }
+
+    /// The synchronous half of `release`: forgets the handle and, for the last write handle
+    /// of an inode, returns the write state [`DfsFs::release_finish`] must wind up. The
+    /// adapter runs it on the FUSE thread, before later requests are dispatched, so an open
+    /// that follows a close finds no handle left and waits for the release instead of
+    /// joining the old state (whose lease may be gone and whose base may be stale).
+    pub fn release_begin(&self, fh: u64) -> Option<Arc<WriteState>> {
+        let (_, handle) = self.handles.remove(&fh)?;
         let (Some(ws), true) = (&handle.write, handle.writable) else {
-            return;
+            return None;
         };
         if ws.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
+            return None;
         }
+        Some(ws.clone())
+    }
+
+    /// The rest of `release` for the last write handle: publishes what is left, turns the
+    /// dirty file into the clean copy (or keeps it after a failure), gives the lease back.
+    pub async fn release_finish(&self, ws: Arc<WriteState>) {
+        let ws = &ws;
         let Some(slot) = self.writes.get(&ws.ino).map(|s| s.clone()) else {
             return;
         };
@@ -1000,7 +1019,6 @@ impl DfsFs {
         self.writes
             .remove_if(&ws.ino, |_, s| Arc::strong_count(s) == 1);
         self.open_writers.fetch_sub(1, Ordering::Relaxed);
-        let _ = handle.ino;
     }
 
     /// Publishes every file still open for writing (at unmount) and gives the leases back.

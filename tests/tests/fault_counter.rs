@@ -77,10 +77,13 @@ fn lock_protected_counter_survives_kills_and_freezes() {
     let unknown = Arc::new(AtomicUsize::new(0));
     let errors: Arc<Mutex<std::collections::BTreeMap<String, usize>>> = Arc::default();
     let done = Arc::new(AtomicBool::new(false));
+    // Read-held by a worker during one increment, write-held by the killer to start a server.
+    let gate = Arc::new(std::sync::RwLock::new(()));
 
     let killer = {
         let cluster = Arc::clone(&cluster);
         let done = Arc::clone(&done);
+        let gate = Arc::clone(&gate);
         std::thread::spawn(move || {
             let mut rng = StdRng::seed_from_u64(seed);
             let (mut kills, mut freezes) = (0, 0);
@@ -100,6 +103,12 @@ fn lock_protected_counter_survives_kills_and_freezes() {
                     server.thaw();
                     freezes += 1;
                 } else {
+                    server.kill9();
+                    // Starting a process forks this test, and exec then closes the child's
+                    // copies of every descriptor: each such close is a FUSE flush, which
+                    // publishes a worker's half-done increment (see docs/SEMANTICS.md). So
+                    // no worker may hold the counter open while a server is started.
+                    let _no_open_files = gate.write().unwrap();
                     let ready = server.restart();
                     // Readiness within 2 s is suite 1's claim; here the server only has to
                     // come back (`restart` panics when it prints no ready line in 30 s).
@@ -118,11 +127,16 @@ fn lock_protected_counter_survives_kills_and_freezes() {
             let acknowledged = Arc::clone(&acknowledged);
             let unknown = Arc::clone(&unknown);
             let errors = Arc::clone(&errors);
+            let gate = Arc::clone(&gate);
             std::thread::spawn(move || {
                 let deadline = Instant::now() + Duration::from_secs(600);
                 let mut attempts = 0;
                 while attempts < per_client && Instant::now() < deadline {
-                    match increment(&path) {
+                    let outcome = {
+                        let _open_files = gate.read().unwrap();
+                        increment(&path)
+                    };
+                    match outcome {
                         Ok(true) => {
                             acknowledged.fetch_add(1, Ordering::SeqCst);
                             attempts += 1;
