@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::fd::IntoRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -297,36 +297,42 @@ fn mount_upload_loop_while_servers_are_killed() {
     };
     let history: Arc<Mutex<BTreeMap<String, Attempt>>> = Arc::default();
     let writer_done = Arc::new(AtomicBool::new(false));
+    let kills = Arc::new(AtomicUsize::new(0));
     let cluster = Arc::new(Mutex::new(cluster));
 
     let killer = {
         let cluster = Arc::clone(&cluster);
         let history = Arc::clone(&history);
         let writer_done = Arc::clone(&writer_done);
+        let kills = Arc::clone(&kills);
         let ns_url = ns_url.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let mut rng = StdRng::seed_from_u64(seed ^ 0x6b11);
             let verifier = runtime.block_on(connect(&ns_url));
-            let (mut kills, mut checks) = (0, 0);
-            while !(writer_done.load(Ordering::SeqCst) && kills >= min_kills) {
-                std::thread::sleep(Duration::from_millis(rng.random_range(100..600)));
+            let mut checks = 0;
+            while !(writer_done.load(Ordering::SeqCst) && kills.load(Ordering::SeqCst) >= min_kills)
+            {
+                std::thread::sleep(Duration::from_millis(rng.random_range(20..300)));
                 {
                     let mut cluster = cluster.lock().unwrap();
                     let which = rng.random_range(0..2 + cluster.fileservers.len());
                     victim(&mut cluster, which).restart();
                 }
-                kills += 1;
+                kills.fetch_add(1, Ordering::SeqCst);
                 let snapshot = history.lock().unwrap().clone();
                 checks += runtime.block_on(check_acknowledged(&verifier, &snapshot, seed));
             }
-            (kills, checks)
+            checks
         })
     };
 
     let mut rng = StdRng::seed_from_u64(seed);
     let mut failures = 0;
-    for i in 0..files {
+    // At least `files` files, and more while the killer has not reached its kills, so every
+    // kill lands during uploads.
+    let mut i = 0;
+    while i < files || (kills.load(Ordering::SeqCst) < min_kills && i < files * 10) {
         let size = match rng.random_range(0..10) {
             0 => 0,
             1 | 2 => rng.random_range(1..8 << 20),
@@ -349,9 +355,12 @@ fn mount_upload_loop_while_servers_are_killed() {
             .get_mut(&format!("/{name}"))
             .unwrap()
             .acknowledged = true;
+        i += 1;
     }
+    let files = i;
     writer_done.store(true, Ordering::SeqCst);
-    let (kills, checks) = killer.join().expect("killer");
+    let checks = killer.join().expect("killer");
+    let kills = kills.load(Ordering::SeqCst);
 
     // Final check from a quiet cluster: every file downloaded from the fileservers, and read
     // back through the mount.
