@@ -119,7 +119,7 @@ fn content(seed: u64, size: usize) -> Vec<u8> {
     bytes
 }
 
-fn victim<'a>(cluster: &'a mut ProcessCluster, which: usize) -> &'a mut ServerProcess {
+fn victim(cluster: &mut ProcessCluster, which: usize) -> &mut ServerProcess {
     match which {
         0 => &mut cluster.nameserver,
         1 => &mut cluster.lockserver,
