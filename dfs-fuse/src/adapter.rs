@@ -338,8 +338,13 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // The first half runs here, before later requests are dispatched (see release_begin).
+        let Some(ws) = self.fs.release_begin(fh.0) else {
+            reply.ok();
+            return;
+        };
         self.spawn(move |fs, _| async move {
-            fs.release(fh.0).await;
+            fs.release_finish(ws).await;
             reply.ok();
         });
     }
