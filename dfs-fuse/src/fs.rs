@@ -957,6 +957,21 @@ impl DfsFs {
         Ok(attr)
     }
 
+    /// The local file behind a handle: (inode, file, writable), for kernel passthrough.
+    pub fn handle_file(&self, fh: u64) -> Option<(u64, Arc<File>, bool)> {
+        let h = self.handles.get(&fh)?;
+        Some((h.ino, h.file.clone(), h.writable && h.write.is_some()))
+    }
+
+    /// Marks the file of a write handle changed: passthrough writes never reach `write`.
+    pub async fn mark_changed(&self, fh: u64) {
+        if let Ok(handle) = self.handle(fh) {
+            if let (Some(ws), true) = (&handle.write, handle.writable) {
+                ws.inner.lock().await.changed = true;
+            }
+        }
+    }
+
     /// Creates an empty file without opening it (tests, `mknod`).
     pub async fn mknod(
         &self,
