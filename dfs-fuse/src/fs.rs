@@ -1037,6 +1037,27 @@ impl DfsFs {
         Ok(attr)
     }
 
+    /// The local file behind a handle: (inode, file, writable), for kernel passthrough.
+    pub fn handle_file(&self, fh: u64) -> Option<(u64, Arc<File>, bool)> {
+        let h = self.handles.get(&fh)?;
+        Some((h.ino, h.file.clone(), h.writable && h.write.is_some()))
+    }
+
+    /// Marks a write state changed: passthrough writes never reach `write`, so release
+    /// notices them by the file's size and times.
+    pub async fn note_changed(&self, ws: &Arc<WriteState>) {
+        ws.inner.lock().await.changed = true;
+    }
+
+    /// Marks the write state behind `fh` changed (passthrough writes noticed at flush).
+    pub async fn mark_changed(&self, fh: u64) {
+        if let Ok(handle) = self.handle(fh) {
+            if let (Some(ws), true) = (&handle.write, handle.writable) {
+                ws.inner.lock().await.changed = true;
+            }
+        }
+    }
+
     /// Creates an empty file without opening it (tests, `mknod`).
     pub async fn mknod(
         &self,
