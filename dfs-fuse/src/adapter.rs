@@ -3,6 +3,7 @@
 
 use crate::attr::build;
 use crate::fs::{DfsFs, OpenMode};
+use crate::passthrough::Passthrough;
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -25,6 +26,7 @@ pub struct Adapter {
     rt: tokio::runtime::Handle,
     ttl: Duration,
     inflight: Arc<AtomicUsize>,
+    pt: Arc<Passthrough>,
 }
 
 impl Adapter {
@@ -35,7 +37,14 @@ impl Adapter {
             rt,
             ttl,
             inflight: Arc::new(AtomicUsize::new(0)),
+            pt: Arc::new(Passthrough::new(false)),
         }
+    }
+
+    /// Asks the kernel for FUSE passthrough at init (see [`crate::passthrough`]).
+    pub fn with_passthrough(mut self, requested: bool) -> Adapter {
+        self.pt = Arc::new(Passthrough::new(requested));
+        self
     }
 
     /// A counter of callbacks still running, to wait for at unmount.
@@ -74,14 +83,6 @@ fn time_of(t: TimeOrNow) -> SystemTime {
     }
 }
 
-fn open_flags(opened: crate::fs::Opened) -> FopenFlags {
-    if opened.keep_cache {
-        FopenFlags::FOPEN_KEEP_CACHE
-    } else {
-        FopenFlags::empty()
-    }
-}
-
 impl Filesystem for Adapter {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_write(MAX_IO);
@@ -95,6 +96,12 @@ impl Filesystem for Adapter {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!(?flag, "kernel does not offer this capability");
             }
+        }
+        if self.pt.requested() {
+            let granted = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+                && config.set_max_stack_depth(2).is_ok();
+            tracing::info!(granted, "FUSE passthrough");
+            self.pt.set_active(granted);
         }
         Ok(())
     }
@@ -239,9 +246,10 @@ impl Filesystem for Adapter {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mode = OpenMode::from_flags(flags.0);
+        let pt = self.pt.clone();
         self.spawn(move |fs, _| async move {
             match fs.open(ino.0, mode).await {
-                Ok(opened) => reply.opened(FileHandle(opened.fh), open_flags(opened)),
+                Ok(opened) => pt.reply_open(&fs, reply, opened),
                 Err(e) => reply.error(e),
             }
         });
@@ -258,15 +266,10 @@ impl Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
+        let pt = self.pt.clone();
         self.spawn(move |fs, ttl| async move {
             match fs.create(parent.0, &name, mode & !umask, flags).await {
-                Ok((attr, opened)) => reply.created(
-                    &ttl,
-                    &attr,
-                    Generation(0),
-                    FileHandle(opened.fh),
-                    open_flags(opened),
-                ),
+                Ok((attr, opened)) => pt.reply_create(&fs, reply, &ttl, &attr, opened),
                 Err(e) => reply.error(e),
             }
         });
@@ -320,8 +323,9 @@ impl Filesystem for Adapter {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let pt = self.pt.clone();
         self.spawn(move |fs, _| async move {
-            match fs.flush(fh.0).await {
+            match pt.flush(&fs, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -338,8 +342,18 @@ impl Filesystem for Adapter {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Synchronous half first, before later requests are dispatched (see release_begin);
+        // passthrough writes since the last flush (e.g. through mmap) are noticed here too.
+        let changed = self.pt.release_begin(fh.0);
+        let Some(ws) = self.fs.release_begin(fh.0) else {
+            reply.ok();
+            return;
+        };
         self.spawn(move |fs, _| async move {
-            fs.release(fh.0).await;
+            if changed {
+                fs.note_changed(&ws).await;
+            }
+            fs.release_finish(ws).await;
             reply.ok();
         });
     }

@@ -302,6 +302,21 @@ impl Cache {
         self.sub_dirty(size);
     }
 
+    /// Moves a dirty file whose publish failed to a name of its own
+    /// (`dirty/<id>-<token>-<nanos>.data` + `.json`), so a later writer that gets the same
+    /// lease token back cannot overwrite it. Returns the new data path.
+    pub fn set_aside_dirty(&self, meta: &DirtyMeta) -> Option<PathBuf> {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let dir = self.root.join("dirty");
+        let kept = dir.join(format!("{}-{}-{stamp}.data", meta.file_id, meta.token));
+        std::fs::rename(&data, &kept).ok()?;
+        let _ = std::fs::rename(&side, kept.with_extension("json"));
+        Some(kept)
+    }
+
     fn sub_dirty(&self, size: u64) {
         let _ = self
             .dirty_bytes

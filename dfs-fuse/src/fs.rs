@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime};
 
 /// Recorded as an inode's version when the kernel may hold content that was never published.
 const UNKNOWN_VERSION: u64 = u64::MAX;
+/// How long an open waits for the pending release of the file's last closed handle.
+const SETTLE_WAIT: Duration = Duration::from_secs(5);
 /// Settings of the filesystem layer.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -130,6 +132,14 @@ fn io_errno(err: &std::io::Error) -> Errno {
     Errno::from_i32(err.raw_os_error().unwrap_or(libc::EIO))
 }
 
+/// What a write or truncate returns when its lease is gone or cannot be re-taken.
+fn lease_errno(err: &ApiError) -> Errno {
+    match err.code {
+        ErrorCode::LeaseExpired => Errno::EIO,
+        _ => errno(err),
+    }
+}
+
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -219,6 +229,30 @@ impl DfsFs {
         guard.clone()
     }
 
+    /// After the last close of a file, its write state lives on until the release (already
+    /// started by [`DfsFs::release_begin`]) has published, kept or discarded it. A new open
+    /// waits for that instead of joining a state with no handle left, so it starts from the
+    /// published version, never from content whose close reported an error. Bounded; a
+    /// state that still has handles (dup, fork) is joined at once, as a local file would be.
+    async fn settle(&self, ino: u64) {
+        let deadline = tokio::time::Instant::now() + SETTLE_WAIT;
+        loop {
+            let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) else {
+                return;
+            };
+            let releasing = {
+                let guard = slot.lock().await;
+                guard
+                    .as_ref()
+                    .is_some_and(|ws| ws.handles.load(Ordering::Acquire) == 0)
+            };
+            if !releasing || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     fn attr_of_write(&self, ws: &WriteState) -> FileAttr {
         let meta = ws.file.metadata().ok();
         let size = meta.as_ref().map_or(0, |m| m.len());
@@ -246,7 +280,10 @@ impl DfsFs {
     /// `lookup`: the attributes of `parent/name`, counting one kernel reference.
     pub async fn lookup(&self, parent: u64, name: &std::ffi::OsStr) -> Result<FileAttr, Errno> {
         let path = self.child_path(parent, name)?;
-        if let Some(ino) = self.table().child(parent, path.name()) {
+        // Bind first: a guard in an `if let` scrutinee would live through the body, and the
+        // body locks the table again (a self-deadlock that froze every worker thread).
+        let known = self.table().child(parent, path.name());
+        if let Some(ino) = known {
             if let Some(ws) = self.write_state(ino) {
                 let attr = self.attr_of_write(&ws);
                 self.table()
@@ -298,12 +335,17 @@ impl DfsFs {
         }
         let path = self.path_of(ino)?;
         let ws = self.write_state(ino);
+        tracing::debug!(ino, ?size, write_state = ws.is_some(), "setattr");
         if let Some(size) = size {
             match &ws {
                 Some(ws) => {
                     let mut inner = ws.inner.lock().await;
+                    let path = self.current_path(ws);
+                    ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
+                        .await
+                        .map_err(|e| lease_errno(&e))?;
                     ws.file.set_len(size).map_err(|e| io_errno(&e))?;
-                    inner.changed = true;
+                    inner.mark_changed();
                 }
                 None => self.truncate_path(ino, size).await?,
             }
@@ -332,6 +374,11 @@ impl DfsFs {
 
     /// truncate(2) with no open handle: lease, open-write, publish the new length, release.
     async fn truncate_path(&self, ino: u64, size: u64) -> Result<(), Errno> {
+        tracing::debug!(
+            ino,
+            size,
+            "truncate with no write open here: publishing it alone"
+        );
         let opened = self
             .open(
                 ino,
@@ -348,7 +395,7 @@ impl DfsFs {
             {
                 let mut inner = ws.inner.lock().await;
                 ws.file.set_len(size).map_err(|e| io_errno(&e))?;
-                inner.changed = true;
+                inner.mark_changed();
             }
             self.flush(opened.fh).await
         }
@@ -531,6 +578,7 @@ impl DfsFs {
             self.check_writable()?;
             return self.open_write(ino, None, mode).await;
         }
+        self.settle(ino).await;
         if let Some(ws) = self.write_state(ino) {
             // Another handle here is writing: read what it wrote, like a local file.
             let fh = self.add_handle(Handle {
@@ -596,6 +644,7 @@ impl DfsFs {
         let exclusive = flags & libc::O_EXCL != 0;
         let known = self.table().child(parent, path.name());
         if let Some(ino) = known {
+            self.settle(ino).await;
             if self.write_state(ino).is_some() {
                 if exclusive {
                     return Err(Errno::EEXIST);
@@ -641,6 +690,7 @@ impl DfsFs {
         // For create the inode is learned from the nameserver; look for a state afterwards.
         let slot_ino = if create.is_some() { None } else { Some(ino) };
         if let Some(ino) = slot_ino {
+            self.settle(ino).await;
             let slot = self.writes.entry(ino).or_default().clone();
             let guard = slot.lock().await;
             if let Some(ws) = guard.as_ref() {
@@ -749,17 +799,14 @@ impl DfsFs {
                 published: None,
                 mtime_ns: None,
                 last_entry: None,
+                failed: false,
             }),
         });
+        tracing::debug!(%path, ino, token = ws.meta.token, base = entry.version, size = entry.size, "write state created");
         *guard = Some(ws.clone());
-        drop(guard);
         self.open_writers.fetch_add(1, Ordering::Relaxed);
-        if changed_version {
-            if let Some(task) = self.invalidate(ino) {
-                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
-            }
-        }
-        let mut opened = self
+        // Joined before the slot is unlocked: a state without handles means "being released".
+        let joined = self
             .join_write(
                 ws,
                 OpenMode {
@@ -767,7 +814,14 @@ impl DfsFs {
                     ..mode
                 },
             )
-            .await?;
+            .await;
+        drop(guard);
+        if changed_version {
+            if let Some(task) = self.invalidate(ino) {
+                let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+            }
+        }
+        let mut opened = joined?;
         opened.keep_cache = false;
         Ok(opened)
     }
@@ -777,7 +831,7 @@ impl DfsFs {
             let mut inner = ws.inner.lock().await;
             if ws.local_size() > 0 {
                 ws.file.set_len(0).map_err(|e| io_errno(&e))?;
-                inner.changed = true;
+                inner.mark_changed();
             }
         }
         ws.handles.fetch_add(1, Ordering::AcqRel);
@@ -822,9 +876,9 @@ impl DfsFs {
         let path = self.current_path(&ws);
         ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
             .await
-            .map_err(|e| match e.code {
-                ErrorCode::LeaseExpired => Errno::EIO,
-                _ => errno(&e),
+            .map_err(|e| {
+                tracing::debug!(%path, %e, "write refused: no lease");
+                lease_errno(&e)
             })?;
         let offset = if handle.append {
             ws.local_size()
@@ -834,7 +888,7 @@ impl DfsFs {
         ws.file
             .write_all_at(data, offset)
             .map_err(|e| io_errno(&e))?;
-        inner.changed = true;
+        inner.mark_changed();
         Ok(data.len() as u32)
     }
 
@@ -867,6 +921,7 @@ impl DfsFs {
     /// `flush` (every close): publishes unsent changes; 0 only once they are committed.
     pub async fn flush(&self, fh: u64) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
+        tracing::debug!(fh, ino = handle.ino, writable = handle.writable, "flush");
         match (&handle.write, handle.writable) {
             (Some(ws), true) => self.publish(ws, true).await,
             _ => Ok(()),
@@ -885,15 +940,31 @@ impl DfsFs {
     /// `release`: the last write handle of an inode publishes what is left, turns the dirty
     /// file into the clean copy, and gives the lease back.
     pub async fn release(&self, fh: u64) {
-        let Some((_, handle)) = self.handles.remove(&fh) else {
-            return;
-        };
+        if let Some(ws) = self.release_begin(fh) {
+            self.release_finish(ws).await;
+        }
+    }
+
+    /// The synchronous half of `release`: forgets the handle and, for the last write handle
+    /// of an inode, returns the write state [`DfsFs::release_finish`] must wind up. The
+    /// adapter runs it on the FUSE thread, before later requests are dispatched, so an open
+    /// that follows a close finds no handle left and waits for the release instead of
+    /// joining the old state (whose lease may be gone and whose base may be stale).
+    pub fn release_begin(&self, fh: u64) -> Option<Arc<WriteState>> {
+        let (_, handle) = self.handles.remove(&fh)?;
         let (Some(ws), true) = (&handle.write, handle.writable) else {
-            return;
+            return None;
         };
         if ws.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
-            return;
+            return None;
         }
+        Some(ws.clone())
+    }
+
+    /// The rest of `release` for the last write handle: publishes what is left, turns the
+    /// dirty file into the clean copy (or keeps it after a failure), gives the lease back.
+    pub async fn release_finish(&self, ws: Arc<WriteState>) {
+        let ws = &ws;
         let Some(slot) = self.writes.get(&ws.ino).map(|s| s.clone()) else {
             return;
         };
@@ -903,15 +974,26 @@ impl DfsFs {
         }
         let mut inner = ws.inner.lock().await;
         let path = self.current_path(ws);
-        let published = ws
-            .publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
-            .await;
+        let published = if inner.failed {
+            // The close that tried this content already returned the error: publishing it now
+            // would turn a reported failure into a silent success. It stays in dirty/.
+            Err(())
+        } else {
+            ws.publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
+                .await
+                .map_err(|_| ())
+        };
         if let Some(lease) = inner.lease.take() {
             lease.release(&self.leases).await;
         }
         if ws.unlinked.load(Ordering::Acquire) {
             self.cache.discard_dirty(&ws.meta);
-        } else if published.is_ok() {
+        } else if published.is_err() {
+            // A later writer under the same lease token must not overwrite the kept copy.
+            if let Some(kept) = self.cache.set_aside_dirty(&ws.meta) {
+                tracing::warn!(%path, file = %kept.display(), "unpublished changes kept for recovery");
+            }
+        } else {
             match inner.published {
                 Some(version) => {
                     if let Err(err) = self.cache.promote_dirty(&ws.meta, version) {
@@ -922,7 +1004,6 @@ impl DfsFs {
                 None => self.cache.discard_dirty(&ws.meta),
             }
         }
-        // else: the dirty file stays for recovery (see docs/SEMANTICS.md).
         if published.is_err() {
             // The kernel still caches the unpublished size and pages: make the next open see
             // a changed version so it drops them and rereads the published one.
@@ -938,7 +1019,6 @@ impl DfsFs {
         self.writes
             .remove_if(&ws.ino, |_, s| Arc::strong_count(s) == 1);
         self.open_writers.fetch_sub(1, Ordering::Relaxed);
-        let _ = handle.ino;
     }
 
     /// Publishes every file still open for writing (at unmount) and gives the leases back.
@@ -955,6 +1035,27 @@ impl DfsFs {
         let mut attr = attr_of(&entry, self.config.owner);
         attr.ino = fuser::INodeNo(ROOT_INO);
         Ok(attr)
+    }
+
+    /// The local file behind a handle: (inode, file, writable), for kernel passthrough.
+    pub fn handle_file(&self, fh: u64) -> Option<(u64, Arc<File>, bool)> {
+        let h = self.handles.get(&fh)?;
+        Some((h.ino, h.file.clone(), h.writable && h.write.is_some()))
+    }
+
+    /// Marks a write state changed: passthrough writes never reach `write`, so release
+    /// notices them by the file's size and times.
+    pub async fn note_changed(&self, ws: &Arc<WriteState>) {
+        ws.inner.lock().await.changed = true;
+    }
+
+    /// Marks the write state behind `fh` changed (passthrough writes noticed at flush).
+    pub async fn mark_changed(&self, fh: u64) {
+        if let Ok(handle) = self.handle(fh) {
+            if let (Some(ws), true) = (&handle.write, handle.writable) {
+                ws.inner.lock().await.changed = true;
+            }
+        }
     }
 
     /// Creates an empty file without opening it (tests, `mknod`).

@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 /// How often a busy lease is retried while waiting (`lock_wait`).
 const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// Longest wait for the lockserver to take a lease back.
+const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
 /// A held lease. Dropping it stops renewal; call [`HeldLease::release`] to give it back.
 #[derive(Debug)]
@@ -36,10 +38,21 @@ impl HeldLease {
     /// it expire by itself).
     pub async fn release(&self, leases: &Leases) {
         self.renewer.abort();
-        if let Ok(locks) = leases.remote.locks().await {
-            if let Err(err) = locks.release(self.token, &leases.session).await {
-                tracing::debug!(token = self.token, %err, "lease release failed; it will expire");
+        let give_back = async {
+            let locks = leases.remote.locks().await?;
+            locks.release(self.token, &leases.session).await
+        };
+        // Bounded: a frozen lockserver must not hold up close or release (the kernel waits
+        // for our reply); the lease then simply expires.
+        match tokio::time::timeout(RELEASE_WAIT, give_back).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => {
+                tracing::debug!(token = self.token, %err, "lease release failed; it will expire")
             }
+            Err(_) => tracing::debug!(
+                token = self.token,
+                "lease release timed out; it will expire"
+            ),
         }
     }
 }
@@ -56,6 +69,8 @@ pub struct Leases {
     remote: Arc<Remote>,
     session: String,
     lock_wait: Duration,
+    /// Publish counter shared by every write of this mount (low bits of versions).
+    seq: std::sync::atomic::AtomicU64,
 }
 
 impl Leases {
@@ -65,6 +80,18 @@ impl Leases {
             remote,
             session,
             lock_wait,
+            seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next publish sequence number of this mount, never 0. Versions are
+    /// `token << 20 | seq`, so one token may carry 2^20 - 1 publishes before a collision.
+    pub fn next_seq(&self) -> u64 {
+        loop {
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xF_FFFF;
+            if seq != 0 {
+                return seq;
+            }
         }
     }
 
@@ -134,9 +161,18 @@ async fn renew_loop(
     let every = ttl / 3;
     loop {
         tokio::time::sleep(every).await;
-        let result = match remote.locks().await {
-            Ok(locks) => locks.renew(token, &session).await,
-            Err(err) => Err(err),
+        let renew = async {
+            let locks = remote.locks().await?;
+            locks.renew(token, &session).await
+        };
+        // A renewal that has not answered by the lease's expiry cannot save it: stop waiting
+        // then, so the loss is noticed on time (a frozen lockserver answers nothing).
+        let left = expires.saturating_duration_since(Instant::now());
+        let result = match tokio::time::timeout(left, renew).await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::unavailable(
+                "lease renewal did not answer in time",
+            )),
         };
         match result {
             Ok(lease) => {

@@ -12,6 +12,7 @@ pub mod fs;
 pub mod inodes;
 pub mod leases;
 pub mod options;
+pub mod passthrough;
 pub mod remote;
 pub mod session;
 pub mod writer;

@@ -75,6 +75,10 @@ pub struct MountConfig {
     pub passthrough_flags: Vec<String>,
     /// Readiness pipe of a daemonising parent.
     pub ready_fd: Option<i32>,
+    /// Ask the kernel for FUSE passthrough (`-o passthrough`, the default; off with
+    /// `-o nopassthrough`). Falls back to the plain path when the kernel or our privileges
+    /// do not allow it.
+    pub kernel_passthrough: bool,
 }
 
 /// Options mount(8) and fstab add that mean nothing to us.
@@ -125,6 +129,7 @@ impl Args {
             default_permissions: false,
             passthrough_flags: Vec::new(),
             ready_fd: self.ready_fd,
+            kernel_passthrough: true,
         };
         if !cfg.nameserver.starts_with("http://") && !cfg.nameserver.starts_with("https://") {
             return Err(format!(
@@ -152,6 +157,8 @@ impl Args {
                 "allow_root" => cfg.allow_root = true,
                 "default_permissions" => cfg.default_permissions = true,
                 "foreground" => cfg.foreground = true,
+                "passthrough" => cfg.kernel_passthrough = true,
+                "nopassthrough" => cfg.kernel_passthrough = false,
                 // fsname/subtype are set by us; mount.fuse3 may pass them along.
                 "fsname" | "subtype" => {}
                 _ if value.is_none() && FORWARDED.contains(&key) => {
@@ -280,6 +287,11 @@ mod tests {
         assert_eq!(a.lock_wait, Duration::from_secs(5));
         assert_eq!(a.attr_timeout, Duration::from_secs(1));
         assert!(!a.foreground);
+        assert!(a.kernel_passthrough, "passthrough is on by default");
+        let p = parse(&["http://ns", "/m", "-o", "nopassthrough"]).unwrap();
+        assert!(!p.kernel_passthrough);
+        let p = parse(&["http://ns", "/m", "-o", "nopassthrough,passthrough"]).unwrap();
+        assert!(p.kernel_passthrough);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct WriteInner {
     pub targets: Vec<FileserverRef>,
     /// The version the dirty file is based on (the last one we published, or the opened one).
     pub base_version: Version,
-    /// Publishes made under the current lease (the low bits of the version).
+    /// The low bits of the last version built (from [`Leases::next_seq`]).
     pub seq: u64,
     /// Changes not yet published.
     pub changed: bool,
@@ -37,6 +37,18 @@ pub struct WriteInner {
     pub mtime_ns: Option<i64>,
     /// The entry after the last publish, for attributes.
     pub last_entry: Option<Entry>,
+    /// The last publish failed and nothing changed since: the close that tried it already
+    /// returned the error, so release must not publish that content behind the user's back,
+    /// and a new open must not build on it.
+    pub failed: bool,
+}
+
+impl WriteInner {
+    /// Records a local change (write, truncate): there is something new to publish.
+    pub fn mark_changed(&mut self) {
+        self.changed = true;
+        self.failed = false;
+    }
 }
 
 /// A file open for writing on this mount.
@@ -136,7 +148,6 @@ impl WriteState {
             ));
         }
         inner.targets = opened.targets;
-        inner.seq = 0;
         inner.lease = Some(lease.clone());
         Ok(lease)
     }
@@ -154,6 +165,7 @@ impl WriteState {
             return Ok(());
         }
         let result = self.publish_once(inner, path, leases, remote).await;
+        inner.failed = result.is_err();
         if let Err(err) = &result {
             tracing::error!(%path, %err, dirty = %self.data_path.display(), "publish failed; local changes kept");
             cache.note_dirty_error(&self.meta, &err.to_string());
@@ -173,7 +185,10 @@ impl WriteState {
         let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&data))
             .await
             .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
-        inner.seq += 1;
+        // Not a per-write counter: the lockserver hands a session its still-live lease back
+        // (same token) after a release that did not get through, and a second write under
+        // that token must not reuse a version the first one already uploaded.
+        inner.seq = leases.next_seq();
         let version = version_for(lease.token, inner.seq);
         let servers = if size > 0 {
             remote
@@ -217,6 +232,7 @@ impl WriteState {
                 Err(err) => return Err(err),
             }
         };
+        tracing::debug!(%path, size, version, "published");
         inner.base_version = version;
         inner.changed = false;
         inner.published = Some(version);

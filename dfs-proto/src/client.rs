@@ -60,30 +60,19 @@ fn base(url: &str) -> String {
     url.trim_end_matches('/').to_owned()
 }
 
-/// Client of the nameserver: the namespace, open/publish, and the cluster map.
+/// A JSON API at one base URL: the shared plumbing of [`NameClient`] and [`LockClient`].
 #[derive(Clone, Debug)]
-pub struct NameClient {
+struct JsonEndpoint {
     http: reqwest::Client,
     base: String,
 }
 
-impl NameClient {
-    /// A client for the nameserver at `url` (e.g. `http://127.0.0.1:7000`).
-    pub fn new(url: &str) -> NameClient {
-        NameClient::with_http(url, http_client())
-    }
-
-    /// Shares an existing connection pool.
-    pub fn with_http(url: &str, http: reqwest::Client) -> NameClient {
-        NameClient {
+impl JsonEndpoint {
+    fn new(url: &str, http: reqwest::Client) -> JsonEndpoint {
+        JsonEndpoint {
             http,
             base: base(url),
         }
-    }
-
-    /// The nameserver's base URL.
-    pub fn url(&self) -> &str {
-        &self.base
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(
@@ -113,16 +102,42 @@ impl NameClient {
             .await?;
         decode(reply).await
     }
+}
+
+/// Client of the nameserver: the namespace, open/publish, and the cluster map.
+#[derive(Clone, Debug)]
+pub struct NameClient {
+    api: JsonEndpoint,
+}
+
+impl NameClient {
+    /// A client for the nameserver at `url` (e.g. `http://127.0.0.1:7000`).
+    pub fn new(url: &str) -> NameClient {
+        NameClient::with_http(url, http_client())
+    }
+
+    /// Shares an existing connection pool.
+    pub fn with_http(url: &str, http: reqwest::Client) -> NameClient {
+        NameClient {
+            api: JsonEndpoint::new(url, http),
+        }
+    }
+
+    /// The nameserver's base URL.
+    pub fn url(&self) -> &str {
+        &self.api.base
+    }
 
     /// Metadata of one path, with live locations of its current version.
     pub async fn stat(&self, path: &DfsPath) -> Result<Entry, ApiError> {
-        self.get("/v1/meta/stat", &PathQuery { path: path.clone() })
+        self.api
+            .get("/v1/meta/stat", &PathQuery { path: path.clone() })
             .await
     }
 
     /// One page of a directory listing.
     pub async fn list_page(&self, query: &ListQuery) -> Result<ListResponse, ApiError> {
-        self.get("/v1/meta/list", query).await
+        self.api.get("/v1/meta/list", query).await
     }
 
     /// A whole directory listing, following pages.
@@ -147,58 +162,61 @@ impl NameClient {
 
     /// Creates a directory.
     pub async fn mkdir(&self, path: &DfsPath, mode: Option<u32>) -> Result<Entry, ApiError> {
-        self.post(
-            "/v1/meta/mkdir",
-            &MkdirRequest {
-                path: path.clone(),
-                mode,
-            },
-        )
-        .await
+        self.api
+            .post(
+                "/v1/meta/mkdir",
+                &MkdirRequest {
+                    path: path.clone(),
+                    mode,
+                },
+            )
+            .await
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, path: &DfsPath) -> Result<(), ApiError> {
-        self.post::<_, serde_json::Value>("/v1/meta/rmdir", &PathRequest { path: path.clone() })
+        self.api
+            .post::<_, serde_json::Value>("/v1/meta/rmdir", &PathRequest { path: path.clone() })
             .await
             .map(drop)
     }
 
     /// Creates an empty file (or returns the existing one unless `exclusive`).
     pub async fn create(&self, req: &CreateRequest) -> Result<Entry, ApiError> {
-        self.post("/v1/meta/create", req).await
+        self.api.post("/v1/meta/create", req).await
     }
 
     /// Removes a file.
     pub async fn unlink(&self, path: &DfsPath) -> Result<(), ApiError> {
-        self.post::<_, serde_json::Value>("/v1/meta/unlink", &PathRequest { path: path.clone() })
+        self.api
+            .post::<_, serde_json::Value>("/v1/meta/unlink", &PathRequest { path: path.clone() })
             .await
             .map(drop)
     }
 
     /// Renames a file or directory atomically.
     pub async fn rename(&self, req: &RenameRequest) -> Result<Entry, ApiError> {
-        self.post("/v1/meta/rename", req).await
+        self.api.post("/v1/meta/rename", req).await
     }
 
     /// Changes mode and/or mtime.
     pub async fn setattr(&self, req: &SetAttrRequest) -> Result<Entry, ApiError> {
-        self.post("/v1/meta/setattr", req).await
+        self.api.post("/v1/meta/setattr", req).await
     }
 
     /// Registers a writer's fencing token and returns the base version and upload targets.
     pub async fn open_write(&self, req: &OpenWriteRequest) -> Result<OpenWriteResponse, ApiError> {
-        self.post("/v1/meta/open-write", req).await
+        self.api.post("/v1/meta/open-write", req).await
     }
 
     /// Makes an uploaded version current.
     pub async fn publish(&self, req: &PublishRequest) -> Result<Entry, ApiError> {
-        self.post("/v1/meta/publish", req).await
+        self.api.post("/v1/meta/publish", req).await
     }
 
     /// The fileservers, the directory map and under-replicated files.
     pub async fn cluster(&self) -> Result<ClusterInfo, ApiError> {
-        self.get("/v1/cluster", &()).await
+        self.api.get("/v1/cluster", &()).await
     }
 
     /// Sets (`Some`) or clears (`None`) the replication factor of a directory prefix.
@@ -207,29 +225,30 @@ impl NameClient {
         dir: &DfsPath,
         replication: Option<u32>,
     ) -> Result<DirMapping, ApiError> {
-        self.post(
-            "/v1/dirs/replication",
-            &DirReplicationRequest {
-                dir: dir.clone(),
-                replication,
-            },
-        )
-        .await
+        self.api
+            .post(
+                "/v1/dirs/replication",
+                &DirReplicationRequest {
+                    dir: dir.clone(),
+                    replication,
+                },
+            )
+            .await
     }
 
     /// Announces a fileserver.
     pub async fn register(&self, req: &RegisterRequest) -> Result<RegisterResponse, ApiError> {
-        self.post("/v1/fileservers/register", req).await
+        self.api.post("/v1/fileservers/register", req).await
     }
 
     /// Keeps a fileserver marked alive.
     pub async fn heartbeat(&self, req: &HeartbeatRequest) -> Result<HeartbeatResponse, ApiError> {
-        self.post("/v1/fileservers/heartbeat", req).await
+        self.api.post("/v1/fileservers/heartbeat", req).await
     }
 
     /// Answers when the nameserver is up.
     pub async fn healthz(&self) -> Result<(), ApiError> {
-        health(&self.http, &self.base).await
+        health(&self.api.http, &self.api.base).await
     }
 }
 
@@ -242,8 +261,7 @@ async fn health(http: &reqwest::Client, base: &str) -> Result<(), ApiError> {
 /// Client of the lockserver.
 #[derive(Clone, Debug)]
 pub struct LockClient {
-    http: reqwest::Client,
-    base: String,
+    api: JsonEndpoint,
 }
 
 impl LockClient {
@@ -255,73 +273,55 @@ impl LockClient {
     /// Shares an existing connection pool.
     pub fn with_http(url: &str, http: reqwest::Client) -> LockClient {
         LockClient {
-            http,
-            base: base(url),
+            api: JsonEndpoint::new(url, http),
         }
     }
 
     /// The lockserver's base URL.
     pub fn url(&self) -> &str {
-        &self.base
-    }
-
-    async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        route: &str,
-        body: &B,
-    ) -> Result<T, ApiError> {
-        let reply = self
-            .http
-            .post(format!("{}{route}", self.base))
-            .json(body)
-            .send()
-            .await?;
-        decode(reply).await
+        &self.api.base
     }
 
     /// Takes exclusive leases on all of `req.paths` or none (`busy`).
     pub async fn acquire(&self, req: &AcquireRequest) -> Result<Lease, ApiError> {
-        self.post("/v1/locks/acquire", req).await
+        self.api.post("/v1/locks/acquire", req).await
     }
 
     /// Extends a lease by its TTL.
     pub async fn renew(&self, token: u64, client: &str) -> Result<Lease, ApiError> {
-        self.post(
-            "/v1/locks/renew",
-            &LeaseRequest {
-                token,
-                client: client.to_owned(),
-            },
-        )
-        .await
+        self.api
+            .post(
+                "/v1/locks/renew",
+                &LeaseRequest {
+                    token,
+                    client: client.to_owned(),
+                },
+            )
+            .await
     }
 
     /// Gives a lease back.
     pub async fn release(&self, token: u64, client: &str) -> Result<(), ApiError> {
-        self.post::<_, serde_json::Value>(
-            "/v1/locks/release",
-            &LeaseRequest {
-                token,
-                client: client.to_owned(),
-            },
-        )
-        .await
-        .map(drop)
+        self.api
+            .post::<_, serde_json::Value>(
+                "/v1/locks/release",
+                &LeaseRequest {
+                    token,
+                    client: client.to_owned(),
+                },
+            )
+            .await
+            .map(drop)
     }
 
     /// Every live lease.
     pub async fn list(&self) -> Result<LeaseList, ApiError> {
-        let reply = self
-            .http
-            .get(format!("{}/v1/locks", self.base))
-            .send()
-            .await?;
-        decode(reply).await
+        self.api.get("/v1/locks", &()).await
     }
 
     /// Answers when the lockserver is up.
     pub async fn healthz(&self) -> Result<(), ApiError> {
-        health(&self.http, &self.base).await
+        health(&self.api.http, &self.api.base).await
     }
 }
 

@@ -8,10 +8,27 @@ fn q(p: &std::path::Path) -> String {
     format!("'{}'", p.display())
 }
 
+/// The default: FUSE passthrough when the kernel and our privileges allow it.
 #[test]
 fn shell_tools_work_through_the_mount() {
+    shell_tools(&[]);
+}
+
+/// The plain path (every read and write through the daemon), forced off.
+#[test]
+fn shell_tools_work_through_the_mount_without_passthrough() {
+    shell_tools(&["-o", "nopassthrough"]);
+}
+
+/// Passthrough asked for explicitly, and a rewrite of the same size detected at close.
+#[test]
+fn shell_tools_work_through_the_mount_with_passthrough() {
+    shell_tools(&["-o", "passthrough"]);
+}
+
+fn shell_tools(extra: &[&str]) {
     let cluster = Cluster::start(2);
-    let Some(mount) = Mount::try_start(&cluster.nameserver, &[]) else {
+    let Some(mount) = Mount::try_start(&cluster.nameserver, extra) else {
         return;
     };
     let m = q(&mount.dir);
@@ -35,6 +52,24 @@ fn shell_tools_work_through_the_mount() {
     assert_eq!(sh(&format!("stat -c %s {m}/a.txt")).trim(), "0");
     sh(&format!("printf abc >> {m}/a.txt"));
     assert_eq!(sh(&format!("cat {m}/a.txt")), "abc");
+
+    // Same-size rewrites through a fresh handle are published (passthrough writes bypass
+    // the daemon; close must still notice them), and a read-only open changes nothing.
+    sh(&format!(
+        "printf xyz > {m}/same.txt && printf XYZ > {m}/same.txt"
+    ));
+    assert_eq!(sh(&format!("cat {m}/same.txt")), "XYZ");
+    sh(&format!(
+        "printf QRS | dd of={m}/same.txt conv=notrunc status=none"
+    ));
+    assert_eq!(sh(&format!("cat {m}/same.txt")), "QRS");
+    let mount2 = Mount::start(&cluster.nameserver, extra);
+    assert_eq!(
+        sh(&format!("cat {}", q(&mount2.path("same.txt")))),
+        "QRS",
+        "another mount sees the published rewrite"
+    );
+    sh(&format!("rm {m}/same.txt"));
 
     // mkdir -p, mv, rm
     sh(&format!(
