@@ -259,14 +259,19 @@ impl DfsFs {
         let mtime = meta
             .and_then(|m| m.modified().ok())
             .unwrap_or_else(SystemTime::now);
-        build(
+        let mut attr = build(
             ws.ino,
             FileType::RegularFile,
             size,
             ws.mode,
             mtime,
             self.config.owner,
-        )
+        );
+        // POSIX: fstat of an open file that was unlinked shows no links left.
+        if ws.unlinked.load(Ordering::Acquire) {
+            attr.nlink = 0;
+        }
+        attr
     }
 
     fn invalidate(&self, ino: u64) -> Option<tokio::task::JoinHandle<()>> {
