@@ -118,7 +118,11 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
     }
 
     let grants = grants.lock().unwrap().clone();
-    assert!(grants.len() > kills, "too few grants: {}", grants.len());
+    assert!(
+        grants.len() >= 20,
+        "too few grants to judge the history: {}",
+        grants.len()
+    );
     for a in &grants {
         for b in &grants {
             // The same lease is returned again only to the same session for the same path
