@@ -8,13 +8,13 @@ fn q(p: &std::path::Path) -> String {
     format!("'{}'", p.display())
 }
 
-/// The default: FUSE passthrough when the kernel and our privileges allow it.
+/// The default mount options (the plain path).
 #[test]
 fn shell_tools_work_through_the_mount() {
     shell_tools(&[]);
 }
 
-/// The plain path (every read and write through the daemon), forced off.
+/// Passthrough switched off explicitly (same as the default).
 #[test]
 fn shell_tools_work_through_the_mount_without_passthrough() {
     shell_tools(&["-o", "nopassthrough"]);
