@@ -111,25 +111,7 @@ pub fn vm_hwm(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// True when `dir` is a mount point in `/proc/self/mountinfo` (the mount is ready).
-pub fn is_mounted(dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else {
-        return false;
-    };
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = dir
-        .to_string_lossy()
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\t', "\\011")
-        .replace('\n', "\\012");
-    table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|point| point == wanted)
-}
+pub use dfs_proto::mountinfo::is_mounted;
 
 /// Where a workspace binary (`dfs-fuse`, `dfs-nameserver`, ...) lives: `--bin-dir`, else next
 /// to this executable (also from `target/*/deps` for tests).

@@ -1,6 +1,5 @@
 //! `dfs`: the one command that gives a working DFS on a fresh machine (`dfs up ./mnt`).
 
-mod mountinfo;
 mod up;
 
 use clap::{Parser, Subcommand};

@@ -1,8 +1,8 @@
 //! `dfs up`: in-process servers on embedded defaults plus a `dfs-fuse` child for the mount.
 
-use crate::mountinfo::is_mounted;
 use anyhow::{bail, Context};
 use dfs_proto::client::NameClient;
+use dfs_proto::mountinfo::is_mounted;
 use dfs_servers::{common, fileserver, lockserver, nameserver};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

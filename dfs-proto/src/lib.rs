@@ -8,6 +8,7 @@ pub mod client;
 pub mod error;
 pub mod files;
 pub mod locks;
+pub mod mountinfo;
 pub mod names;
 pub mod path;
 pub mod simple;

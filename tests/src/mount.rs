@@ -191,25 +191,7 @@ impl Drop for Mount {
     }
 }
 
-/// True when `dir` is a mount point in `/proc/self/mountinfo`.
-pub fn is_mounted(dir: &Path) -> bool {
-    let Ok(dir) = dir.canonicalize() else {
-        return false;
-    };
-    let Ok(table) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    let wanted = dir
-        .to_string_lossy()
-        .replace('\\', "\\134")
-        .replace(' ', "\\040")
-        .replace('\t', "\\011")
-        .replace('\n', "\\012");
-    table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .any(|mp| mp == wanted)
-}
+pub use dfs_proto::mountinfo::is_mounted;
 
 /// Runs a shell command (`sh -c`), panicking with its output when it fails.
 pub fn sh(script: &str) -> String {

@@ -1,4 +1,5 @@
-//! Whether a directory is currently a mount point, read from `/proc/self/mountinfo`.
+//! Whether a directory is currently a mount point, read from `/proc/self/mountinfo`: the one
+//! readiness check shared by `dfs up`, the test harness and the benchmark.
 
 use std::path::Path;
 
