@@ -1,9 +1,10 @@
 //! Access to the cluster: the nameserver, the lockserver (found through `GET /v1/cluster`),
 //! and fileservers (downloads fail over across locations, uploads go to all targets at once).
 
+use crate::writer::Content;
 use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
 use dfs_proto::names::{Entry, FileserverRef};
-use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, ServerId, Version};
+use dfs_proto::{ApiError, ErrorCode, FileId, ServerId, Version};
 use std::path::Path;
 use tokio::sync::OnceCell;
 
@@ -109,8 +110,7 @@ impl Remote {
         targets: &[FileserverRef],
         id: FileId,
         version: Version,
-        checksum: Checksum,
-        local: &Path,
+        content: &Content,
     ) -> Result<Vec<ServerId>, ApiError> {
         if targets.is_empty() {
             return Err(ApiError::new(
@@ -119,10 +119,19 @@ impl Remote {
             ));
         }
         let uploads = targets.iter().map(|t| async move {
-            let res = self
-                .files
-                .upload_file(&t.url, id, version, checksum, local)
-                .await;
+            let res = match content {
+                Content::Small(bytes, checksum) => {
+                    let size = bytes.len() as u64;
+                    self.files
+                        .upload(&t.url, id, version, *checksum, size, bytes.clone().into())
+                        .await
+                }
+                Content::File(local, _, checksum) => {
+                    self.files
+                        .upload_file(&t.url, id, version, *checksum, local)
+                        .await
+                }
+            };
             (t, res)
         });
         let results = futures_util::future::join_all(uploads).await;

@@ -83,6 +83,55 @@ pub fn publish_errno(err: &ApiError) -> i32 {
     }
 }
 
+/// Files up to this size are read into memory once at close and sent from there to every
+/// replica: one read instead of a blocking checksum pass plus one streamed read per replica,
+/// which is most of the client-side cost of publishing a small file.
+pub const SMALL_FILE: u64 = 256 << 10;
+
+/// What a publish uploads: small content in memory, large content streamed from its file.
+#[derive(Debug)]
+pub enum Content {
+    /// The whole content (at most [`SMALL_FILE`] bytes) and its checksum.
+    Small(bytes::Bytes, Checksum),
+    /// A file too large to hold, with its size and checksum from a streamed pass.
+    File(PathBuf, u64, Checksum),
+}
+
+impl Content {
+    /// Reads a dirty file: whole when small, else only checksummed on a blocking thread.
+    pub async fn read(path: &Path) -> Result<Content, ApiError> {
+        let size = tokio::fs::metadata(path).await?.len();
+        if size <= SMALL_FILE {
+            let bytes = tokio::fs::read(path).await?;
+            // Re-checked from the bytes read: the file may have changed since the stat.
+            if bytes.len() as u64 <= SMALL_FILE {
+                let checksum = Checksum::of(&bytes);
+                return Ok(Content::Small(bytes.into(), checksum));
+            }
+        }
+        let owned = path.to_path_buf();
+        let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&owned))
+            .await
+            .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
+        Ok(Content::File(path.to_path_buf(), size, checksum))
+    }
+
+    /// Bytes to upload.
+    pub fn size(&self) -> u64 {
+        match self {
+            Content::Small(bytes, _) => bytes.len() as u64,
+            Content::File(_, size, _) => *size,
+        }
+    }
+
+    /// CRC-32C of the bytes to upload.
+    pub fn checksum(&self) -> Checksum {
+        match self {
+            Content::Small(_, sum) | Content::File(_, _, sum) => *sum,
+        }
+    }
+}
+
 /// Streams a file through CRC-32C; returns (size, checksum).
 pub fn checksum_file(path: &Path) -> std::io::Result<(u64, Checksum)> {
     let mut file = File::open(path)?;
@@ -181,10 +230,8 @@ impl WriteState {
         remote: &Remote,
     ) -> Result<(), ApiError> {
         let lease = self.ensure_lease(inner, path, leases, remote).await?;
-        let data = self.data_path.clone();
-        let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&data))
-            .await
-            .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
+        let content = Content::read(&self.data_path).await?;
+        let (size, checksum) = (content.size(), content.checksum());
         // Not a per-write counter: the lockserver hands a session its still-live lease back
         // (same token) after a release that did not get through, and a second write under
         // that token must not reuse a version the first one already uploaded.
@@ -192,13 +239,7 @@ impl WriteState {
         let version = version_for(lease.token, inner.seq);
         let servers = if size > 0 {
             remote
-                .upload_all(
-                    &inner.targets,
-                    self.file_id,
-                    version,
-                    checksum,
-                    &self.data_path,
-                )
+                .upload_all(&inner.targets, self.file_id, version, &content)
                 .await?
         } else {
             Vec::new()
