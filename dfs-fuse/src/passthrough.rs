@@ -16,7 +16,7 @@
 //!   rewrite visible too;
 //! - `fsync` is not passed through: the kernel still sends it to us, and it publishes.
 //!
-//! When passthrough is off (`-o nopassthrough`, not root, older kernel) every open takes the
+//! When passthrough is off (the default, not root, older kernel) every open takes the
 //! plain path: 1 MiB requests through the daemon and `FOPEN_KEEP_CACHE` for unchanged files.
 
 use crate::fs::{DfsFs, Opened};
@@ -82,7 +82,7 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Passthrough state; `requested` is the mount option (on by default).
+    /// Passthrough state; `requested` is the mount option (`-o passthrough`, off by default).
     pub fn new(requested: bool) -> Passthrough {
         Passthrough {
             requested,

@@ -66,9 +66,38 @@ pub fn spawn(state: Arc<State>, garbage: UnboundedReceiver<Vec<Garbage>>) -> Vec
     vec![repair, gc, prompt]
 }
 
-/// Deletes blobs as soon as a publish, unlink or rename made them garbage (best effort).
+/// How long the namespace must be quiet (no new garbage) before prompt deletes start.
+///
+/// A burst of unlinks (`rm -rf`, a build's clean step) then is not slowed by a blob delete
+/// (one fsync on a fileserver) racing each of its commits for the same disk; the deletes
+/// follow right after the burst. Nothing depends on them being immediate: a blob nothing
+/// references is invisible, and the periodic GC pass catches any delete that is lost.
+pub const DELETE_QUIET: Duration = Duration::from_millis(100);
+
+/// Longest a garbage blob waits for the namespace to be quiet before it is deleted anyway.
+pub const DELETE_MAX_DELAY: Duration = Duration::from_secs(2);
+
+/// Waits for garbage, then for [`DELETE_QUIET`] without more (at most [`DELETE_MAX_DELAY`]);
+/// returns everything collected, or `None` once the namespace side is gone.
+async fn next_garbage(rx: &mut UnboundedReceiver<Vec<Garbage>>) -> Option<Vec<Garbage>> {
+    let mut all = rx.recv().await?;
+    let deadline = tokio::time::Instant::now() + DELETE_MAX_DELAY;
+    loop {
+        let wait =
+            DELETE_QUIET.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, rx.recv()).await {
+            Ok(Some(more)) => all.extend(more),
+            Ok(None) | Err(_) => return Some(all),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Some(all);
+        }
+    }
+}
+
+/// Deletes blobs shortly after a publish, unlink or rename made them garbage (best effort).
 async fn delete_promptly(state: Arc<State>, mut rx: UnboundedReceiver<Vec<Garbage>>) {
-    while let Some(batch) = rx.recv().await {
+    while let Some(batch) = next_garbage(&mut rx).await {
         for g in batch {
             let Some(url) = state.registry.live_url(&g.server) else {
                 continue;
