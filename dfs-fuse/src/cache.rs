@@ -258,7 +258,7 @@ impl Cache {
     /// Creates the dirty file for a writer: a copy of `base` (a clean file), or empty.
     pub fn create_dirty(&self, meta: &DirtyMeta, base: Option<&Path>) -> io::Result<PathBuf> {
         let (data, side) = self.dirty_paths(meta.file_id, meta.token);
-        let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
+        let json = meta_json(meta)?;
         match base {
             Some(base) => {
                 let tmp = data.with_extension("copying");
@@ -267,10 +267,9 @@ impl Cache {
                 std::fs::rename(&tmp, &data)?;
             }
             None => {
-                let tmp = data.with_extension("creating");
-                File::create(&tmp)?;
-                attach_meta(&tmp, &side, &json)?;
-                std::fs::rename(&tmp, &data)?;
+                // Empty: a crash before the record is attached leaves nothing to recover.
+                File::create(&data)?;
+                attach_meta(&data, &side, &json)?;
             }
         }
         let size = std::fs::metadata(&data)?.len();
@@ -378,9 +377,13 @@ fn remove_sidecar(side: &Path) {
     }
 }
 
+/// The JSON form of a dirty file's record, for the xattr and for the sidecar alike.
+fn meta_json(meta: &DirtyMeta) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(meta).map_err(io::Error::other)
+}
+
 fn write_meta(path: &Path, meta: &DirtyMeta) -> io::Result<()> {
-    let json = serde_json::to_vec_pretty(meta).map_err(io::Error::other)?;
-    std::fs::write(path, json)
+    std::fs::write(path, meta_json(meta)?)
 }
 
 fn parse_clean_name(name: &str) -> Option<(FileId, Version)> {

@@ -98,22 +98,30 @@ pub enum Content {
 }
 
 impl Content {
-    /// Reads a dirty file: whole when small, else only checksummed on a blocking thread.
+    /// Reads a dirty file, all of it in one trip to the blocking pool: whole when small,
+    /// else only checksummed.
     pub async fn read(path: &Path) -> Result<Content, ApiError> {
-        let size = tokio::fs::metadata(path).await?.len();
-        if size <= SMALL_FILE {
-            let bytes = tokio::fs::read(path).await?;
-            // Re-checked from the bytes read: the file may have changed since the stat.
+        let owned = path.to_path_buf();
+        Ok(
+            tokio::task::spawn_blocking(move || Content::read_blocking(owned))
+                .await
+                .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??,
+        )
+    }
+
+    fn read_blocking(path: PathBuf) -> std::io::Result<Content> {
+        let mut file = File::open(&path)?;
+        if file.metadata()?.len() <= SMALL_FILE {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)?;
+            // Re-checked from the bytes read: the file may have grown since the stat.
             if bytes.len() as u64 <= SMALL_FILE {
                 let checksum = Checksum::of(&bytes);
                 return Ok(Content::Small(bytes.into(), checksum));
             }
         }
-        let owned = path.to_path_buf();
-        let (size, checksum) = tokio::task::spawn_blocking(move || checksum_file(&owned))
-            .await
-            .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??;
-        Ok(Content::File(path.to_path_buf(), size, checksum))
+        let (size, checksum) = checksum_file(&path)?;
+        Ok(Content::File(path, size, checksum))
     }
 
     /// Bytes to upload.

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Size of each disk write: few syscalls, bounded memory (a handful per upload in flight).
 pub const WRITE_CHUNK: usize = 1 << 20;
 
-/// Bodies up to this size are buffered whole before they are written (see `ingest_small`).
+/// Bodies up to this size are buffered whole before they are written (see [`ingest`]).
 pub const SMALL_BODY: u64 = 256 << 10;
 
 /// A body that sends nothing for this long is abandoned.
@@ -37,16 +37,24 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: Display,
 {
-    if expected_len.is_some_and(|len| len <= SMALL_BODY) {
-        return ingest_small(st, file_id, version, checksum, expected_len, body).await;
-    }
+    // Room for every chunk `feed` sends of a small body (one, below WRITE_CHUNK) + Finish.
     let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
     let store = st.store.clone();
-    let writer = tokio::task::spawn_blocking(move || {
-        store.write_upload(file_id, version, checksum, expected_len, rx)
-    });
+    let write = move || store.write_upload(file_id, version, checksum, expected_len, rx);
     let limit = expected_len.map_or(st.max_body_bytes, |l| l.min(st.max_body_bytes));
-    let fed = feed(st, &mut body, limit, tx).await;
+    let (fed, writer) = if expected_len.is_some_and(|len| len <= SMALL_BODY) {
+        // A small body is taken whole before the blocking writer starts: one hand-off to the
+        // blocking pool instead of a wake-up per chunk, which matters at thousands of files
+        // a second. A refused body never reaches the disk.
+        let fed = feed(st, &mut body, limit, tx).await;
+        if let Err(Some(err)) = fed {
+            return Err(err);
+        }
+        (fed, tokio::task::spawn_blocking(write))
+    } else {
+        let writer = tokio::task::spawn_blocking(write);
+        (feed(st, &mut body, limit, tx).await, writer)
+    };
     let written = writer
         .await
         .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?;
@@ -59,38 +67,6 @@ where
         }
         Err(Some(err)) => Err(err),
     }
-}
-
-/// A small body is taken whole before the blocking writer starts: one hand-off to the
-/// blocking pool instead of a wake-up per chunk, which matters at thousands of files a second.
-async fn ingest_small<S, E>(
-    st: &AppState,
-    file_id: FileId,
-    version: Version,
-    checksum: Checksum,
-    expected_len: Option<u64>,
-    mut body: S,
-) -> Result<BlobInfo, ApiError>
-where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: Display,
-{
-    // Room for every chunk `feed` can send (one, as the body is below WRITE_CHUNK) + Finish.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Chunk>(4);
-    let limit = expected_len.map_or(SMALL_BODY, |l| l.min(st.max_body_bytes));
-    match feed(st, &mut body, limit, tx).await {
-        Ok(()) => {}
-        Err(Some(err)) => return Err(err),
-        Err(None) => return Err(ApiError::internal("upload buffer closed early")),
-    }
-    let store = st.store.clone();
-    let info = tokio::task::spawn_blocking(move || {
-        store.write_upload(file_id, version, checksum, expected_len, rx)
-    })
-    .await
-    .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))??;
-    Stats::add(&st.stats.uploads, 1);
-    Ok(info)
 }
 
 /// Pumps the body to the writer. `Err(None)` means the writer hung up.
