@@ -45,6 +45,22 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// The command line, for the report.
     pub command: String,
+    /// Workloads to run (`W1`..`W8`, `memory`); empty runs all. What a selected workload
+    /// needs (W1 for W2-W4, W5 for W6-W8) runs too.
+    pub only: Vec<String>,
+}
+
+impl Options {
+    /// Whether the workload `name` runs: selected, needed by a selected one, or no selection.
+    fn runs_workload(&self, name: &str) -> bool {
+        let picked = |w: &str| self.only.iter().any(|o| o.eq_ignore_ascii_case(w));
+        let needed_by: &[&str] = match name {
+            "W1" => &["W2", "W2w", "W3", "W4"],
+            "W5" => &["W6", "W7", "W8"],
+            _ => &[],
+        };
+        self.only.is_empty() || picked(name) || needed_by.iter().any(|w| picked(w))
+    }
 }
 
 /// Results plus the handles a caller (the smoke test) may want to inspect.
@@ -98,10 +114,15 @@ pub fn run_bench(opts: &Options) -> anyhow::Result<Outcome> {
 }
 
 fn step(
+    opts: &Options,
     name: &str,
     f: impl FnOnce() -> anyhow::Result<Row>,
     rows: &mut Vec<Row>,
 ) -> anyhow::Result<()> {
+    let id = name.split_whitespace().next().unwrap_or(name);
+    if !opts.runs_workload(id) {
+        return Ok(());
+    }
     eprintln!("dfs-bench: {name}");
     let row = f().with_context(|| format!("workload {name}"))?;
     eprintln!(
@@ -145,29 +166,64 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         drop_caches: opts.drop_caches,
     };
     workloads::prepare(&ctx)?;
-    util::make_file(&ctx.src, ctx.size, 0x5eed)?;
+    if opts.runs_workload("W1") {
+        util::make_file(&ctx.src, ctx.size, 0x5eed)?;
+    }
     let mut rows = Vec::new();
-    step("W1 cp into the mount", || workloads::w1(&ctx), &mut rows)?;
-    step("W2 cat of a cached file", || workloads::w2(&ctx), &mut rows)?;
     step(
+        opts,
+        "W1 cp into the mount",
+        || workloads::w1(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
+        "W2 cat of a cached file",
+        || workloads::w2(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
         "W2w cat, page cache warm",
         || workloads::w2_warm(&ctx),
         &mut rows,
     )?;
-    step("W3 first open + cat", || workloads::w3(&ctx), &mut rows)?;
     step(
+        opts,
+        "W3 first open + cat",
+        || workloads::w3(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
         "W4 open + close of a cached file",
         || workloads::w4(&ctx),
         &mut rows,
     )?;
-    step("W5 create small files", || workloads::w5(&ctx), &mut rows)?;
-    step("W6 stat small files", || workloads::w6(&ctx), &mut rows)?;
     step(
+        opts,
+        "W5 create small files",
+        || workloads::w5(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
+        "W6 stat small files",
+        || workloads::w6(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
         "W7 read cached small files",
         || workloads::w7(&ctx),
         &mut rows,
     )?;
-    step("W8 unlink small files", || workloads::w8(&ctx), &mut rows)?;
+    step(
+        opts,
+        "W8 unlink small files",
+        || workloads::w8(&ctx),
+        &mut rows,
+    )?;
     let fio = match &opts.fio {
         Some(jobs) => {
             fio::ensure_fio()?;
@@ -183,6 +239,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         None => Vec::new(),
     };
     step(
+        opts,
         "memory",
         || workloads::memory(&ctx, opts.memory_size),
         &mut rows,
@@ -203,4 +260,49 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
     drop(writer);
     drop(cluster);
     Ok(Outcome { report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Options;
+
+    fn with_only(only: &[&str]) -> Options {
+        Options {
+            dir: None,
+            keep: false,
+            size: 1 << 20,
+            memory_size: None,
+            runs: 1,
+            files: 1,
+            opens: 1,
+            replication: 2,
+            mount_opts: Vec::new(),
+            drop_caches: false,
+            fio: None,
+            bin_dir: None,
+            command: String::new(),
+            only: only.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_selection_runs_what_it_needs_and_nothing_else() {
+        let opts = with_only(&["w7"]);
+        assert!(opts.runs_workload("W7"));
+        assert!(opts.runs_workload("W5"), "W7 reads W5's files");
+        assert!(!opts.runs_workload("W1"));
+        assert!(!opts.runs_workload("W8"));
+        assert!(!opts.runs_workload("memory"));
+        let opts = with_only(&["W3"]);
+        assert!(opts.runs_workload("W1") && opts.runs_workload("W3"));
+        assert!(!opts.runs_workload("W2"));
+    }
+
+    #[test]
+    fn no_selection_runs_everything() {
+        let opts = with_only(&[]);
+        for w in ["W1", "W2", "W2w", "W5", "W8", "memory"] {
+            assert!(opts.runs_workload(w), "{w}");
+        }
+    }
 }

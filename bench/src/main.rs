@@ -55,6 +55,10 @@ struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Only these workloads, comma-separated (W1..W8, W2w, memory), plus what they need
+    /// (W1 for W2-W4, W5 for W6-W8). For iterating on one path; not a full result.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -90,6 +94,7 @@ fn main() -> anyhow::Result<()> {
         fio: args.fio.then_some(args.fio_dir),
         bin_dir: args.bin_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
+        only: args.only,
     };
     let outcome = run_bench(&opts)?;
     let table = outcome.report.markdown();

@@ -57,6 +57,7 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
         fio: None,
         bin_dir: None,
         command: "smoke test".into(),
+        only: Vec::new(),
     };
     let report = run_bench(&opts).expect("the bench runs").report;
     eprintln!("{}", report.markdown());

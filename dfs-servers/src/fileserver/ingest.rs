@@ -42,22 +42,24 @@ where
     let store = st.store.clone();
     let write = move || store.write_upload(file_id, version, checksum, expected_len, rx);
     let limit = expected_len.map_or(st.max_body_bytes, |l| l.min(st.max_body_bytes));
-    let (fed, writer) = if expected_len.is_some_and(|len| len <= SMALL_BODY) {
-        // A small body is taken whole before the blocking writer starts: one hand-off to the
-        // blocking pool instead of a wake-up per chunk, which matters at thousands of files
-        // a second. A refused body never reaches the disk.
+    let (fed, written) = if expected_len.is_some_and(|len| len <= SMALL_BODY) {
+        // A small body is taken whole before the writer starts: no wake-up per chunk, and
+        // with everything queued the write runs on this thread (no hop to the blocking
+        // pool), which matters at thousands of files a second. A refused body never
+        // reaches the disk.
         let fed = feed(st, &mut body, limit, tx).await;
         if let Err(Some(err)) = fed {
             return Err(err);
         }
-        (fed, tokio::task::spawn_blocking(write))
+        (fed, crate::common::run_blocking(write).await)
     } else {
         let writer = tokio::task::spawn_blocking(write);
-        (feed(st, &mut body, limit, tx).await, writer)
+        let fed = feed(st, &mut body, limit, tx).await;
+        let written = writer
+            .await
+            .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?;
+        (fed, written)
     };
-    let written = writer
-        .await
-        .map_err(|err| ApiError::internal(format!("upload task failed: {err}")))?;
     match fed {
         // The writer stopped first (disk error, ...): its error says why.
         Ok(()) | Err(None) => {

@@ -15,18 +15,17 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// The table shared by all handlers and the sweeper.
 pub type Shared = Arc<Mutex<LockTable>>;
 
-/// Runs `op` on the table off the async threads: a call may wait for an fsync.
+/// Runs `op` on the table; a call may wait for an fsync (see [`crate::common::run_blocking`]).
 pub async fn with_table<T: Send + 'static>(
     table: &Shared,
     op: impl FnOnce(&mut LockTable) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let table = table.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::common::run_blocking(move || {
         let mut guard = table.lock().unwrap_or_else(|p| p.into_inner());
         op(&mut guard)
     })
     .await
-    .map_err(|err| ApiError::internal(format!("lock table task failed: {err}")))?
 }
 
 /// Every lockserver endpoint, with JSON 404/405 answers and a body limit.

@@ -10,6 +10,7 @@
 
 use super::namespace::{self, Garbage};
 use super::placement;
+use super::routes::blocking;
 use super::store::{Node, Read};
 use super::State;
 use dfs_proto::files::FetchRequest;
@@ -107,16 +108,6 @@ async fn delete_promptly(state: Arc<State>, mut rx: UnboundedReceiver<Vec<Garbag
             }
         }
     }
-}
-
-async fn blocking<T: Send + 'static>(
-    state: &Arc<State>,
-    f: impl FnOnce(&State) -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let state = state.clone();
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
 }
 
 /// Every file with content whose current version has fewer live holders than its directory's

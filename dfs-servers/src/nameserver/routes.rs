@@ -46,15 +46,13 @@ pub fn router(state: Arc<State>) -> Router {
     api_fallbacks(router)
 }
 
-/// Runs blocking store work off the async workers.
-async fn blocking<T: Send + 'static>(
+/// Runs store work that may wait for a commit's fsync (see [`crate::common::run_blocking`]).
+pub(crate) async fn blocking<T: Send + 'static>(
     state: &Arc<State>,
     f: impl FnOnce(&State) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || f(&state))
-        .await
-        .map_err(|e| ApiError::internal(format!("task failed: {e}")))?
+    crate::common::run_blocking(move || f(&state)).await
 }
 
 impl State {
