@@ -4,9 +4,21 @@
 use crate::writer::Content;
 use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
 use dfs_proto::names::{Entry, FileserverRef};
-use dfs_proto::{ApiError, ErrorCode, FileId, ServerId, Version};
+use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, ServerId, Version};
 use std::path::Path;
 use tokio::sync::OnceCell;
+
+/// What a publish announces after the uploads: who holds the blob, and its size and
+/// checksum as every one of them received it.
+#[derive(Debug)]
+pub struct Stored {
+    /// Fileservers that stored the blob durably.
+    pub servers: Vec<ServerId>,
+    /// Bytes stored.
+    pub size: u64,
+    /// CRC-32C of the stored bytes (computed by the fileservers, checked by the uploader).
+    pub checksum: Checksum,
+}
 
 /// Clients of every server, sharing one connection pool.
 #[derive(Debug)]
@@ -103,15 +115,15 @@ impl Remote {
         Err(last.unwrap_or_else(|| ApiError::unavailable("no location to download from")))
     }
 
-    /// Uploads `local` as (id, version) to every target in parallel; returns the servers
-    /// that stored it durably, or the first error when none did.
+    /// Uploads `content` as (id, version) to every target in parallel; returns the servers
+    /// that stored it durably with what they stored, or the first error when none did.
     pub async fn upload_all(
         &self,
         targets: &[FileserverRef],
         id: FileId,
         version: Version,
         content: &Content,
-    ) -> Result<Vec<ServerId>, ApiError> {
+    ) -> Result<Stored, ApiError> {
         if targets.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::NoSpace,
@@ -126,30 +138,45 @@ impl Remote {
                         .upload(&t.url, id, version, *checksum, size, bytes.clone().into())
                         .await
                 }
-                Content::File(local, _, checksum) => {
-                    self.files
-                        .upload_file(&t.url, id, version, *checksum, local)
-                        .await
-                }
+                Content::File(local, _) => self.files.upload_file(&t.url, id, version, local).await,
             };
             (t, res)
         });
         let results = futures_util::future::join_all(uploads).await;
-        let mut ok = Vec::new();
+        let mut stored: Option<Stored> = None;
         let mut first_err = None;
         for (target, res) in results {
             match res {
-                Ok(_) => ok.push(target.id.clone()),
+                Ok(info) => match &mut stored {
+                    None => {
+                        stored = Some(Stored {
+                            servers: vec![target.id.clone()],
+                            size: info.size,
+                            checksum: info.checksum,
+                        })
+                    }
+                    Some(s) if s.size == info.size && s.checksum == info.checksum => {
+                        s.servers.push(target.id.clone())
+                    }
+                    // Each replica read the file on its own: one that got other bytes means
+                    // the file changed under the upload, and no version may be published.
+                    Some(s) => {
+                        return Err(ApiError::new(
+                            ErrorCode::ChecksumMismatch,
+                            format!(
+                                "replicas received different content ({} bytes {} and {} bytes {}): the file changed during the upload",
+                                s.size, s.checksum, info.size, info.checksum
+                            ),
+                        ))
+                    }
+                },
                 Err(err) => {
                     tracing::warn!(server = %target.url, %err, "upload failed");
                     first_err.get_or_insert(err);
                 }
             }
         }
-        if ok.is_empty() {
-            return Err(first_err.unwrap_or_else(|| ApiError::unavailable("upload failed")));
-        }
-        Ok(ok)
+        stored.ok_or_else(|| first_err.unwrap_or_else(|| ApiError::unavailable("upload failed")))
     }
 
     /// Capacity and free space of the live fileservers, divided by the replication factor.

@@ -8,7 +8,6 @@
 use crate::cache::{Cache, DirtyMeta};
 use crate::leases::{HeldLease, Leases};
 use crate::remote::Remote;
-use dfs_proto::checksum::ChecksumWriter;
 use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, Version};
 use std::fs::File;
@@ -84,8 +83,8 @@ pub fn publish_errno(err: &ApiError) -> i32 {
 }
 
 /// Files up to this size are read into memory once at close and sent from there to every
-/// replica: one read instead of a blocking checksum pass plus one streamed read per replica,
-/// which is most of the client-side cost of publishing a small file.
+/// replica: one read instead of one streamed read per replica, which is most of the
+/// client-side cost of publishing a small file.
 pub const SMALL_FILE: u64 = 256 << 10;
 
 /// What a publish uploads: small content in memory, large content streamed from its file.
@@ -93,25 +92,27 @@ pub const SMALL_FILE: u64 = 256 << 10;
 pub enum Content {
     /// The whole content (at most [`SMALL_FILE`] bytes) and its checksum.
     Small(bytes::Bytes, Checksum),
-    /// A file too large to hold, with its size and checksum from a streamed pass.
-    File(PathBuf, u64, Checksum),
+    /// A file too large to hold, with its size. Its checksum is taken while it streams to
+    /// the fileservers (no pass of its own over the file before the upload).
+    File(PathBuf, u64),
 }
 
 impl Content {
-    /// Reads a dirty file, all of it in one trip to the blocking pool: whole when small,
-    /// else only checksummed.
+    /// Reads a dirty file in one trip to the blocking pool: whole when small, else only
+    /// its size.
     pub async fn read(path: &Path) -> Result<Content, ApiError> {
         let owned = path.to_path_buf();
         Ok(
             tokio::task::spawn_blocking(move || Content::read_blocking(owned))
                 .await
-                .map_err(|e| ApiError::internal(format!("checksum task failed: {e}")))??,
+                .map_err(|e| ApiError::internal(format!("reading task failed: {e}")))??,
         )
     }
 
     fn read_blocking(path: PathBuf) -> std::io::Result<Content> {
         let mut file = File::open(&path)?;
-        if file.metadata()?.len() <= SMALL_FILE {
+        let size = file.metadata()?.len();
+        if size <= SMALL_FILE {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes)?;
             // Re-checked from the bytes read: the file may have grown since the stat.
@@ -120,39 +121,15 @@ impl Content {
                 return Ok(Content::Small(bytes.into(), checksum));
             }
         }
-        let (size, checksum) = checksum_file(&path)?;
-        Ok(Content::File(path, size, checksum))
+        Ok(Content::File(path, size))
     }
 
     /// Bytes to upload.
     pub fn size(&self) -> u64 {
         match self {
             Content::Small(bytes, _) => bytes.len() as u64,
-            Content::File(_, size, _) => *size,
+            Content::File(_, size) => *size,
         }
-    }
-
-    /// CRC-32C of the bytes to upload.
-    pub fn checksum(&self) -> Checksum {
-        match self {
-            Content::Small(_, sum) | Content::File(_, _, sum) => *sum,
-        }
-    }
-}
-
-/// Streams a file through CRC-32C; returns (size, checksum).
-pub fn checksum_file(path: &Path) -> std::io::Result<(u64, Checksum)> {
-    let mut file = File::open(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut sum = ChecksumWriter::default();
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok((size, sum.finish()));
-        }
-        sum.update(&buf[..n]);
-        size += n as u64;
     }
 }
 
@@ -239,18 +216,18 @@ impl WriteState {
     ) -> Result<(), ApiError> {
         let lease = self.ensure_lease(inner, path, leases, remote).await?;
         let content = Content::read(&self.data_path).await?;
-        let (size, checksum) = (content.size(), content.checksum());
         // Not a per-write counter: the lockserver hands a session its still-live lease back
         // (same token) after a release that did not get through, and a second write under
         // that token must not reuse a version the first one already uploaded.
         inner.seq = leases.next_seq();
         let version = version_for(lease.token, inner.seq);
-        let servers = if size > 0 {
-            remote
+        let (servers, size, checksum) = if content.size() > 0 {
+            let stored = remote
                 .upload_all(&inner.targets, self.file_id, version, &content)
-                .await?
+                .await?;
+            (stored.servers, stored.size, stored.checksum)
         } else {
-            Vec::new()
+            (Vec::new(), 0, Checksum::of(&[]))
         };
         if lease.is_lost() {
             return Err(ApiError::new(

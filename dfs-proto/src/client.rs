@@ -353,6 +353,7 @@ impl FileClient {
     }
 
     /// Uploads a body of exactly `size` bytes as (file_id, version); returns once durable.
+    /// The server refuses (and stores nothing) when the body's CRC-32C is not `checksum`.
     pub async fn upload(
         &self,
         server: &str,
@@ -362,38 +363,77 @@ impl FileClient {
         size: u64,
         body: reqwest::Body,
     ) -> Result<BlobInfo, ApiError> {
-        let reply = self
+        self.put_blob(server, file_id, version, Some(checksum), size, body)
+            .await
+    }
+
+    async fn put_blob(
+        &self,
+        server: &str,
+        file_id: FileId,
+        version: Version,
+        checksum: Option<Checksum>,
+        size: u64,
+        body: reqwest::Body,
+    ) -> Result<BlobInfo, ApiError> {
+        let mut req = self
             .http
             .put(blob_url(server, file_id, version))
-            .header(CHECKSUM_HEADER, checksum.to_string())
-            .header(reqwest::header::CONTENT_LENGTH, size)
-            .body(body)
-            .send()
-            .await?;
+            .header(reqwest::header::CONTENT_LENGTH, size);
+        if let Some(sum) = checksum {
+            req = req.header(CHECKSUM_HEADER, sum.to_string());
+        }
+        let reply = req.body(body).send().await?;
         decode(reply).await
     }
 
-    /// Uploads a local file, streamed in large chunks.
+    /// Uploads a local file, streamed in large chunks, checksumming the bytes as they go
+    /// out instead of in a pass of its own: the server computes the CRC-32C of what it
+    /// received and this call fails with `checksum_mismatch` unless the two agree. Returns
+    /// what the server stored (size and checksum), to publish.
     pub async fn upload_file(
         &self,
         server: &str,
         file_id: FileId,
         version: Version,
-        checksum: Checksum,
         local: &Path,
     ) -> Result<BlobInfo, ApiError> {
         let file = tokio::fs::File::open(local).await?;
         let size = file.metadata().await?.len();
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, STREAM_CHUNK);
-        self.upload(
-            server,
-            file_id,
-            version,
-            checksum,
-            size,
-            reqwest::Body::wrap_stream(stream),
-        )
-        .await
+        let sent = std::sync::Arc::new(std::sync::Mutex::new((ChecksumWriter::default(), 0u64)));
+        let tally = sent.clone();
+        let stream =
+            tokio_util::io::ReaderStream::with_capacity(file, STREAM_CHUNK).inspect(move |chunk| {
+                if let Ok(bytes) = chunk {
+                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+                    t.0.update(bytes);
+                    t.1 += bytes.len() as u64;
+                }
+            });
+        let stored = self
+            .put_blob(
+                server,
+                file_id,
+                version,
+                None,
+                size,
+                reqwest::Body::wrap_stream(stream),
+            )
+            .await?;
+        let (sum, len) = {
+            let t = sent.lock().unwrap_or_else(|p| p.into_inner());
+            (t.0.finish(), t.1)
+        };
+        if stored.checksum != sum || stored.size != len {
+            return Err(ApiError::new(
+                ErrorCode::ChecksumMismatch,
+                format!(
+                    "sent {len} bytes with checksum {sum}, {server} stored {} bytes with {}",
+                    stored.size, stored.checksum
+                ),
+            ));
+        }
+        Ok(stored)
     }
 
     /// Uploads bytes held in memory (small files, tests).

@@ -23,13 +23,14 @@ pub const BODY_CHUNK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Writes `body` as (file_id, version); returns once it is durable and visible.
 ///
 /// Refuses a body longer than `expected_len` or than the server's limit (413, cut off at that
-/// point), and one whose length or checksum differ from what was announced (422). Nothing is
-/// stored unless the whole body checks out.
+/// point), and one whose length or checksum differ from what was announced (422; a `None`
+/// checksum announces none, and the one computed is stored and returned). Nothing is stored
+/// unless the whole body checks out.
 pub async fn ingest<S, E>(
     st: &AppState,
     file_id: FileId,
     version: Version,
-    checksum: Checksum,
+    checksum: Option<Checksum>,
     expected_len: Option<u64>,
     mut body: S,
 ) -> Result<BlobInfo, ApiError>

@@ -116,13 +116,14 @@ async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
-    let checksum = headers
-        .get(CHECKSUM_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(Checksum::parse)
-        .ok_or_else(|| {
+    // Optional: without it the server checksums what it received and answers with it, and
+    // the uploader compares (a client that streams a large file sums it on the way out).
+    let checksum = match headers.get(CHECKSUM_HEADER) {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(Checksum::parse).ok_or_else(|| {
             ApiError::bad_request(format!("header {CHECKSUM_HEADER} must be 8 hex digits"))
-        })?;
+        })?),
+    };
     let len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -186,7 +187,7 @@ async fn fetch_blob(
         &st,
         key.file_id,
         key.version,
-        req.checksum,
+        Some(req.checksum),
         len,
         reply.bytes_stream(),
     )

@@ -282,7 +282,7 @@ impl BlobStore {
         &self,
         file_id: FileId,
         version: Version,
-        checksum: Checksum,
+        checksum: Option<Checksum>,
         expected_len: Option<u64>,
         chunks: tokio::sync::mpsc::Receiver<Chunk>,
     ) -> Result<BlobInfo, ApiError> {
@@ -303,7 +303,7 @@ impl BlobStore {
         tmp: &Path,
         file_id: FileId,
         version: Version,
-        checksum: Checksum,
+        checksum: Option<Checksum>,
         expected_len: Option<u64>,
         mut chunks: tokio::sync::mpsc::Receiver<Chunk>,
     ) -> Result<BlobInfo, ApiError> {
@@ -328,13 +328,14 @@ impl BlobStore {
                 }
             }
         }
-        if expected_len.is_some_and(|want| want != len) || sum.finish() != checksum {
+        let received = sum.finish();
+        if expected_len.is_some_and(|want| want != len) || checksum.is_some_and(|c| c != received) {
             return Err(ApiError::new(
                 ErrorCode::ChecksumMismatch,
                 format!(
-                    "received {len} bytes with checksum {}, announced {} bytes with {checksum}",
-                    sum.finish(),
+                    "received {len} bytes with checksum {received}, announced {} bytes with {}",
                     expected_len.map_or("?".to_owned(), |l| l.to_string()),
+                    checksum.map_or("none".to_owned(), |c| c.to_string()),
                 ),
             ));
         }
@@ -346,7 +347,7 @@ impl BlobStore {
             file_id,
             version,
             size: len,
-            checksum,
+            checksum: received,
         };
         self.commit(tmp, info)
     }

@@ -56,8 +56,7 @@ async fn bad_requests_get_4xx_json_and_change_nothing() {
     }
     let blob = format!("{}/v1/blobs/2/2", fs.url);
     let json = || ("content-type", "application/json".to_owned());
-    // Upload header problems.
-    cases.push((Method::PUT, blob.clone(), vec![], b"x".to_vec()));
+    // Upload header problems (a missing checksum is fine: the server computes it).
     for h in [
         "",
         "zz",

@@ -23,7 +23,8 @@ async fn multi_mib_round_trip_and_stats() {
     let local = dir.path().join("local.bin");
     std::fs::write(&local, &data[..3 << 20]).unwrap();
     let sum = Checksum::of(&data[..3 << 20]);
-    c.upload_file(&fs.url, 42, 8, sum, &local).await.unwrap();
+    let stored = c.upload_file(&fs.url, 42, 8, &local).await.unwrap();
+    assert_eq!((stored.size, stored.checksum), (3 << 20, sum));
     let out = dir.path().join("out.bin");
     let mut file = tokio::fs::File::create(&out).await.unwrap();
     let n = c
@@ -45,6 +46,26 @@ async fn multi_mib_round_trip_and_stats() {
     assert!(stats.requests >= 5);
     assert!(fs.temp_files().is_empty());
     c.healthz(&fs.url).await.unwrap();
+    fs.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_without_checksum_stores_and_returns_the_one_received() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = TestServer::start(dir.path(), |_| {}).await;
+    let data = pattern(700_000, 9);
+    let reply = dfs_proto::client::http_client()
+        .put(format!("{}/v1/blobs/5/1", fs.url))
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), reqwest::StatusCode::CREATED);
+    let info: dfs_proto::files::BlobInfo = reply.json().await.unwrap();
+    assert_eq!((info.size, info.checksum), (700_000, Checksum::of(&data)));
+    let c = client();
+    assert_eq!(c.download_bytes(&fs.url, 5, 1).await.unwrap(), data);
+    assert_eq!(c.list(&fs.url).await.unwrap().blobs, vec![info]);
     fs.stop().await;
 }
 

@@ -18,7 +18,13 @@ fn upload(store: &BlobStore, id: u64, ver: u64, data: &[u8]) -> Result<BlobInfo,
     }
     tx.try_send(Chunk::Finish).unwrap();
     drop(tx);
-    store.write_upload(id, ver, Checksum::of(data), Some(data.len() as u64), rx)
+    store.write_upload(
+        id,
+        ver,
+        Some(Checksum::of(data)),
+        Some(data.len() as u64),
+        rx,
+    )
 }
 
 /// What must hold for each blob after the crash.
