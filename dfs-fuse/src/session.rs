@@ -48,27 +48,17 @@ pub fn fuser_config(cfg: &MountConfig) -> Config {
     } else {
         SessionACL::Owner
     };
-    config.n_threads = Some(thread_counts().0);
+    config.n_threads = Some(2);
     config
-}
-
-/// Threads reading `/dev/fuse` and async workers, from the number of cores.
-///
-/// Every request crosses from a FUSE thread to a worker and back, and each wake-up of a
-/// parked thread costs tens of microseconds on a small VM. With one reader and one worker
-/// per two cores the hand-offs stay cheap: on the 2-core bench machine, 1 + 1 instead of
-/// 2 + 4 raised cached opens (W7) by ~8 % and unlinks (W8) by ~15 %, with large files no
-/// slower (docs/benchmarks.md). Blocking work goes to tokio's blocking pool either way.
-fn thread_counts() -> (usize, usize) {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per_two = (cores / 2).max(1);
-    (per_two.min(4), per_two)
 }
 
 /// Mounts and serves until unmounted. `on_ready` runs once the kernel accepted the mount.
 pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(thread_counts().1)
+        // Reads of a cached file run on these workers (pread), so several are needed to keep
+        // more than one read in flight: one reader and one worker (tried in run 5) made a
+        // cold `cat` of a cached file 40 % slower for no steady gain on small files.
+        .worker_threads(4)
         .thread_name("dfs-fuse-worker")
         .enable_all()
         .build()
