@@ -9,6 +9,7 @@
 //! - `tmp/`: downloads in progress; emptied at start.
 //! - `LOCK`: flock'd by the mount that owns the directory.
 
+use crate::cache_state;
 use dfs_proto::{FileId, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -92,6 +93,31 @@ pub struct Cache {
     _lock: File,
 }
 
+/// How long a new mount waits for the previous one to let go of the cache: right after
+/// `umount` returns, the old daemon may still be flushing the cache and recording its end.
+/// (Unit tests that check the refusal wait less.)
+const LOCK_WAIT: std::time::Duration = if cfg!(test) {
+    std::time::Duration::from_secs(1)
+} else {
+    std::time::Duration::from_secs(10)
+};
+
+/// Takes the exclusive lock on the cache, waiting up to [`LOCK_WAIT`] for a mount that is
+/// shutting down.
+fn take_lock(lock: &File) -> bool {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        // SAFETY: flock on a file descriptor we own has no memory-safety preconditions.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 impl Cache {
     /// Opens (creating) the cache at `root`, takes its lock, empties `tmp/` and re-indexes
     /// clean files. Fails when another mount uses the same directory.
@@ -100,8 +126,7 @@ impl Cache {
             std::fs::create_dir_all(root.join(sub))?;
         }
         let lock = File::create(root.join("LOCK"))?;
-        // SAFETY: flock on a file descriptor we own has no memory-safety preconditions.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if !take_lock(&lock) {
             return Err(io::Error::new(
                 io::ErrorKind::WouldBlock,
                 format!(
@@ -113,9 +138,18 @@ impl Cache {
         for entry in std::fs::read_dir(root.join("tmp"))? {
             let _ = std::fs::remove_file(entry?.path());
         }
+        // Clean copies are renamed into place without an fsync: after a machine crash
+        // while mounted they may be torn, and are dropped (see `cache_state`).
+        let trusted = cache_state::previous_is_trusted(root);
+        let mut dropped = 0usize;
         let mut found = Vec::new();
         for entry in std::fs::read_dir(root.join("clean"))? {
             let entry = entry?;
+            if !trusted {
+                std::fs::remove_file(entry.path())?;
+                dropped += 1;
+                continue;
+            }
             let name = entry.file_name();
             let Some(key) = name.to_str().and_then(parse_clean_name) else {
                 let _ = std::fs::remove_file(entry.path());
@@ -125,6 +159,13 @@ impl Cache {
             let used = meta.accessed().or_else(|_| meta.modified()).ok();
             found.push((used, key, meta.len()));
         }
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "this cache was in use when the machine went down (or has no record of its last unmount): its cached copies were dropped and are fetched again when opened"
+            );
+        }
+        cache_state::mark_running(root)?;
         found.sort_by_key(|(used, _, _)| *used);
         let mut index = Index::default();
         for (_, key, size) in found {
@@ -147,6 +188,14 @@ impl Cache {
         };
         cache.evict(0);
         Ok(cache)
+    }
+
+    /// At unmount: flushes the cache's files to disk and records a clean end, so the clean
+    /// copies are kept for the next mount even across a reboot.
+    pub fn close(&self) {
+        if let Err(err) = cache_state::mark_clean(&self.root) {
+            tracing::warn!(%err, "could not record a clean unmount of the cache; its copies will be fetched again after a reboot");
+        }
     }
 
     /// The cache directory.
@@ -409,6 +458,54 @@ mod tests {
             token,
             last_error: None,
         }
+    }
+
+    #[test]
+    fn clean_copies_survive_a_restart_unless_the_machine_went_down_while_mounted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+            put(&cache, 1, 1, 100);
+        } // dropped without close: a killed mount under this boot
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(
+            cache.contains(1, 1),
+            "kill -9 loses nothing the kernel holds"
+        );
+        put(&cache, 2, 1, 100);
+        cache.close();
+        drop(cache);
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(
+            cache.contains(1, 1) && cache.contains(2, 1),
+            "clean unmount"
+        );
+        drop(cache);
+        // The record says a mount was running in another boot: a power loss may have torn
+        // the copies renamed in without an fsync.
+        std::fs::write(
+            dir.path().join(cache_state::STATE_FILE),
+            "running another-boot\n",
+        )
+        .unwrap();
+        let cache = Cache::open(dir.path(), 1 << 20).unwrap();
+        assert!(!cache.contains(1, 1) && !cache.contains(2, 1));
+        assert!(!cache.clean_path(1, 1).exists());
+        assert_eq!(cache.clean_bytes(), 0);
+    }
+
+    #[test]
+    fn a_new_mount_waits_for_the_previous_one_to_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Cache::open(dir.path(), 1 << 20).unwrap();
+        let closing = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            first.close();
+            drop(first);
+        });
+        let second = Cache::open(dir.path(), 1 << 20);
+        closing.join().unwrap();
+        assert!(second.is_ok(), "{second:?}");
     }
 
     #[test]

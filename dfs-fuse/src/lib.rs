@@ -7,6 +7,7 @@
 pub mod adapter;
 pub mod attr;
 pub mod cache;
+pub mod cache_state;
 pub mod daemon;
 pub mod fs;
 pub mod inodes;

@@ -102,8 +102,9 @@ impl Remote {
                 )
                 .await
             {
+                // No fsync: a torn copy after a machine crash is dropped at the next start
+                // (`cache_state`), and a cold open does not wait for the disk.
                 Ok(n) => {
-                    file.sync_data().await.ok();
                     return Ok(n);
                 }
                 Err(err) => {

@@ -120,8 +120,12 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
     let mut unmounter = session.unmount_callable();
     let mountpoint = cfg.mountpoint.clone();
     let fs_for_signal = fs.clone();
+    let signalled = {
+        let _in_runtime = runtime.enter();
+        register_signals()
+    };
     runtime.spawn(async move {
-        wait_for_signal().await;
+        signalled.await;
         tracing::info!("signal received: unmounting once open files are closed");
         let _ = tokio::task::spawn_blocking(move || {
             let deadline = Instant::now() + UNMOUNT_PATIENCE;
@@ -151,21 +155,27 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
     let served = session.run();
     wait_idle(&inflight, Duration::from_secs(120));
     runtime.block_on(fs.shutdown());
+    fs.cache().close();
     tracing::info!("unmounted");
     served.context("the FUSE session failed")
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, registered when this is called (not when first awaited), so a
+/// signal sent the moment the mount is usable is not met by the default action.
+fn register_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let registered = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    );
+    async move {
+        let (Ok(mut term), Ok(mut int)) = registered else {
+            std::future::pending::<()>().await;
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

@@ -113,6 +113,9 @@ fn sigterm_unmounts_cleanly() {
     dfs_tests::process::signal(pid, libc::SIGTERM);
     wait_unmounted(&mount.dir);
     assert_eq!(mount.unmount(), Some(0), "clean exit after SIGTERM");
+    // The cache recorded an orderly end (after a syncfs), so its copies outlive a reboot.
+    let state = std::fs::read_to_string(mount.cache_dir.join("STATE")).unwrap();
+    assert!(state.starts_with("clean "), "{state:?}");
     let again = Mount::start(&cluster.nameserver, &[]);
     assert_eq!(std::fs::read(again.path("kept")).unwrap(), b"data");
 }
