@@ -25,17 +25,26 @@ pub struct Adapter {
     fs: Arc<DfsFs>,
     rt: tokio::runtime::Handle,
     ttl: Duration,
+    /// How long the kernel may resolve a name without asking (see `MountConfig`).
+    entry_ttl: Duration,
     inflight: Arc<AtomicUsize>,
     pt: Arc<Passthrough>,
 }
 
 impl Adapter {
-    /// An adapter running `fs` on `rt`, telling the kernel to cache attributes for `ttl`.
-    pub fn new(fs: Arc<DfsFs>, rt: tokio::runtime::Handle, ttl: Duration) -> Adapter {
+    /// An adapter running `fs` on `rt`, telling the kernel to cache attributes for `ttl`
+    /// and names for `entry_ttl`.
+    pub fn new(
+        fs: Arc<DfsFs>,
+        rt: tokio::runtime::Handle,
+        ttl: Duration,
+        entry_ttl: Duration,
+    ) -> Adapter {
         Adapter {
             fs,
             rt,
             ttl,
+            entry_ttl,
             inflight: Arc::new(AtomicUsize::new(0)),
             pt: Arc::new(Passthrough::new(false)),
         }
@@ -108,9 +117,10 @@ impl Filesystem for Adapter {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let name = name.to_owned();
+        let entry_ttl = self.entry_ttl;
         self.spawn(move |fs, ttl| async move {
             match fs.lookup(parent.0, &name).await {
-                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -171,9 +181,10 @@ impl Filesystem for Adapter {
             return;
         }
         let name = name.to_owned();
+        let entry_ttl = self.entry_ttl;
         self.spawn(move |fs, ttl| async move {
             match fs.mknod(parent.0, &name, mode & !umask).await {
-                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });
@@ -189,9 +200,10 @@ impl Filesystem for Adapter {
         reply: ReplyEntry,
     ) {
         let name = name.to_owned();
+        let entry_ttl = self.entry_ttl;
         self.spawn(move |fs, ttl| async move {
             match fs.mkdir(parent.0, &name, mode & !umask).await {
-                Ok(attr) => reply.entry(&ttl, &attr, Generation(0)),
+                Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
         });

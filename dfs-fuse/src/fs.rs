@@ -18,7 +18,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Recorded as an inode's version when the kernel may hold content that was never published.
 const UNKNOWN_VERSION: u64 = u64::MAX;
@@ -31,6 +31,9 @@ pub struct FsConfig {
     pub read_only: bool,
     /// Owner shown for every file.
     pub owner: Owner,
+    /// How stale the kernel may show attributes (`attr_timeout`); `getattr` right after an
+    /// open answers from that open's revalidation while it is younger than this.
+    pub attr_timeout: Duration,
 }
 
 /// How a file is opened, decoded from `open(2)` flags.
@@ -110,6 +113,9 @@ pub struct DfsFs {
     writes: DashMap<u64, Slot>,
     /// Last version the kernel was told about per inode, to notice changes at open.
     versions: DashMap<u64, u64>,
+    /// Attributes of regular files as the revalidation at their last open saw them (when,
+    /// attributes, version), for the `fstat` that usually follows an open.
+    opened_attrs: DashMap<u64, (Instant, FileAttr, u64)>,
     next_fh: AtomicU64,
     open_writers: AtomicUsize,
     invalidator: OnceLock<Invalidator>,
@@ -157,6 +163,7 @@ impl DfsFs {
             dirs: DashMap::new(),
             writes: DashMap::new(),
             versions: DashMap::new(),
+            opened_attrs: DashMap::new(),
             next_fh: AtomicU64::new(1),
             open_writers: AtomicUsize::new(0),
             invalidator: OnceLock::new(),
@@ -317,6 +324,9 @@ impl DfsFs {
         if let Some(ws) = self.write_state(ino) {
             return Ok(self.attr_of_write(&ws));
         }
+        if let Some(attr) = self.attr_from_open(ino) {
+            return Ok(attr);
+        }
         let path = self.path_of(ino)?;
         let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
         if ino_of(entry.id, &entry.path) != ino {
@@ -324,6 +334,20 @@ impl DfsFs {
         }
         self.versions.insert(ino, entry.version);
         Ok(attr_of(&entry, self.config.owner))
+    }
+
+    /// The attributes the last open's revalidation fetched, while younger than
+    /// `attr_timeout` and still of the version this mount knows: `fstat` after `open` (what
+    /// `std::fs::read`, `cat` and most readers do) then costs no second round trip, and
+    /// never shows attributes older than the kernel's own cache could.
+    fn attr_from_open(&self, ino: u64) -> Option<FileAttr> {
+        let (at, attr, version) = *self.opened_attrs.get(&ino)?;
+        let current = self.versions.get(&ino).map(|v| *v);
+        if at.elapsed() < self.config.attr_timeout && current == Some(version) {
+            return Some(attr);
+        }
+        self.opened_attrs.remove(&ino);
+        None
     }
 
     /// `setattr`: truncate (size), chmod (mode), utimens (mtime). Owners are not stored:
@@ -338,6 +362,7 @@ impl DfsFs {
         if mode.is_some() || size.is_some() || mtime.is_some() {
             self.check_writable()?;
         }
+        self.opened_attrs.remove(&ino);
         let path = self.path_of(ino)?;
         let ws = self.write_state(ino);
         tracing::debug!(ino, ?size, write_state = ws.is_some(), "setattr");
@@ -502,6 +527,7 @@ impl DfsFs {
             .map_err(|e| errno(&e))?;
         self.table().remove_name(parent, path.name());
         if let Some(ino) = known {
+            self.opened_attrs.remove(&ino);
             if let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) {
                 if let Some(ws) = slot.lock().await.as_ref() {
                     ws.unlinked.store(true, Ordering::Release);
@@ -536,6 +562,8 @@ impl DfsFs {
             .map_err(|e| errno(&e))?;
         self.table()
             .rename(parent, from.name(), new_parent, to.name());
+        // A rename changes ctime (and may replace a file): rare enough to forget them all.
+        self.opened_attrs.clear();
         Ok(())
     }
 
@@ -601,6 +629,11 @@ impl DfsFs {
         let path = self.path_of(ino)?;
         let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
         self.check_same_file(ino, &entry)?;
+        let seen = (
+            Instant::now(),
+            attr_of(&entry, self.config.owner),
+            entry.version,
+        );
         let (clean, was_cached) = self.fetch(&entry).await?;
         let file = File::open(&clean).map_err(|e| io_errno(&e))?;
         let changed = self
@@ -612,6 +645,7 @@ impl DfsFs {
                 let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
             }
         }
+        self.opened_attrs.insert(ino, seen);
         let fh = self.add_handle(Handle {
             ino,
             file: Arc::new(file),

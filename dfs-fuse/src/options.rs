@@ -38,9 +38,12 @@ pub struct Args {
     /// (also `-o lock_wait=N`); 0 fails at once.
     #[arg(long, value_name = "SECONDS")]
     pub lock_wait: Option<f64>,
-    /// Seconds the kernel may cache attributes and names (also `-o attr_timeout=`).
+    /// Seconds the kernel may cache attributes (also `-o attr_timeout=`).
     #[arg(long, value_name = "SECONDS")]
     pub attr_timeout: Option<f64>,
+    /// Seconds the kernel may resolve a name without asking (also `-o entry_timeout=`).
+    #[arg(long, value_name = "SECONDS")]
+    pub entry_timeout: Option<f64>,
     /// Internal: the readiness pipe of a daemonising parent.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -61,8 +64,12 @@ pub struct MountConfig {
     pub cache_size: u64,
     /// How long an open for writing waits for a busy lease.
     pub lock_wait: Duration,
-    /// Kernel attribute and entry cache lifetime.
+    /// Kernel attribute cache lifetime: how stale `stat` may be.
     pub attr_timeout: Duration,
+    /// Kernel name cache lifetime. Longer than the attributes' because a cached name only
+    /// saves a lookup: `open` still revalidates with the nameserver, and `stat` re-asks
+    /// after `attr_timeout`; a name removed elsewhere stops resolving then.
+    pub entry_timeout: Duration,
     /// Mount read-only: writes fail with EROFS.
     pub read_only: bool,
     /// Let other users use the mount.
@@ -123,6 +130,7 @@ impl Args {
             cache_size: DEFAULT_CACHE_SIZE,
             lock_wait: Duration::ZERO,
             attr_timeout: Duration::from_secs(1),
+            entry_timeout: Duration::from_secs(10),
             read_only: false,
             allow_other: false,
             allow_root: false,
@@ -152,6 +160,7 @@ impl Args {
                 "cache_size" => cfg.cache_size = parse_size(need(key, value)?)?,
                 "lock_wait" => cfg.lock_wait = parse_secs(need(key, value)?)?,
                 "attr_timeout" => cfg.attr_timeout = parse_secs(need(key, value)?)?,
+                "entry_timeout" => cfg.entry_timeout = parse_secs(need(key, value)?)?,
                 "ro" => cfg.read_only = true,
                 "allow_other" => cfg.allow_other = true,
                 "allow_root" => cfg.allow_root = true,
@@ -178,6 +187,9 @@ impl Args {
         }
         if let Some(secs) = self.attr_timeout {
             cfg.attr_timeout = secs_to_duration(secs)?;
+        }
+        if let Some(secs) = self.entry_timeout {
+            cfg.entry_timeout = secs_to_duration(secs)?;
         }
         if cfg.cache_dir.as_os_str().is_empty() {
             cfg.cache_dir = default_cache_dir(&cfg.mountpoint);
@@ -286,6 +298,10 @@ mod tests {
         assert_eq!(a.cache_size, 1 << 30);
         assert_eq!(a.lock_wait, Duration::from_secs(5));
         assert_eq!(a.attr_timeout, Duration::from_secs(1));
+        assert_eq!(a.entry_timeout, Duration::from_secs(10));
+        let t = parse(&["http://ns", "/m", "-o", "entry_timeout=2.5,attr_timeout=0"]).unwrap();
+        assert_eq!(t.entry_timeout, Duration::from_millis(2500));
+        assert_eq!(t.attr_timeout, Duration::ZERO);
         assert!(!a.foreground);
         assert!(!a.kernel_passthrough, "passthrough is opt-in");
         let p = parse(&["http://ns", "/m", "-o", "nopassthrough"]).unwrap();

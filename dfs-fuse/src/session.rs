@@ -83,6 +83,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         FsConfig {
             read_only: cfg.read_only,
             owner: Owner::current(),
+            attr_timeout: cfg.attr_timeout,
         },
     ));
     let root = runtime
@@ -101,8 +102,13 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
             cfg.mountpoint.display()
         );
     }
-    let adapter = Adapter::new(fs.clone(), runtime.handle().clone(), cfg.attr_timeout)
-        .with_passthrough(cfg.kernel_passthrough);
+    let adapter = Adapter::new(
+        fs.clone(),
+        runtime.handle().clone(),
+        cfg.attr_timeout,
+        cfg.entry_timeout,
+    )
+    .with_passthrough(cfg.kernel_passthrough);
     let inflight = adapter.inflight();
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fuser_config(&cfg))
         .with_context(|| {

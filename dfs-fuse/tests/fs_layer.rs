@@ -27,6 +27,7 @@ fn new_fs(cluster: &Cluster, cache: &std::path::Path) -> (DfsFs, String) {
         FsConfig {
             read_only: false,
             owner: Owner::current(),
+            attr_timeout: Duration::from_secs(1),
         },
     );
     (fs, session)
