@@ -131,6 +131,10 @@ impl Filesystem for Adapter {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(attr) = self.fs.getattr_local(ino.0) {
+            reply.attr(&self.ttl, &attr);
+            return;
+        }
         self.spawn(move |fs, ttl| async move {
             match fs.getattr(ino.0).await {
                 Ok(attr) => reply.attr(&ttl, &attr),

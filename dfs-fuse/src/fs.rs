@@ -321,10 +321,7 @@ impl DfsFs {
 
     /// `getattr`: local attributes while this mount writes the file, else the nameserver's.
     pub async fn getattr(&self, ino: u64) -> Result<FileAttr, Errno> {
-        if let Some(ws) = self.write_state(ino) {
-            return Ok(self.attr_of_write(&ws));
-        }
-        if let Some(attr) = self.attr_from_open(ino) {
+        if let Some(attr) = self.getattr_local(ino) {
             return Ok(attr);
         }
         let path = self.path_of(ino)?;
@@ -334,6 +331,16 @@ impl DfsFs {
         }
         self.versions.insert(ino, entry.version);
         Ok(attr_of(&entry, self.config.owner))
+    }
+
+    /// `getattr` when it needs no request: a file this mount is writing (local attributes),
+    /// or one whose open just revalidated it. Cheap and non-blocking, so the adapter answers
+    /// it on the FUSE thread without a hop to the async workers.
+    pub fn getattr_local(&self, ino: u64) -> Option<FileAttr> {
+        if let Some(ws) = self.write_state(ino) {
+            return Some(self.attr_of_write(&ws));
+        }
+        self.attr_from_open(ino)
     }
 
     /// The attributes the last open's revalidation fetched, while younger than
