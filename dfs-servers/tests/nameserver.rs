@@ -1,69 +1,19 @@
 //! Nameserver tests: a real server in-process on 127.0.0.1:0 with a temp data directory,
 //! driven over HTTP through `NameClient` (and raw requests for the bad-input corpus).
 
+mod common;
+
 use axum::extract::{Path as AxPath, State as AxState};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use common::{eventually, live_fileservers, p, Ns};
 use dfs_proto::client::NameClient;
 use dfs_proto::files::{BlobInfo, BlobList, FetchRequest};
 use dfs_proto::names::*;
-use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode};
-use dfs_servers::nameserver::{run, Config};
+use dfs_proto::{version_for, ApiError, Checksum, ErrorCode};
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-fn p(s: &str) -> DfsPath {
-    DfsPath::parse(s).unwrap()
-}
-
-struct Ns {
-    url: String,
-    client: NameClient,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Ns {
-    async fn start(data: &Path, tweak: impl FnOnce(&mut Config)) -> Ns {
-        let mut config = Config {
-            data: data.to_owned(),
-            heartbeat_timeout_ms: 60_000,
-            ..Config::default()
-        };
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async move {
-            let _ = rx.await;
-        }));
-        let client = NameClient::new(&url);
-        for _ in 0..500 {
-            if client.healthz().await.is_ok() {
-                break;
-            }
-            assert!(!task.is_finished(), "nameserver exited at start");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ns {
-            url,
-            client,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
 
 fn code<T: std::fmt::Debug>(r: Result<T, ApiError>) -> ErrorCode {
     r.expect_err("expected an error").code
@@ -766,16 +716,6 @@ impl Stub {
     }
 }
 
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn repair_restores_replication_and_gc_deletes_garbage() {
     let dir = tempfile::tempdir().unwrap();
@@ -1135,30 +1075,6 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
     ns.stop().await;
 }
 
-/// A real fileserver (from `dfs_servers::fileserver`) registered with the nameserver at `ns`.
-async fn real_fileserver(ns: &str, data: &Path) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
-    use dfs_servers::fileserver;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = fileserver::Config {
-        data: data.to_owned(),
-        nameserver: ns.to_owned(),
-        ..fileserver::Config::default()
-    };
-    let server = fileserver::Fileserver::start(listener, config)
-        .await
-        .unwrap();
-    let id = server.id().to_owned();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .serve(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    (id, tx, task)
-}
-
 #[tokio::test]
 async fn repair_and_gc_with_real_fileservers() {
     let dir = tempfile::tempdir().unwrap();
@@ -1170,15 +1086,7 @@ async fn repair_and_gc_with_real_fileservers() {
     })
     .await;
     let c = ns.client.clone();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(real_fileserver(&ns.url, &dir.path().join(format!("fs{i}"))).await);
-    }
-    eventually("three live fileservers", async || {
-        let info = c.cluster().await.unwrap();
-        info.fileservers.iter().filter(|f| f.alive).count() == 3
-    })
-    .await;
+    let mut servers = live_fileservers(&ns, dir.path(), 3).await;
     let files = dfs_proto::client::FileClient::new();
 
     // Write v1 to the two targets and publish it.

@@ -2,90 +2,13 @@
 //! three real in-process fileservers. The longest prefix with a factor wins; placement, repair,
 //! the under-replicated listing, `GET /` and `/v1/cluster` all follow it.
 
+mod common;
+
+use common::{eventually, live_fileservers, p, Ns};
 use dfs_proto::client::{FileClient, NameClient};
 use dfs_proto::names::*;
-use dfs_proto::{version_for, Checksum, DfsPath, ErrorCode};
-use dfs_servers::fileserver;
-use dfs_servers::nameserver::{run, Config};
-use std::path::Path;
+use dfs_proto::{version_for, Checksum, ErrorCode};
 use std::time::Duration;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-fn p(s: &str) -> DfsPath {
-    DfsPath::parse(s).unwrap()
-}
-
-struct Ns {
-    url: String,
-    client: NameClient,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Ns {
-    async fn start(data: &Path, tweak: impl FnOnce(&mut Config)) -> Ns {
-        let mut config = Config {
-            data: data.to_owned(),
-            ..Config::default()
-        };
-        tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(run(listener, config, async move {
-            let _ = rx.await;
-        }));
-        let client = NameClient::new(&url);
-        eventually("nameserver up", async || client.healthz().await.is_ok()).await;
-        Ns {
-            url,
-            client,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        self.task.await.unwrap().unwrap();
-    }
-}
-
-async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    for _ in 0..500 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// A real fileserver registered with the nameserver at `ns`.
-async fn real_fileserver(ns: &str, data: &Path) -> (String, oneshot::Sender<()>, JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = fileserver::Config {
-        data: data.to_owned(),
-        nameserver: ns.to_owned(),
-        ..fileserver::Config::default()
-    };
-    let server = fileserver::Fileserver::start(listener, config)
-        .await
-        .unwrap();
-    let id = server.id().to_owned();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = server
-            .serve(async move {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    (id, tx, task)
-}
 
 /// Writes `body` to `path` the way a client does: open-write, upload to every target,
 /// publish with the servers that acknowledged. Returns the targets.
@@ -145,15 +68,7 @@ async fn per_directory_replication_with_real_fileservers() {
     })
     .await;
     let c = ns.client.clone();
-    let mut servers = Vec::new();
-    for i in 0..3 {
-        servers.push(real_fileserver(&ns.url, &dir.path().join(format!("fs{i}"))).await);
-    }
-    eventually("three live fileservers", async || {
-        let info = c.cluster().await.unwrap();
-        info.fileservers.iter().filter(|f| f.alive).count() == 3
-    })
-    .await;
+    let mut servers = live_fileservers(&ns, dir.path(), 3).await;
 
     // Bad factors are refused and change nothing.
     for bad in [0, 65] {
