@@ -323,11 +323,22 @@ fn rate_row(
     }
 }
 
-fn create_files(dir: &Path, names: &[String], body: &[u8]) -> anyhow::Result<()> {
+/// Runs `op` on every one of `names` in `dir` in turn (the small-file workloads), naming the
+/// file and what was done to it in the error.
+fn each_file<T>(
+    dir: &Path,
+    names: &[String],
+    what: &str,
+    op: impl Fn(&Path) -> std::io::Result<T>,
+) -> anyhow::Result<()> {
     for name in names {
-        std::fs::write(dir.join(name), body).with_context(|| format!("write {name}"))?;
+        op(&dir.join(name)).with_context(|| format!("{what} {name}"))?;
     }
     Ok(())
+}
+
+fn create_files(dir: &Path, names: &[String], body: &[u8]) -> anyhow::Result<()> {
+    each_file(dir, names, "write", |p| std::fs::write(p, body))
 }
 
 /// W5: create, write 4 KiB, close, for each small file (each close publishes on the mount).
@@ -361,10 +372,7 @@ pub fn w5(ctx: &Ctx) -> anyhow::Result<Row> {
 }
 
 fn stat_files(dir: &Path, names: &[String]) -> anyhow::Result<()> {
-    for name in names {
-        std::fs::metadata(dir.join(name)).with_context(|| format!("stat {name}"))?;
-    }
-    Ok(())
+    each_file(dir, names, "stat", |p| std::fs::metadata(p))
 }
 
 /// W6: `stat` of every small file, warm (one untimed pass first). Needs W5's files.
@@ -394,10 +402,7 @@ pub fn w6(ctx: &Ctx) -> anyhow::Result<Row> {
 }
 
 fn read_files(dir: &Path, names: &[String]) -> anyhow::Result<()> {
-    for name in names {
-        std::fs::read(dir.join(name)).with_context(|| format!("read {name}"))?;
-    }
-    Ok(())
+    each_file(dir, names, "read", |p| std::fs::read(p))
 }
 
 /// W7: open, read, close of every small file the mount wrote (so all are cached): must not
@@ -430,10 +435,7 @@ pub fn w7(ctx: &Ctx) -> anyhow::Result<Row> {
 }
 
 fn unlink_files(dir: &Path, names: &[String]) -> anyhow::Result<()> {
-    for name in names {
-        std::fs::remove_file(dir.join(name)).with_context(|| format!("unlink {name}"))?;
-    }
-    Ok(())
+    each_file(dir, names, "unlink", |p| std::fs::remove_file(p))
 }
 
 /// W8: unlink of every small file, one set per run. Needs W5's files.
