@@ -32,18 +32,13 @@ pub struct Adapter {
 }
 
 impl Adapter {
-    /// An adapter running `fs` on `rt`, telling the kernel to cache attributes for `ttl`
-    /// and names for `entry_ttl`.
-    pub fn new(
-        fs: Arc<DfsFs>,
-        rt: tokio::runtime::Handle,
-        ttl: Duration,
-        entry_ttl: Duration,
-    ) -> Adapter {
+    /// An adapter running `fs` on `rt`, telling the kernel to cache attributes for `fs`'s
+    /// `attr_timeout` and names for `entry_ttl`.
+    pub fn new(fs: Arc<DfsFs>, rt: tokio::runtime::Handle, entry_ttl: Duration) -> Adapter {
         Adapter {
+            ttl: fs.attr_timeout(),
             fs,
             rt,
-            ttl,
             entry_ttl,
             inflight: Arc::new(AtomicUsize::new(0)),
             pt: Arc::new(Passthrough::new(false)),

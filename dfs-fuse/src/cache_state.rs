@@ -43,8 +43,7 @@ pub fn previous_is_trusted(root: &Path) -> bool {
 /// Records, durably, that a mount now runs on `root` under this boot. Call after the
 /// untrusted clean copies (if any) are gone and before the first download.
 pub fn mark_running(root: &Path) -> io::Result<()> {
-    let boot = boot_id().unwrap_or_else(|| "unknown".into());
-    write_durably(root, &format!("running {boot}\n"))
+    record(root, "running")
 }
 
 /// At unmount: flushes everything this mount wrote to the cache's filesystem, then records
@@ -55,15 +54,16 @@ pub fn mark_clean(root: &Path) -> io::Result<()> {
     if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
         return Err(io::Error::last_os_error());
     }
-    let boot = boot_id().unwrap_or_else(|| "unknown".into());
-    write_durably(root, &format!("clean {boot}\n"))
+    record(root, "clean")
 }
 
-/// Temp file, fsync, rename over the record, fsync the directory.
-fn write_durably(root: &Path, text: &str) -> io::Result<()> {
+/// Writes `<state> <boot id>` as the record, durably: temp file, fsync, rename over the
+/// record, fsync the directory.
+fn record(root: &Path, state: &str) -> io::Result<()> {
+    let boot = boot_id().unwrap_or_else(|| "unknown".into());
     let tmp = root.join(format!("{STATE_FILE}.tmp"));
     let mut file = File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
+    file.write_all(format!("{state} {boot}\n").as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&tmp, root.join(STATE_FILE))?;
     File::open(root)?.sync_all()

@@ -175,6 +175,12 @@ impl DfsFs {
         let _ = self.invalidator.set(f);
     }
 
+    /// How long the kernel may cache attributes: the TTL of every attribute reply, and the
+    /// age up to which `getattr` answers from an open's revalidation.
+    pub fn attr_timeout(&self) -> Duration {
+        self.config.attr_timeout
+    }
+
     /// The cache (for tests and the daemon's startup report).
     pub fn cache(&self) -> &Cache {
         &self.cache

@@ -102,13 +102,8 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
             cfg.mountpoint.display()
         );
     }
-    let adapter = Adapter::new(
-        fs.clone(),
-        runtime.handle().clone(),
-        cfg.attr_timeout,
-        cfg.entry_timeout,
-    )
-    .with_passthrough(cfg.kernel_passthrough);
+    let adapter = Adapter::new(fs.clone(), runtime.handle().clone(), cfg.entry_timeout)
+        .with_passthrough(cfg.kernel_passthrough);
     let inflight = adapter.inflight();
     let mut session = fuser::Session::new(adapter, &cfg.mountpoint, &fuser_config(&cfg))
         .with_context(|| {
