@@ -6,6 +6,7 @@ use crate::cache::{Cache, DirtyMeta};
 use crate::inodes::{ino_of, InodeTable, ROOT_INO};
 use crate::leases::Leases;
 use crate::remote::Remote;
+use crate::view::{Copy, Views};
 use crate::writer::{publish_errno, WriteInner, WriteState};
 use dashmap::DashMap;
 use dfs_proto::names::{
@@ -111,7 +112,15 @@ pub struct DfsFs {
     handles: DashMap<u64, Arc<Handle>>,
     dirs: DashMap<u64, Arc<Vec<DirItem>>>,
     writes: DashMap<u64, Slot>,
-    /// Last version the kernel was told about per inode, to notice changes at open.
+    /// The write state of each inode written here, readable without waiting: a slot is
+    /// locked while a state is created or wound up (which may take a whole upload), and
+    /// attributes and reads must never fall back to the published file meanwhile.
+    live: DashMap<u64, Arc<WriteState>>,
+    /// The local copy every descriptor of an open inode reads (one view per inode).
+    views: Views,
+    /// The version whose content the kernel's page cache may hold per inode: set only where
+    /// that cache is dropped or filled with that version (open, publish), so an open notices
+    /// when the kernel must forget its pages.
     versions: DashMap<u64, u64>,
     /// Attributes of regular files as the revalidation at their last open saw them (when,
     /// attributes, version), for the `fstat` that usually follows an open.
@@ -162,6 +171,8 @@ impl DfsFs {
             handles: DashMap::new(),
             dirs: DashMap::new(),
             writes: DashMap::new(),
+            live: DashMap::new(),
+            views: Views::new(),
             versions: DashMap::new(),
             opened_attrs: DashMap::new(),
             next_fh: AtomicU64::new(1),
@@ -189,6 +200,11 @@ impl DfsFs {
     /// The cluster clients.
     pub fn remote(&self) -> &Remote {
         &self.remote
+    }
+
+    /// The lease manager (tests of the publish counter).
+    pub fn leases(&self) -> &Leases {
+        &self.leases
     }
 
     /// Files currently open for writing on this mount.
@@ -221,7 +237,24 @@ impl DfsFs {
         let ino = ino_of(entry.id, &entry.path);
         self.table()
             .insert(parent, entry.path.name(), ino, entry.kind, counted);
-        self.versions.insert(ino, entry.version);
+        self.visible_attr(ino, entry)
+    }
+
+    /// What the kernel may be told about `entry`: a file written here shows its dirty file,
+    /// and a file open here on another version shows that copy, so that the kernel's one
+    /// size per inode always matches what reads of it return.
+    fn visible_attr(&self, ino: u64, entry: &Entry) -> FileAttr {
+        if entry.kind == EntryKind::File {
+            if let Some(ws) = self.write_state(ino) {
+                return self.attr_of_write(&ws);
+            }
+            if let Some(attr) = self
+                .views
+                .attr_unless(ino, Some(entry.version), self.config.owner)
+            {
+                return attr;
+            }
+        }
         attr_of(entry, self.config.owner)
     }
 
@@ -237,9 +270,18 @@ impl DfsFs {
     }
 
     fn write_state(&self, ino: u64) -> Option<Arc<WriteState>> {
-        let slot = self.writes.get(&ino)?.clone();
-        let guard = slot.try_lock().ok()?;
-        guard.clone()
+        self.live.get(&ino).map(|ws| ws.clone())
+    }
+
+    /// The local file a descriptor reads: the dirty file while the inode is written here,
+    /// else the inode's newest local copy (never a copy of its own: see [`crate::view`]).
+    fn file_for_read(&self, handle: &Handle) -> Arc<File> {
+        if let Some(ws) = self.write_state(handle.ino) {
+            return ws.file.clone();
+        }
+        self.views
+            .file(handle.ino)
+            .unwrap_or_else(|| handle.file.clone())
     }
 
     /// After the last close of a file, its write state lives on until the release (already
@@ -330,13 +372,23 @@ impl DfsFs {
         if let Some(attr) = self.getattr_local(ino) {
             return Ok(attr);
         }
-        let path = self.path_of(ino)?;
-        let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
-        if ino_of(entry.id, &entry.path) != ino {
-            return Err(Errno::ENOENT);
+        let owner = self.config.owner;
+        // An open file whose name is gone (here or elsewhere) keeps its attributes: the
+        // kernel asks for them on reads past its cached size, and ENOENT would fail the read.
+        let gone = || {
+            self.views
+                .attr_unless(ino, None, owner)
+                .ok_or(Errno::ENOENT)
+        };
+        let Ok(path) = self.path_of(ino) else {
+            return gone();
+        };
+        match self.remote.names.stat(&path).await {
+            Ok(entry) if ino_of(entry.id, &entry.path) == ino => Ok(self.visible_attr(ino, &entry)),
+            Ok(_) => gone(),
+            Err(err) if err.code == ErrorCode::NotFound => gone(),
+            Err(err) => Err(errno(&err)),
         }
-        self.versions.insert(ino, entry.version);
-        Ok(attr_of(&entry, self.config.owner))
     }
 
     /// `getattr` when it needs no request: a file this mount is writing (local attributes),
@@ -454,10 +506,7 @@ impl DfsFs {
         let mut items = Vec::with_capacity(entries.len());
         for entry in &entries {
             let e_ino = ino_of(entry.id, &entry.path);
-            let attr = match self.write_state(e_ino) {
-                Some(ws) => self.attr_of_write(&ws),
-                None => attr_of(entry, self.config.owner),
-            };
+            let attr = self.visible_attr(e_ino, entry);
             self.table()
                 .insert(ino, entry.path.name(), e_ino, entry.kind, false);
             items.push(DirItem {
@@ -528,12 +577,15 @@ impl DfsFs {
     }
 
     /// `unlink`: removes the name; open handles keep their local copy, and a file being
-    /// written here is not published any more.
+    /// written here is not published any more. Only the file the nameserver really removed
+    /// is marked: the name may have come to mean another file (renamed on another mount)
+    /// since this mount last looked it up, and that file's write must go on.
     pub async fn unlink(&self, parent: u64, name: &std::ffi::OsStr) -> Result<(), Errno> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let known = self.table().child(parent, path.name());
-        self.remote
+        let removed = self
+            .remote
             .names
             .unlink(&path)
             .await
@@ -541,12 +593,18 @@ impl DfsFs {
         self.table().remove_name(parent, path.name());
         if let Some(ino) = known {
             self.opened_attrs.remove(&ino);
-            if let Some(slot) = self.writes.get(&ino).map(|s| s.clone()) {
-                if let Some(ws) = slot.lock().await.as_ref() {
-                    ws.unlinked.store(true, Ordering::Release);
-                }
+        }
+        let removed = match removed.id {
+            Some(id) => Some((ino_of(id, &path), id)),
+            None => known.map(|ino| (ino, ino)),
+        };
+        if let Some((ino, id)) = removed {
+            self.opened_attrs.remove(&ino);
+            if let Some(ws) = self.write_state(ino) {
+                ws.unlinked.store(true, Ordering::Release);
             }
-            self.cache.drop_other_versions(ino, None);
+            // Descriptors still open keep the unlinked copy they read.
+            self.cache.drop_other_versions(id, None);
         }
         Ok(())
     }
@@ -600,20 +658,17 @@ impl DfsFs {
 
     /// Makes sure the clean copy of `entry`'s current version is cached; returns its path
     /// and whether it was already there.
-    async fn fetch(&self, entry: &Entry) -> Result<(PathBuf, bool), Errno> {
+    async fn fetch(&self, entry: &Entry) -> Result<(PathBuf, bool), ApiError> {
         if let Some(path) = self.cache.lookup(entry.id, entry.version) {
             return Ok((path, true));
         }
         let tmp = self.cache.temp_path();
         if let Err(err) = self.remote.download(entry, &tmp).await {
             let _ = std::fs::remove_file(&tmp);
-            return Err(errno(&err));
+            return Err(err);
         }
         self.cache.drop_other_versions(entry.id, None);
-        let path = self
-            .cache
-            .insert(entry.id, entry.version, &tmp)
-            .map_err(|e| io_errno(&e))?;
+        let path = self.cache.insert(entry.id, entry.version, &tmp)?;
         Ok((path, false))
     }
 
@@ -627,6 +682,8 @@ impl DfsFs {
         self.settle(ino).await;
         if let Some(ws) = self.write_state(ino) {
             // Another handle here is writing: read what it wrote, like a local file.
+            let base = ws.base_copy();
+            self.views.hold(ino, || base);
             let fh = self.add_handle(Handle {
                 ino,
                 file: ws.file.clone(),
@@ -640,15 +697,24 @@ impl DfsFs {
             });
         }
         let path = self.path_of(ino)?;
-        let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
-        self.check_same_file(ino, &entry)?;
+        let (entry, clean, was_cached) = self.revalidate(ino, &path).await?;
         let seen = (
             Instant::now(),
             attr_of(&entry, self.config.owner),
             entry.version,
         );
-        let (clean, was_cached) = self.fetch(&entry).await?;
-        let file = File::open(&clean).map_err(|e| io_errno(&e))?;
+        let file = Arc::new(File::open(&clean).map_err(|e| io_errno(&e))?);
+        // Every descriptor of the inode moves to this copy before the kernel is told to drop
+        // its pages, so no read refills them from an older copy afterwards.
+        self.views.open_newest(
+            ino,
+            Copy {
+                file: file.clone(),
+                version: entry.version,
+                mode: entry.mode,
+                mtime_ns: entry.mtime_ns,
+            },
+        );
         let changed = self
             .versions
             .insert(ino, entry.version)
@@ -661,7 +727,7 @@ impl DfsFs {
         self.opened_attrs.insert(ino, seen);
         let fh = self.add_handle(Handle {
             ino,
-            file: Arc::new(file),
+            file,
             write: None,
             writable: false,
             append: false,
@@ -670,6 +736,25 @@ impl DfsFs {
             fh,
             keep_cache: was_cached && !changed,
         })
+    }
+
+    /// Asks for the current version of `path` and makes sure it is cached. A version whose
+    /// every copy is gone (deleted right after a newer publish) is asked for again: the
+    /// file exists, only the version this open first saw does not any more.
+    async fn revalidate(&self, ino: u64, path: &DfsPath) -> Result<(Entry, PathBuf, bool), Errno> {
+        let mut attempt = 0;
+        loop {
+            let entry = self.remote.names.stat(path).await.map_err(|e| errno(&e))?;
+            self.check_same_file(ino, &entry)?;
+            match self.fetch(&entry).await {
+                Ok((clean, cached)) => return Ok((entry, clean, cached)),
+                Err(err) if err.code == ErrorCode::NotFound && attempt < 3 => {
+                    attempt += 1;
+                    tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
+                }
+                Err(err) => return Err(errno(&err)),
+            }
+        }
     }
 
     fn check_same_file(&self, ino: u64, entry: &Entry) -> Result<(), Errno> {
@@ -804,7 +889,7 @@ impl DfsFs {
                 Ok((p, _)) => Some(p),
                 Err(e) => {
                     lease.release(&self.leases).await;
-                    return Err(e);
+                    return Err(errno(&e));
                 }
             }
         };
@@ -856,6 +941,7 @@ impl DfsFs {
         });
         tracing::debug!(%path, ino, token = ws.meta.token, base = entry.version, size = entry.size, "write state created");
         *guard = Some(ws.clone());
+        self.live.insert(ino, ws.clone());
         self.open_writers.fetch_add(1, Ordering::Relaxed);
         // Joined before the slot is unlocked: a state without handles means "being released".
         let joined = self
@@ -887,6 +973,7 @@ impl DfsFs {
             }
         }
         ws.handles.fetch_add(1, Ordering::AcqRel);
+        self.views.hold(ws.ino, || ws.base_copy());
         let fh = self.add_handle(Handle {
             ino: ws.ino,
             file: ws.file.clone(),
@@ -903,10 +990,11 @@ impl DfsFs {
     /// `read`: from the local copy.
     pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
         let handle = self.handle(fh)?;
+        let file = self.file_for_read(&handle);
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
-            match handle.file.read_at(&mut buf[done..], offset + done as u64) {
+            match file.read_at(&mut buf[done..], offset + done as u64) {
                 Ok(0) => break,
                 Ok(n) => done += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1004,6 +1092,7 @@ impl DfsFs {
     /// joining the old state (whose lease may be gone and whose base may be stale).
     pub fn release_begin(&self, fh: u64) -> Option<Arc<WriteState>> {
         let (_, handle) = self.handles.remove(&fh)?;
+        self.views.release(handle.ino);
         let (Some(ws), true) = (&handle.write, handle.writable) else {
             return None;
         };
@@ -1048,6 +1137,8 @@ impl DfsFs {
         } else {
             match inner.published {
                 Some(version) => {
+                    // Descriptors still open here read what was just published.
+                    self.views.replace(ws.ino, ws.copy_as(version));
                     if let Err(err) = self.cache.promote_dirty(&ws.meta, version) {
                         tracing::warn!(%err, "could not keep the published file in the cache");
                         self.cache.discard_dirty(&ws.meta);
@@ -1057,6 +1148,9 @@ impl DfsFs {
             }
         }
         if published.is_err() {
+            // Descriptors still open keep reading the content they saw (with its own size);
+            // the next open starts again from the published version.
+            self.views.replace(ws.ino, ws.copy_as(UNKNOWN_VERSION));
             // The kernel still caches the unpublished size and pages: make the next open see
             // a changed version so it drops them and rereads the published one.
             self.versions.insert(ws.ino, UNKNOWN_VERSION);
@@ -1065,6 +1159,7 @@ impl DfsFs {
             }
         }
         *guard = None;
+        self.live.remove(&ws.ino);
         drop(inner);
         drop(guard);
         drop(slot);

@@ -7,8 +7,9 @@
 use crate::remote::Remote;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
@@ -69,9 +70,17 @@ pub struct Leases {
     remote: Arc<Remote>,
     session: String,
     lock_wait: Duration,
-    /// Publish counter shared by every write of this mount (low bits of versions).
-    seq: std::sync::atomic::AtomicU64,
+    /// Publishes made under each recent token: the low bits of versions.
+    seqs: Mutex<BTreeMap<u64, u64>>,
 }
+
+/// Publishes one token can carry: versions are `token << 20 | seq` with `seq` in 1..2^20.
+pub const SEQ_LIMIT: u64 = 0xF_FFFF;
+
+/// Tokens whose publish counts are remembered. Tokens only grow, and a token comes back to
+/// this mount only while its lease is still live (a release that did not get through), so
+/// the oldest of this many are long given back.
+const KEPT_TOKENS: usize = 4096;
 
 impl Leases {
     /// A lease manager for this mount; `session` names the mount at the lockserver.
@@ -80,19 +89,35 @@ impl Leases {
             remote,
             session,
             lock_wait,
-            seq: std::sync::atomic::AtomicU64::new(0),
+            seqs: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The next publish sequence number of this mount, never 0. Versions are
-    /// `token << 20 | seq`, so one token may carry 2^20 - 1 publishes before a collision.
-    pub fn next_seq(&self) -> u64 {
-        loop {
-            let seq = self.seq.fetch_add(1, Ordering::Relaxed).wrapping_add(1) & 0xF_FFFF;
-            if seq != 0 {
-                return seq;
-            }
+    /// The next publish sequence number under `token`, never 0, or `None` once the token
+    /// carried [`SEQ_LIMIT`] publishes: a counter that wrapped would build a version that is
+    /// not newer than the current one (a spurious ESTALE), so the writer takes a new token.
+    /// Counted per token, not per write: the lockserver hands a session its still-live lease
+    /// back (same token) after a release that did not get through, and a second write under
+    /// that token must not reuse a version the first one already uploaded.
+    pub fn next_seq(&self, token: u64) -> Option<u64> {
+        let mut seqs = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = seqs.entry(token).or_insert(0);
+        if *seq >= SEQ_LIMIT {
+            return None;
         }
+        *seq += 1;
+        let next = *seq;
+        while seqs.len() > KEPT_TOKENS {
+            seqs.pop_first();
+        }
+        Some(next)
+    }
+
+    /// Marks `token`'s publishes as used up to `seq` (tests of the token change).
+    #[doc(hidden)]
+    pub fn set_seq(&self, token: u64, seq: u64) {
+        let mut seqs = self.seqs.lock().unwrap_or_else(|e| e.into_inner());
+        seqs.insert(token, seq);
     }
 
     /// A session name unique to this mount process: host, pid and a random part.

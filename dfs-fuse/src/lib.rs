@@ -16,4 +16,5 @@ pub mod options;
 pub mod passthrough;
 pub mod remote;
 pub mod session;
+pub mod view;
 pub mod writer;

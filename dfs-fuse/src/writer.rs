@@ -8,6 +8,7 @@
 use crate::cache::{Cache, DirtyMeta};
 use crate::leases::{HeldLease, Leases};
 use crate::remote::Remote;
+use crate::view::Copy;
 use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, Version};
 use std::fs::File;
@@ -76,7 +77,9 @@ pub struct WriteState {
 /// Maps a server error at publish time to what close(2) returns.
 pub fn publish_errno(err: &ApiError) -> i32 {
     match err.code {
-        ErrorCode::Stale | ErrorCode::Fenced => libc::ESTALE,
+        // NotFound: the file was removed on another mount while written here (the publish
+        // follows the file, not its name, so only a removal loses its target).
+        ErrorCode::Stale | ErrorCode::Fenced | ErrorCode::NotFound => libc::ESTALE,
         ErrorCode::NoSpace => libc::ENOSPC,
         _ => libc::EIO,
     }
@@ -134,6 +137,28 @@ impl Content {
 }
 
 impl WriteState {
+    /// The dirty file as the inode's view (see [`crate::view`]) for descriptors that open
+    /// while it is written: what they read once the write is wound up.
+    pub fn base_copy(&self) -> Copy {
+        self.copy_as(self.meta.base_version)
+    }
+
+    /// The dirty file as the view of `version` (published, or unknown after a failure).
+    pub fn copy_as(&self, version: Version) -> Copy {
+        let mtime_ns = self
+            .file
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .map_or(0, crate::attr::ns_of);
+        Copy {
+            file: self.file.clone(),
+            version,
+            mode: self.mode,
+            mtime_ns,
+        }
+    }
+
     /// Size and mtime of the dirty file, for attributes while writing.
     pub fn local_size(&self) -> u64 {
         self.file.metadata().map(|m| m.len()).unwrap_or(0)
@@ -214,12 +239,23 @@ impl WriteState {
         leases: &Leases,
         remote: &Remote,
     ) -> Result<(), ApiError> {
-        let lease = self.ensure_lease(inner, path, leases, remote).await?;
+        let mut lease = self.ensure_lease(inner, path, leases, remote).await?;
         let content = Content::read(&self.data_path).await?;
-        // Not a per-write counter: the lockserver hands a session its still-live lease back
-        // (same token) after a release that did not get through, and a second write under
-        // that token must not reuse a version the first one already uploaded.
-        inner.seq = leases.next_seq();
+        inner.seq = match leases.next_seq(lease.token) {
+            Some(seq) => seq,
+            None => {
+                // This token's versions are used up: give it back and take a new one (the
+                // re-take checks that nobody published in between).
+                tracing::info!(%path, token = lease.token, "publish counter of this lease used up; taking a new lease");
+                if let Some(old) = inner.lease.take() {
+                    old.release(leases).await;
+                }
+                lease = self.ensure_lease(inner, path, leases, remote).await?;
+                leases.next_seq(lease.token).ok_or_else(|| {
+                    ApiError::unavailable("the lockserver handed back a used-up lease")
+                })?
+            }
+        };
         let version = version_for(lease.token, inner.seq);
         let (servers, size, checksum) = if content.size() > 0 {
             let stored = remote

@@ -213,3 +213,224 @@ fn second_writer_is_busy_and_a_fenced_writer_keeps_its_changes() {
         fs_b.release(r.fh).await;
     });
 }
+
+const READ: OpenMode = OpenMode {
+    write: false,
+    truncate: false,
+    append: false,
+};
+
+/// Creates `name` in the root with `content`, published; returns its inode.
+async fn put(fs: &DfsFs, name: &str, content: &[u8]) -> u64 {
+    let (attr, o) = fs
+        .create(
+            ROOT_INO,
+            OsStr::new(name),
+            0o644,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+        )
+        .await
+        .unwrap();
+    fs.write(o.fh, 0, content).await.unwrap();
+    futures_release(fs, o.fh).await;
+    attr.ino.0
+}
+
+async fn read_all(fs: &DfsFs, fh: u64) -> Vec<u8> {
+    fs.read(fh, 0, 1 << 20).await.unwrap()
+}
+
+/// Issue 10, items 1-4 at the filesystem layer: every descriptor of a file on one mount reads
+/// the newest local copy, so an older reader can never feed the kernel's shared page cache
+/// with a superseded version, and the size the kernel is told matches what reads return.
+#[test]
+fn every_descriptor_of_a_file_reads_the_newest_local_copy() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, _) = new_fs(&cluster, &tmp.path().join("a"));
+    let (fs_b, _) = new_fs(&cluster, &tmp.path().join("b"));
+    cluster.block_on(async {
+        let ino = put(&fs, "f", b"v1").await;
+        let old = fs.open(ino, READ).await.unwrap();
+        assert_eq!(read_all(&fs, old.fh).await, b"v1");
+
+        // Another mount publishes a longer version; a new open here moves the old reader too.
+        let b_ino = fs_b.lookup(ROOT_INO, OsStr::new("f")).await.unwrap().ino.0;
+        let w = fs_b.open(b_ino, WRITE).await.unwrap();
+        fs_b.write(w.fh, 0, b"version two").await.unwrap();
+        futures_release(&fs_b, w.fh).await;
+        // Until then the old reader's size is what the kernel is told (reads return it).
+        assert_eq!(fs.getattr(ino).await.unwrap().size, 2);
+        let new = fs.open(ino, READ).await.unwrap();
+        assert!(!new.keep_cache, "a new version drops the kernel's pages");
+        assert_eq!(read_all(&fs, new.fh).await, b"version two");
+        assert_eq!(read_all(&fs, old.fh).await, b"version two");
+        assert_eq!(fs.getattr(ino).await.unwrap().size, 11);
+
+        // A writer on this mount: every descriptor reads the dirty file, also after publish.
+        let w = fs.open(ino, WRITE).await.unwrap();
+        fs.write(w.fh, 11, b", extended").await.unwrap();
+        assert_eq!(read_all(&fs, old.fh).await, b"version two, extended");
+        futures_release(&fs, w.fh).await;
+        assert_eq!(read_all(&fs, old.fh).await, b"version two, extended");
+        assert_eq!(fs.getattr(ino).await.unwrap().size, 21);
+        let rdwr = fs.open(ino, WRITE).await.unwrap();
+        assert_eq!(read_all(&fs, rdwr.fh).await, b"version two, extended");
+        futures_release(&fs, rdwr.fh).await;
+        fs.release(old.fh).await;
+        fs.release(new.fh).await;
+    });
+}
+
+/// Issue 10, item 10: a descriptor of a file removed (here or on another mount) keeps its
+/// attributes and its content until it is closed.
+#[test]
+fn an_open_file_removed_elsewhere_stays_readable() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, _) = new_fs(&cluster, &tmp.path().join("a"));
+    let (fs_b, _) = new_fs(&cluster, &tmp.path().join("b"));
+    cluster.block_on(async {
+        let ino = put(&fs, "gone", b"still here").await;
+        let r = fs.open(ino, READ).await.unwrap();
+        fs_b.lookup(ROOT_INO, OsStr::new("gone")).await.unwrap();
+        fs_b.unlink(ROOT_INO, OsStr::new("gone")).await.unwrap();
+        // Past the open's own answer (attributes may lag by attr_timeout).
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let attr = fs.getattr(ino).await.unwrap();
+        assert_eq!((attr.size, attr.nlink), (10, 0));
+        assert_eq!(read_all(&fs, r.fh).await, b"still here");
+
+        let ino = put(&fs, "here", b"local unlink").await;
+        let r2 = fs.open(ino, READ).await.unwrap();
+        fs.unlink(ROOT_INO, OsStr::new("here")).await.unwrap();
+        assert_eq!(fs.getattr(ino).await.unwrap().nlink, 0);
+        assert_eq!(read_all(&fs, r2.fh).await, b"local unlink");
+        fs.release(r.fh).await;
+        fs.release(r2.fh).await;
+        assert_eq!(fs.getattr(ino).await.unwrap_err(), fuser::Errno::ENOENT);
+    });
+}
+
+/// Issue 10, items 7 and 10: a write follows its file, not its name. Renamed on another
+/// mount, it is published under the new name; removed there, close fails with ESTALE and
+/// the bytes are kept; and an unlink here of a name that came to mean another file stops
+/// only that file.
+#[test]
+fn a_write_follows_its_file_not_its_name() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, _) = new_fs(&cluster, &tmp.path().join("a"));
+    let (fs_b, _) = new_fs(&cluster, &tmp.path().join("b"));
+    let stat = |fs: &DfsFs, p: &str| {
+        let path = DfsPath::parse(p).unwrap();
+        let names = fs.remote().names.clone();
+        async move { names.stat(&path).await }
+    };
+    cluster.block_on(async {
+        // Renamed elsewhere while written here.
+        let ino = put(&fs, "x", b"old").await;
+        let w = fs.open(ino, WRITE).await.unwrap();
+        fs.write(w.fh, 0, b"new content").await.unwrap();
+        fs_b.lookup(ROOT_INO, OsStr::new("x")).await.unwrap();
+        fs_b.rename(
+            ROOT_INO,
+            OsStr::new("x"),
+            ROOT_INO,
+            OsStr::new("x.moved"),
+            false,
+        )
+        .await
+        .unwrap();
+        futures_release(&fs, w.fh).await;
+        assert_eq!(stat(&fs_b, "/x.moved").await.unwrap().size, 11);
+
+        // Item 7: B moves the file away and another onto its name; A unlinks "its" name.
+        let ino = put(&fs, "y", b"old").await;
+        put(&fs_b, "other", b"someone else's").await;
+        let w = fs.open(ino, WRITE).await.unwrap();
+        fs.write(w.fh, 0, b"mine").await.unwrap();
+        fs_b.lookup(ROOT_INO, OsStr::new("y")).await.unwrap();
+        fs_b.rename(
+            ROOT_INO,
+            OsStr::new("y"),
+            ROOT_INO,
+            OsStr::new("y.moved"),
+            false,
+        )
+        .await
+        .unwrap();
+        fs_b.rename(
+            ROOT_INO,
+            OsStr::new("other"),
+            ROOT_INO,
+            OsStr::new("y"),
+            false,
+        )
+        .await
+        .unwrap();
+        fs.unlink(ROOT_INO, OsStr::new("y")).await.unwrap();
+        futures_release(&fs, w.fh).await;
+        let moved = stat(&fs, "/y.moved").await.unwrap();
+        assert_eq!(
+            moved.size, 4,
+            "A's bytes published under the file's new name"
+        );
+        assert!(stat(&fs, "/y").await.is_err(), "the other file was removed");
+
+        // Removed on another mount: ESTALE, the bytes kept in dirty/.
+        let ino = put(&fs, "z", b"old").await;
+        let w = fs.open(ino, WRITE).await.unwrap();
+        fs.write(w.fh, 0, b"keep me").await.unwrap();
+        fs_b.lookup(ROOT_INO, OsStr::new("z")).await.unwrap();
+        fs_b.unlink(ROOT_INO, OsStr::new("z")).await.unwrap();
+        assert_eq!(fs.flush(w.fh).await.unwrap_err(), fuser::Errno::ESTALE);
+        fs.release(w.fh).await;
+        let kept: Vec<_> = fs
+            .cache()
+            .leftover_dirty()
+            .into_iter()
+            .map(|(p, _)| std::fs::read(p).unwrap())
+            .collect();
+        assert!(kept.contains(&b"keep me".to_vec()), "kept: {kept:?}");
+    });
+}
+
+/// Issue 10, item 13: a lease whose publish counter is used up is exchanged for a new one
+/// instead of building a version that wrapped (a spurious ESTALE).
+#[test]
+fn a_used_up_publish_counter_takes_a_new_lease() {
+    let cluster = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, session) = new_fs(&cluster, &tmp.path().join("a"));
+    cluster.block_on(async {
+        let ino = put(&fs, "busy", b"1").await;
+        let w = fs.open(ino, WRITE).await.unwrap();
+        let locks = LockClient::new(&cluster.lockserver);
+        let token = locks
+            .list()
+            .await
+            .unwrap()
+            .leases
+            .iter()
+            .find(|l| l.client == session)
+            .unwrap()
+            .token;
+        fs.leases().set_seq(token, dfs_fuse::leases::SEQ_LIMIT);
+        fs.write(w.fh, 0, b"2").await.unwrap();
+        fs.flush(w.fh).await.unwrap();
+        fs.write(w.fh, 0, b"3").await.unwrap();
+        fs.flush(w.fh).await.unwrap();
+        fs.release(w.fh).await;
+        let entry = fs
+            .remote()
+            .names
+            .stat(&DfsPath::parse("/busy").unwrap())
+            .await
+            .unwrap();
+        assert!(entry.version >> 20 > token, "published under a newer token");
+        let r = fs.open(ino, READ).await.unwrap();
+        assert_eq!(read_all(&fs, r.fh).await, b"3");
+        fs.release(r.fh).await;
+    });
+}

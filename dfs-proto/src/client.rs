@@ -187,11 +187,10 @@ impl NameClient {
     }
 
     /// Removes a file.
-    pub async fn unlink(&self, path: &DfsPath) -> Result<(), ApiError> {
+    pub async fn unlink(&self, path: &DfsPath) -> Result<UnlinkResponse, ApiError> {
         self.api
-            .post::<_, serde_json::Value>("/v1/meta/unlink", &PathRequest { path: path.clone() })
+            .post("/v1/meta/unlink", &PathRequest { path: path.clone() })
             .await
-            .map(drop)
     }
 
     /// Renames a file or directory atomically.

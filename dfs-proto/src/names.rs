@@ -56,6 +56,16 @@ pub struct PathRequest {
     pub path: DfsPath,
 }
 
+/// Answer of `POST /v1/meta/unlink`: which file the name referred to when it was removed, so
+/// a mount that knew another file under that name (renamed on another mount meanwhile)
+/// stops only the write of the file really removed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct UnlinkResponse {
+    /// Id of the removed file (absent from servers older than this field).
+    #[serde(default)]
+    pub id: Option<FileId>,
+}
+
 /// Query of `GET /v1/meta/list`: one page of a directory, in name order.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ListQuery {

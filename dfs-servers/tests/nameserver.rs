@@ -414,13 +414,27 @@ async fn open_write_and_publish_fencing_and_idempotence() {
     let empty = c.publish(&pubreq(&e2, 9, 2, b"", &[])).await.unwrap();
     assert_eq!((empty.size, empty.version), (0, version_for(9, 2)));
 
-    // The path now holds another file, or is gone.
+    // A publish follows its file id, not the path: a file that no longer exists is
+    // `not_found` (the writer's close reports ESTALE); a renamed one is published under its
+    // new name.
     let mut wrong_id = pubreq(&empty, 9, 3, b"x", &["fa"]);
     wrong_id.file_id += 1000;
-    assert_eq!(code(c.publish(&wrong_id).await), ErrorCode::Stale);
-    c.unlink(&p("/f")).await.unwrap();
+    assert_eq!(code(c.publish(&wrong_id).await), ErrorCode::NotFound);
+    c.rename(&RenameRequest {
+        from: p("/f"),
+        to: p("/f2"),
+        no_replace: false,
+    })
+    .await
+    .unwrap();
+    let moved = c
+        .publish(&pubreq(&empty, 9, 3, b"x", &["fa"]))
+        .await
+        .unwrap();
+    assert_eq!((moved.path.to_string(), moved.size), ("/f2".to_string(), 1));
+    c.unlink(&p("/f2")).await.unwrap();
     assert_eq!(
-        code(c.publish(&pubreq(&empty, 9, 3, b"x", &["fa"])).await),
+        code(c.publish(&pubreq(&moved, 9, 4, b"y", &["fa"])).await),
         ErrorCode::NotFound
     );
 

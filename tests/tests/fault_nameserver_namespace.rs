@@ -200,7 +200,7 @@ async fn send(c: &NameClient, op: &Op) -> Result<Option<Entry>, ApiError> {
             })
             .await
             .map(Some),
-        Op::Unlink(p) => c.unlink(&path(p)).await.map(|()| None),
+        Op::Unlink(p) => c.unlink(&path(p)).await.map(|_| None),
         Op::Rmdir(p) => c.rmdir(&path(p)).await.map(|()| None),
         Op::SetAttr(p, mode, mtime) => c
             .setattr(&SetAttrRequest {

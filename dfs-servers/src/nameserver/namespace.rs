@@ -226,8 +226,14 @@ fn create_file(
     Ok((id, node))
 }
 
-/// Removes a file; returns the blobs that became garbage.
-pub fn unlink(t: &mut WriteTables<'_>, path: &DfsPath, now: i64) -> Result<Vec<Garbage>, ApiError> {
+/// Removes a file; returns its id (so a mount marks only the write of the file that was
+/// really removed, not whatever it last knew under that name) and the blobs that became
+/// garbage.
+pub fn unlink(
+    t: &mut WriteTables<'_>,
+    path: &DfsPath,
+    now: i64,
+) -> Result<(FileId, Vec<Garbage>), ApiError> {
     if path.is_root() {
         return Err(err(ErrorCode::IsDirectory, "/ is a directory".into()));
     }
@@ -243,7 +249,7 @@ pub fn unlink(t: &mut WriteTables<'_>, path: &DfsPath, now: i64) -> Result<Vec<G
     t.remove_child(pid, path.name())?;
     t.remove_node(id)?;
     touch_dir(t, pid, parent, now)?;
-    Ok(garbage_of(id, &node))
+    Ok((id, garbage_of(id, &node)))
 }
 
 /// Renames atomically (files and whole directory trees); returns the moved entry and the blobs
@@ -364,50 +370,57 @@ pub fn open_write(
     Ok((id, node))
 }
 
-/// Makes an uploaded version current, atomically; returns the node and the blobs of the
-/// replaced version. `known` says whether a server id is registered.
+/// Finds a file by id, wherever it is now: a publish follows its file, not the name it was
+/// opened under, so a rename on another mount while it is written does not lose the write.
+pub fn resolve_id(r: &impl Read, id: FileId) -> Result<(Node, DfsPath), ApiError> {
+    let node = r.node(id)?.ok_or_else(|| {
+        err(
+            ErrorCode::NotFound,
+            format!("file {id} was removed while it was written"),
+        )
+    })?;
+    let path = path_of(r, id, &node)?;
+    Ok((node, path))
+}
+
+/// Makes an uploaded version current, atomically; returns the node, its current path and
+/// the blobs of the replaced version. The file is found by `req.file_id` (the path is only
+/// informational), so it is published under its current name. `known` says whether a
+/// server id is registered.
 pub fn publish(
     t: &mut WriteTables<'_>,
     req: &PublishRequest,
     min_replicas: u32,
     known: impl Fn(&str) -> bool,
     now: i64,
-) -> Result<(FileId, Node, Vec<Garbage>), ApiError> {
-    let (id, mut node) = resolve(t, &req.path)?;
+) -> Result<(FileId, Node, DfsPath, Vec<Garbage>), ApiError> {
+    let id = req.file_id;
+    let (mut node, path) = resolve_id(t, id)?;
     if node.kind == EntryKind::Dir {
         return Err(err(
             ErrorCode::IsDirectory,
-            format!("{} is a directory", req.path),
-        ));
-    }
-    if id != req.file_id {
-        return Err(err(
-            ErrorCode::Stale,
-            format!(
-                "{} now holds another file (id {id}, not {})",
-                req.path, req.file_id
-            ),
+            format!("{path} is a directory"),
         ));
     }
     if req.token < node.token {
         return Err(err(
             ErrorCode::Fenced,
             format!(
-                "token {} is lower than {} already seen for {}",
-                req.token, node.token, req.path
+                "token {} is lower than {} already seen for {path}",
+                req.token, node.token
             ),
         ));
     }
     if node.version == req.version && node.checksum == req.checksum && node.size == req.size {
         // A retry of a publish whose reply was lost: exactly one version exists.
-        return Ok((id, node, Vec::new()));
+        return Ok((id, node, path, Vec::new()));
     }
     if req.base_version != node.version {
         return Err(err(
             ErrorCode::Stale,
             format!(
-                "base version {} of {} is not current (now {})",
-                req.base_version, req.path, node.version
+                "base version {} of {path} is not current (now {})",
+                req.base_version, node.version
             ),
         ));
     }
@@ -415,8 +428,8 @@ pub fn publish(
         return Err(err(
             ErrorCode::Stale,
             format!(
-                "version {} of {} is not newer than the current {}",
-                req.version, req.path, node.version
+                "version {} of {path} is not newer than the current {}",
+                req.version, node.version
             ),
         ));
     }
@@ -450,7 +463,7 @@ pub fn publish(
     node.mtime_ns = req.mtime_ns.unwrap_or(now);
     node.token = node.token.max(req.token);
     t.put_node(id, &node)?;
-    Ok((id, node, garbage))
+    Ok((id, node, path, garbage))
 }
 
 /// One page of a directory, in name order; `next_after` is set when more may follow.

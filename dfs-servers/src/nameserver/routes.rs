@@ -135,13 +135,13 @@ async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<E
 async fn unlink(
     state: S,
     ApiJson(req): ApiJson<PathRequest>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<UnlinkResponse>, ApiError> {
     blocking(&state.0, move |s| {
-        let garbage = s
+        let (id, garbage) = s
             .store
             .write(|t| namespace::unlink(t, &req.path, now_ns()))?;
         s.discard(garbage);
-        Ok(Json(serde_json::json!({})))
+        Ok(Json(UnlinkResponse { id: Some(id) }))
     })
     .await
 }
@@ -187,18 +187,20 @@ async fn open_write(
 
 async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json<Entry>, ApiError> {
     blocking(&state.0, move |s| {
-        let (id, node, garbage) = s.store.write(|t| {
+        let (id, node, path, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
+            // The file's directory now, not the one it was opened in: it may have moved.
+            let (_, current) = namespace::resolve_id(t, req.file_id)?;
             // A directory that wants fewer copies than `min_replicas` lowers the minimum too,
             // or none of its files could ever be published.
             let wanted =
-                placement::replication_for(&t.dirmap()?, &req.path.parent(), s.config.replication);
+                placement::replication_for(&t.dirmap()?, &current.parent(), s.config.replication);
             let min = s.config.min_replicas.min(wanted);
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
         let locations = s.locations(&node.servers);
-        Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+        Ok(Json(namespace::entry(&path, id, &node, locations)))
     })
     .await
 }
