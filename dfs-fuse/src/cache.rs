@@ -326,6 +326,22 @@ impl Cache {
         Ok(data)
     }
 
+    /// Turns the clean copy of (id, `version`) into the dirty file of a writer, in place (a
+    /// rename: the same local file). Descriptors already reading that copy (and, with
+    /// passthrough, the kernel's one backing file of the inode) then go on with the file
+    /// being written, as on a local disk; nothing is copied.
+    pub fn adopt_dirty(&self, meta: &DirtyMeta, version: Version) -> io::Result<PathBuf> {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let clean = self.clean_path(meta.file_id, version);
+        let json = meta_json(meta)?;
+        self.index().remove((meta.file_id, version));
+        std::fs::rename(&clean, &data)?;
+        attach_meta(&data, &side, &json)?;
+        let size = std::fs::metadata(&data)?.len();
+        self.dirty_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(data)
+    }
+
     /// Records the last publish error in a dirty file's sidecar, for whoever recovers it.
     pub fn note_dirty_error(&self, meta: &DirtyMeta, error: &str) {
         let (_, side) = self.dirty_paths(meta.file_id, meta.token);

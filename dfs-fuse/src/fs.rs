@@ -155,6 +155,23 @@ fn lease_errno(err: &ApiError) -> Errno {
     }
 }
 
+/// Opens a local cache file for reading and writing.
+fn open_rw(path: &std::path::Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+}
+
+/// Whether an open file is the file at `path` (same device and inode).
+fn same_file(file: &File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
 fn name_str(name: &std::ffi::OsStr) -> Result<&str, Errno> {
     name.to_str().ok_or(Errno::EINVAL)
 }
@@ -703,7 +720,12 @@ impl DfsFs {
             attr_of(&entry, self.config.owner),
             entry.version,
         );
-        let file = Arc::new(File::open(&clean).map_err(|e| io_errno(&e))?);
+        // Read-write, so that a writer here can adopt it in place (see `adopt_view`), also
+        // as the kernel's passthrough backing file, which needs write access for writers.
+        let file = open_rw(&clean)
+            .or_else(|_| File::open(&clean))
+            .map_err(|e| io_errno(&e))?;
+        let file = Arc::new(file);
         // Every descriptor of the inode moves to this copy before the kernel is told to drop
         // its pages, so no read refills them from an older copy afterwards.
         self.views.open_newest(
@@ -882,34 +904,35 @@ impl DfsFs {
             token: lease.token,
             last_error: None,
         };
-        let base = if mode.truncate || entry.size == 0 {
-            None
-        } else {
-            match self.fetch(&entry).await {
-                Ok((p, _)) => Some(p),
-                Err(e) => {
-                    lease.release(&self.leases).await;
-                    return Err(errno(&e));
+        let (data_path, file) = match self.adopt_view(ino, &entry, &meta, mode.truncate) {
+            Some(adopted) => adopted,
+            None => {
+                let base = if mode.truncate || entry.size == 0 {
+                    None
+                } else {
+                    match self.fetch(&entry).await {
+                        Ok((p, _)) => Some(p),
+                        Err(e) => {
+                            lease.release(&self.leases).await;
+                            return Err(errno(&e));
+                        }
+                    }
+                };
+                let data_path = match self.cache.create_dirty(&meta, base.as_deref()) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        lease.release(&self.leases).await;
+                        return Err(io_errno(&e));
+                    }
+                };
+                match open_rw(&data_path) {
+                    Ok(f) => (data_path, Arc::new(f)),
+                    Err(e) => {
+                        lease.release(&self.leases).await;
+                        self.cache.discard_dirty(&meta);
+                        return Err(io_errno(&e));
+                    }
                 }
-            }
-        };
-        let data_path = match self.cache.create_dirty(&meta, base.as_deref()) {
-            Ok(p) => p,
-            Err(e) => {
-                lease.release(&self.leases).await;
-                return Err(io_errno(&e));
-            }
-        };
-        let file = match std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&data_path)
-        {
-            Ok(f) => f,
-            Err(e) => {
-                lease.release(&self.leases).await;
-                self.cache.discard_dirty(&meta);
-                return Err(io_errno(&e));
             }
         };
         let _ = file.set_modified(crate::attr::time_of(entry.mtime_ns));
@@ -922,7 +945,7 @@ impl DfsFs {
             file_id: entry.id,
             meta,
             data_path,
-            file: Arc::new(file),
+            file,
             handles: AtomicUsize::new(0),
             unlinked: AtomicBool::new(false),
             mode: entry.mode,
@@ -962,6 +985,37 @@ impl DfsFs {
         let mut opened = joined?;
         opened.keep_cache = false;
         Ok(opened)
+    }
+
+    /// When descriptors of `ino` are open on the clean copy of exactly the version a writer
+    /// starts from, that copy becomes the dirty file in place: they read the writes as on a
+    /// local disk, nothing is copied, and with passthrough the kernel's one backing file of
+    /// the inode stays the file every descriptor uses.
+    fn adopt_view(
+        &self,
+        ino: u64,
+        entry: &Entry,
+        meta: &DirtyMeta,
+        truncate: bool,
+    ) -> Option<(PathBuf, Arc<File>)> {
+        let file = self.views.file_of_version(ino, entry.version)?;
+        let clean = self.cache.lookup(entry.id, entry.version)?;
+        if !same_file(&file, &clean) {
+            return None;
+        }
+        let data_path = match self.cache.adopt_dirty(meta, entry.version) {
+            Ok(p) => p,
+            Err(err) => {
+                tracing::warn!(%err, "could not write the open copy in place; copying it");
+                return None;
+            }
+        };
+        if truncate {
+            if let Err(err) = file.set_len(0) {
+                tracing::warn!(%err, "truncating the adopted copy failed");
+            }
+        }
+        Some((data_path, file))
     }
 
     async fn join_write(&self, ws: Arc<WriteState>, mode: OpenMode) -> Result<Opened, Errno> {

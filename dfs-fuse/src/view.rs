@@ -112,6 +112,12 @@ impl Views {
         });
     }
 
+    /// The copy descriptors of `ino` read, when it is a copy of exactly `version`.
+    pub fn file_of_version(&self, ino: u64, version: u64) -> Option<Arc<File>> {
+        let v = self.map.get(&ino)?;
+        (v.version == version).then(|| v.file.clone())
+    }
+
     /// The copy descriptors of `ino` read, when it has open descriptors.
     pub fn file(&self, ino: u64) -> Option<Arc<File>> {
         self.map.get(&ino).map(|v| v.file.clone())
