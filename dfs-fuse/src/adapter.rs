@@ -106,6 +106,7 @@ impl Filesystem for Adapter {
                 && config.set_max_stack_depth(2).is_ok();
             tracing::info!(granted, "FUSE passthrough");
             self.pt.set_active(granted);
+            self.fs.set_in_place(granted);
         }
         Ok(())
     }

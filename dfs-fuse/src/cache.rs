@@ -342,6 +342,32 @@ impl Cache {
         Ok(data)
     }
 
+    /// Makes `file`, the open clean copy of (id, `old`), the clean copy of (id, `new`) in
+    /// place: the content of the cached `new` is copied into it and it takes that name. With
+    /// passthrough the kernel allows one backing file per inode for as long as any
+    /// descriptor is open, so a newer version must arrive in that same file.
+    pub fn replace_in_place(
+        &self,
+        id: FileId,
+        old: Version,
+        new: Version,
+        file: &File,
+    ) -> io::Result<()> {
+        let old_path = self.clean_path(id, old);
+        let new_path = self.clean_path(id, new);
+        let mut src = File::open(&new_path)?;
+        let len = src.metadata()?.len();
+        let mut dst = file;
+        io::Seek::seek(&mut dst, io::SeekFrom::Start(0))?;
+        io::copy(&mut src, &mut dst)?;
+        file.set_len(len)?;
+        std::fs::rename(&old_path, &new_path)?;
+        let mut index = self.index();
+        index.remove((id, old));
+        index.insert((id, new), len);
+        Ok(())
+    }
+
     /// Records the last publish error in a dirty file's sidecar, for whoever recovers it.
     pub fn note_dirty_error(&self, meta: &DirtyMeta, error: &str) {
         let (_, side) = self.dirty_paths(meta.file_id, meta.token);

@@ -127,6 +127,9 @@ pub struct DfsFs {
     opened_attrs: DashMap<u64, (Instant, FileAttr, u64)>,
     next_fh: AtomicU64,
     open_writers: AtomicUsize,
+    /// Newer versions arrive in the file open descriptors read, in place (passthrough: the
+    /// kernel keeps one backing file per inode while any descriptor is open).
+    in_place: AtomicBool,
     invalidator: OnceLock<Invalidator>,
 }
 
@@ -194,8 +197,15 @@ impl DfsFs {
             opened_attrs: DashMap::new(),
             next_fh: AtomicU64::new(1),
             open_writers: AtomicUsize::new(0),
+            in_place: AtomicBool::new(false),
             invalidator: OnceLock::new(),
         }
+    }
+
+    /// Makes newer versions arrive in the open copy in place (see [`DfsFs::refresh_in_place`]);
+    /// set when the kernel granted passthrough.
+    pub fn set_in_place(&self, on: bool) {
+        self.in_place.store(on, Ordering::Release);
     }
 
     /// Installs the kernel notifier used when a file changed elsewhere.
@@ -684,7 +694,11 @@ impl DfsFs {
             let _ = std::fs::remove_file(&tmp);
             return Err(err);
         }
-        self.cache.drop_other_versions(entry.id, None);
+        // An open copy that takes the new version in place keeps its name until then.
+        let ino = ino_of(entry.id, &entry.path);
+        if !(self.in_place.load(Ordering::Acquire) && self.views.current(ino).is_some()) {
+            self.cache.drop_other_versions(entry.id, None);
+        }
         let path = self.cache.insert(entry.id, entry.version, &tmp)?;
         Ok((path, false))
     }
@@ -715,6 +729,7 @@ impl DfsFs {
         }
         let path = self.path_of(ino)?;
         let (entry, clean, was_cached) = self.revalidate(ino, &path).await?;
+        let clean = self.refresh_in_place(ino, &entry).unwrap_or(clean);
         let seen = (
             Instant::now(),
             attr_of(&entry, self.config.owner),
@@ -758,6 +773,38 @@ impl DfsFs {
             fh,
             keep_cache: was_cached && !changed,
         })
+    }
+
+    /// With passthrough, a newer version than the one open descriptors read is copied into
+    /// their file in place, which then becomes its clean copy; returns that file's path.
+    /// A read running meanwhile may see part of each version (as with any in-place rewrite
+    /// of a local file); the plain path switches files between reads instead.
+    fn refresh_in_place(&self, ino: u64, entry: &Entry) -> Option<PathBuf> {
+        if !self.in_place.load(Ordering::Acquire) || self.write_state(ino).is_some() {
+            return None;
+        }
+        let (file, version) = self.views.current(ino)?;
+        if version == entry.version || version == UNKNOWN_VERSION {
+            return None;
+        }
+        let old = self.cache.clean_path(entry.id, version);
+        if !same_file(&file, &old) {
+            return None;
+        }
+        match self
+            .cache
+            .replace_in_place(entry.id, version, entry.version, &file)
+        {
+            Ok(()) => {
+                self.cache
+                    .drop_other_versions(entry.id, Some(entry.version));
+                Some(self.cache.clean_path(entry.id, entry.version))
+            }
+            Err(err) => {
+                tracing::warn!(%err, ino, "could not bring the open copy up to date in place");
+                None
+            }
+        }
     }
 
     /// Asks for the current version of `path` and makes sure it is cached. A version whose
@@ -904,6 +951,24 @@ impl DfsFs {
             token: lease.token,
             last_error: None,
         };
+        if self.in_place.load(Ordering::Acquire) && self.views.current(ino).is_some() {
+            if let Err(e) = self.fetch(&entry).await {
+                lease.release(&self.leases).await;
+                return Err(errno(&e));
+            }
+            let refreshed = self.refresh_in_place(ino, &entry).is_some();
+            if let (true, Some((file, _))) = (refreshed, self.views.current(ino)) {
+                self.views.replace(
+                    ino,
+                    Copy {
+                        file,
+                        version: entry.version,
+                        mode: entry.mode,
+                        mtime_ns: entry.mtime_ns,
+                    },
+                );
+            }
+        }
         let (data_path, file) = match self.adopt_view(ino, &entry, &meta, mode.truncate) {
             Some(adopted) => adopted,
             None => {

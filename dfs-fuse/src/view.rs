@@ -112,6 +112,11 @@ impl Views {
         });
     }
 
+    /// The copy descriptors of `ino` read and its version, when it has open descriptors.
+    pub fn current(&self, ino: u64) -> Option<(Arc<File>, u64)> {
+        self.map.get(&ino).map(|v| (v.file.clone(), v.version))
+    }
+
     /// The copy descriptors of `ino` read, when it is a copy of exactly `version`.
     pub fn file_of_version(&self, ino: u64, version: u64) -> Option<Arc<File>> {
         let v = self.map.get(&ino)?;
