@@ -87,6 +87,7 @@ impl SimpleClient {
                 token,
                 create: Some(0o644),
                 exclusive: false,
+                exclude: Vec::new(),
             })
             .await?;
         let base = opened.entry;

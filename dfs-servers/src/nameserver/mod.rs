@@ -33,8 +33,11 @@ pub struct Config {
     pub lockserver: Option<String>,
     /// Copies wanted per file.
     pub replication: u32,
-    /// Fewest acknowledged copies a publish accepts.
-    pub min_replicas: u32,
+    /// Fewest acknowledged copies a publish accepts. Unset (the default) means the file's
+    /// replication factor: `close()` returns 0 only once every wanted copy is durable.
+    /// Setting it lower is the operator's explicit trade of durability for availability
+    /// (docs/operations.md).
+    pub min_replicas: Option<u32>,
     /// How often fileservers heartbeat (told to them at registration).
     pub heartbeat_interval_ms: u64,
     /// A fileserver silent this long is dead.
@@ -52,7 +55,7 @@ impl Default for Config {
             data: PathBuf::from("./data/nameserver"),
             lockserver: None,
             replication: 2,
-            min_replicas: 1,
+            min_replicas: None,
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 3000,
             repair_interval_ms: 1000,
@@ -62,9 +65,19 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Acknowledged copies a publish needs for a file whose directory wants `wanted`:
+    /// `min_replicas` when the operator set it (capped by `wanted`, so a directory with a
+    /// lower factor still works), else `wanted`.
+    pub fn min_copies(&self, wanted: u32) -> u32 {
+        self.min_replicas.map_or(wanted, |m| m.min(wanted))
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.replication >= 1, "replication must be at least 1");
-        anyhow::ensure!(self.min_replicas >= 1, "min_replicas must be at least 1");
+        anyhow::ensure!(
+            self.min_replicas.is_none_or(|m| m >= 1),
+            "min_replicas must be at least 1"
+        );
         anyhow::ensure!(
             self.heartbeat_interval_ms >= 1
                 && self.heartbeat_timeout_ms > self.heartbeat_interval_ms,
@@ -100,7 +113,7 @@ pub struct Args {
     /// Copies wanted per file (default 2).
     #[arg(long)]
     pub replication: Option<u32>,
-    /// Fewest acknowledged copies a publish accepts (default 1).
+    /// Fewest acknowledged copies a publish accepts (default: the replication factor).
     #[arg(long)]
     pub min_replicas: Option<u32>,
 }
@@ -122,7 +135,7 @@ impl Args {
             config.replication = replication;
         }
         if let Some(min) = self.min_replicas {
-            config.min_replicas = min;
+            config.min_replicas = Some(min);
         }
         config.validate()?;
         Ok(config)

@@ -164,13 +164,39 @@ async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json
     .await
 }
 
+/// Most fileservers one open-write may exclude.
+pub const MAX_EXCLUDE: usize = 1000;
+
 async fn open_write(
     state: S,
     ApiJson(req): ApiJson<OpenWriteRequest>,
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
+    if req.exclude.len() > MAX_EXCLUDE {
+        return Err(ApiError::bad_request(format!(
+            "exclude names more than {MAX_EXCLUDE} fileservers"
+        )));
+    }
     blocking(&state.0, move |s| {
-        let live = s.registry.live();
+        // Servers the writer saw fail are skipped, so a dead target is replaced by another
+        // live fileserver (when there is one).
+        let live: Vec<_> = s
+            .registry
+            .live()
+            .into_iter()
+            .filter(|l| !req.exclude.contains(&l.id))
+            .collect();
         let replication = s.config.replication;
+        if let Some((id, node, targets)) = s
+            .store
+            .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
+        {
+            // A repeated open-write (same token, no create, no map change): nothing to commit.
+            let locations = s.locations(&node.servers);
+            return Ok(Json(OpenWriteResponse {
+                entry: namespace::entry(&req.path, id, &node, locations),
+                targets,
+            }));
+        }
         let (id, node, targets) = s.store.write(|t| {
             let (id, node) = namespace::open_write(t, &req, now_ns())?;
             let targets = placement::targets(t, &live, &req.path, replication)?;
@@ -189,11 +215,12 @@ async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json
     blocking(&state.0, move |s| {
         let (id, node, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
-            // A directory that wants fewer copies than `min_replicas` lowers the minimum too,
-            // or none of its files could ever be published.
+            // By default every copy the directory wants; a directory that wants fewer copies
+            // than an explicit `min_replicas` lowers the minimum too, or none of its files
+            // could ever be published.
             let wanted =
                 placement::replication_for(&t.dirmap()?, &req.path.parent(), s.config.replication);
-            let min = s.config.min_replicas.min(wanted);
+            let min = s.config.min_copies(wanted);
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
