@@ -2,7 +2,7 @@
 
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
-use crate::files::{BlobInfo, BlobList, FetchRequest, FileserverStats};
+use crate::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
 use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseRequest};
 use crate::names::*;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
@@ -540,6 +540,23 @@ impl FileClient {
             .http
             .post(format!("{}/fetch", blob_url(server, file_id, version)))
             .json(req)
+            .send()
+            .await?;
+        decode(reply).await
+    }
+
+    /// Asks `server` to re-read (file_id, version) and check it against its recorded length
+    /// and checksum (a corrupt copy is removed by the server). An error means nothing is
+    /// known (unreachable, or a server without this endpoint).
+    pub async fn verify(
+        &self,
+        server: &str,
+        file_id: FileId,
+        version: Version,
+    ) -> Result<BlobCheck, ApiError> {
+        let reply = self
+            .http
+            .post(format!("{}/verify", blob_url(server, file_id, version)))
             .send()
             .await?;
         decode(reply).await

@@ -5,6 +5,7 @@
 //! `registry` fileserver liveness, `routes` the HTTP surface and `maintenance` the background
 //! replication repair and garbage collection.
 
+pub mod holders;
 pub mod maintenance;
 pub mod namespace;
 pub mod placement;
@@ -46,6 +47,11 @@ pub struct Config {
     pub repair_interval_ms: u64,
     /// How often the garbage collector lists the fileservers' blobs.
     pub gc_interval_ms: u64,
+    /// A blob of a version newer than its file's current one (an upload whose publish never
+    /// came) is deleted once GC has seen it unpublished for this long. Long enough for any
+    /// writer between its upload and its publish; short enough that failed publishes do not
+    /// fill the disks.
+    pub orphan_after_ms: u64,
 }
 
 impl Default for Config {
@@ -60,6 +66,7 @@ impl Default for Config {
             heartbeat_timeout_ms: 3000,
             repair_interval_ms: 1000,
             gc_interval_ms: 10_000,
+            orphan_after_ms: 3_600_000,
         }
     }
 }
@@ -154,6 +161,9 @@ pub struct State {
     pub files: FileClient,
     /// Blobs to delete soon (best effort; the periodic GC catches anything missed).
     pub garbage: tokio::sync::mpsc::UnboundedSender<Vec<namespace::Garbage>>,
+    /// Unpublished blobs GC has seen, and when it first saw each (in memory: a restart only
+    /// makes them wait longer).
+    pub orphans: maintenance::Orphans,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -198,6 +208,7 @@ pub async fn run_then(
         config,
         files: FileClient::new(),
         garbage: garbage_tx,
+        orphans: maintenance::Orphans::default(),
     });
     let tasks = maintenance::spawn(state.clone(), garbage_rx);
     let router = routes::router(state.clone());
