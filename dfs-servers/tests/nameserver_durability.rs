@@ -169,12 +169,23 @@ async fn serves(url: &str, id: FileId, version: Version, body: &[u8]) -> bool {
 /// counting as a holder once GC verified it directly, and repair copies the file back to it.
 #[tokio::test]
 async fn a_holder_that_lost_its_blob_is_dropped_and_the_copy_restored() {
+    lost_blob_is_restored(100).await;
+}
+
+/// The same with the periodic GC pass out of the way: the inventory taken when the fileserver
+/// registers again finds the loss.
+#[tokio::test]
+async fn a_lost_blob_is_found_by_the_inventory_at_registration() {
+    lost_blob_is_restored(600_000).await;
+}
+
+async fn lost_blob_is_restored(gc_interval_ms: u64) {
     let dir = tempfile::tempdir().unwrap();
     let ns = Ns::start(&dir.path().join("ns"), |c| {
         c.heartbeat_interval_ms = 50;
         c.heartbeat_timeout_ms = 1_000;
         c.repair_interval_ms = 100;
-        c.gc_interval_ms = 100;
+        c.gc_interval_ms = gc_interval_ms;
     })
     .await;
     let c = ns.client.clone();

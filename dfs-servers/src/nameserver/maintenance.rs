@@ -42,8 +42,17 @@ pub struct Under {
     pub wanted: u32,
 }
 
-/// Starts the repair, GC and prompt-delete tasks; `run` aborts them at shutdown.
-pub fn spawn(state: Arc<State>, garbage: UnboundedReceiver<Vec<Garbage>>) -> Vec<JoinHandle<()>> {
+/// How long after a registration the inventory of that fileserver (its GC pass) starts: the
+/// server registers before it serves, and several registrations in a row share one pass.
+pub const INVENTORY_DELAY: Duration = Duration::from_millis(200);
+
+/// Starts the repair, GC and prompt-delete tasks; `run` aborts them at shutdown. The GC task
+/// also takes the inventory of each fileserver named on `inventory` (one that registered).
+pub fn spawn(
+    state: Arc<State>,
+    garbage: UnboundedReceiver<Vec<Garbage>>,
+    mut inventory: UnboundedReceiver<ServerId>,
+) -> Vec<JoinHandle<()>> {
     let repair = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -60,10 +69,32 @@ pub fn spawn(state: Arc<State>, garbage: UnboundedReceiver<Vec<Garbage>>) -> Vec
         let state = state.clone();
         tokio::spawn(async move {
             let every = Duration::from_millis(state.config.gc_interval_ms);
+            let mut next = tokio::time::Instant::now() + every;
             loop {
-                tokio::time::sleep(every).await;
-                if let Err(err) = gc_once(&state).await {
-                    tracing::warn!(%err, "gc pass failed");
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {
+                        if let Err(err) = gc_once(&state).await {
+                            tracing::warn!(%err, "gc pass failed");
+                        }
+                        next = tokio::time::Instant::now() + every;
+                    }
+                    Some(first) = inventory.recv() => {
+                        tokio::time::sleep(INVENTORY_DELAY).await;
+                        let mut ids = vec![first];
+                        while let Ok(more) = inventory.try_recv() {
+                            if !ids.contains(&more) {
+                                ids.push(more);
+                            }
+                        }
+                        for id in ids {
+                            let Some(server) = state.registry.get(&id) else {
+                                continue;
+                            };
+                            if let Err(err) = gc_server(&state, &server).await {
+                                tracing::warn!(%err, %id, "inventory after registration failed");
+                            }
+                        }
+                    }
                 }
             }
         })
@@ -350,61 +381,68 @@ fn scan(r: &impl Read, sid: &ServerId, blobs: Vec<BlobInfo>) -> Result<ServerSca
 /// unpublished for `orphan_after_ms`, adopts unrecorded copies of current versions, and drops
 /// holders whose copy is proven gone or corrupt (so repair restores it from a good one).
 pub async fn gc_once(state: &Arc<State>) -> Result<(), ApiError> {
-    let orphan_after = Duration::from_millis(state.config.orphan_after_ms);
     for server in state.registry.live() {
-        let blobs = match state.files.list(&server.url).await {
-            Ok(list) => list.blobs,
-            Err(err) => {
-                tracing::debug!(%err, server = %server.id, "gc cannot list blobs");
-                continue;
+        gc_server(state, &server).await?;
+    }
+    Ok(())
+}
+
+/// The GC pass over one fileserver; also run when a fileserver registers, so one that
+/// restarted without some of its blobs is noticed at once rather than at the next pass.
+pub async fn gc_server(state: &Arc<State>, server: &Live) -> Result<(), ApiError> {
+    let orphan_after = Duration::from_millis(state.config.orphan_after_ms);
+    let blobs = match state.files.list(&server.url).await {
+        Ok(list) => list.blobs,
+        Err(err) => {
+            tracing::debug!(%err, server = %server.id, "gc cannot list blobs");
+            return Ok(());
+        }
+    };
+    let sid = server.id.clone();
+    let scanned = blocking(state, move |s| s.store.read(|r| scan(r, &sid, blobs))).await?;
+    let now = Instant::now();
+    let mut unpublished = HashSet::new();
+    for (blob, verdict) in scanned.verdicts {
+        let delete = match verdict {
+            Verdict::Keep => false,
+            Verdict::Delete => true,
+            Verdict::Unpublished => {
+                unpublished.insert((blob.file_id, blob.version));
+                let key = (server.id.clone(), blob.file_id, blob.version);
+                state.orphans.expired(key, now, orphan_after)
+            }
+            Verdict::Adopt => {
+                let (id, version, sid) = (blob.file_id, blob.version, server.id.clone());
+                blocking(state, move |s| holders::add(s, id, version, &sid)).await?;
+                false
             }
         };
-        let sid = server.id.clone();
-        let scanned = blocking(state, move |s| s.store.read(|r| scan(r, &sid, blobs))).await?;
-        let now = Instant::now();
-        let mut unpublished = HashSet::new();
-        for (blob, verdict) in scanned.verdicts {
-            let delete = match verdict {
-                Verdict::Keep => false,
-                Verdict::Delete => true,
-                Verdict::Unpublished => {
-                    unpublished.insert((blob.file_id, blob.version));
-                    let key = (server.id.clone(), blob.file_id, blob.version);
-                    state.orphans.expired(key, now, orphan_after)
+        if delete {
+            match state
+                .files
+                .delete(&server.url, blob.file_id, blob.version)
+                .await
+            {
+                Ok(()) => {
+                    unpublished.remove(&(blob.file_id, blob.version));
+                    tracing::debug!(server = %server.id, file = blob.file_id, version = blob.version, "gc deleted")
                 }
-                Verdict::Adopt => {
-                    let (id, version, sid) = (blob.file_id, blob.version, server.id.clone());
-                    blocking(state, move |s| holders::add(s, id, version, &sid)).await?;
-                    false
-                }
-            };
-            if delete {
-                match state
-                    .files
-                    .delete(&server.url, blob.file_id, blob.version)
-                    .await
-                {
-                    Ok(()) => {
-                        unpublished.remove(&(blob.file_id, blob.version));
-                        tracing::debug!(server = %server.id, file = blob.file_id, version = blob.version, "gc deleted")
-                    }
-                    Err(err) => tracing::debug!(%err, server = %server.id, "gc delete failed"),
-                }
+                Err(err) => tracing::debug!(%err, server = %server.id, "gc delete failed"),
             }
         }
-        state.orphans.keep_only(&server.id, &unpublished);
-        for (file, version, size, checksum) in scanned.suspects {
-            holders::verify_and_drop(
-                state,
-                &server.id,
-                &server.url,
-                file,
-                version,
-                size,
-                checksum,
-            )
-            .await?;
-        }
+    }
+    state.orphans.keep_only(&server.id, &unpublished);
+    for (file, version, size, checksum) in scanned.suspects {
+        holders::verify_and_drop(
+            state,
+            &server.id,
+            &server.url,
+            file,
+            version,
+            size,
+            checksum,
+        )
+        .await?;
     }
     Ok(())
 }

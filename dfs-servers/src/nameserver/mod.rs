@@ -161,6 +161,8 @@ pub struct State {
     pub files: FileClient,
     /// Blobs to delete soon (best effort; the periodic GC catches anything missed).
     pub garbage: tokio::sync::mpsc::UnboundedSender<Vec<namespace::Garbage>>,
+    /// Fileservers that just registered, for the GC task to take an inventory of.
+    pub inventory: tokio::sync::mpsc::UnboundedSender<dfs_proto::ServerId>,
     /// Unpublished blobs GC has seen, and when it first saw each (in memory: a restart only
     /// makes them wait longer).
     pub orphans: maintenance::Orphans,
@@ -202,15 +204,17 @@ pub async fn run_then(
         registry.seen(&id, &record.url, record.free_bytes);
     }
     let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (inventory_tx, inventory_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(State {
         store,
         registry,
         config,
         files: FileClient::new(),
         garbage: garbage_tx,
+        inventory: inventory_tx,
         orphans: maintenance::Orphans::default(),
     });
-    let tasks = maintenance::spawn(state.clone(), garbage_rx);
+    let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
     let router = routes::router(state.clone());
     ready();
     let served = common::serve(listener, router, shutdown).await;

@@ -273,7 +273,8 @@ async fn register(
     if req.dirs.len() > 1000 {
         return Err(ApiError::bad_request("too many dirs"));
     }
-    blocking(&state.0, move |s| {
+    let id = req.id.clone();
+    let reply = blocking(&state.0, move |s| {
         let url = req.url.trim_end_matches('/').to_owned();
         s.store.write(|t| placement::register(t, &req))?;
         s.registry.seen(&req.id, &url, req.free_bytes);
@@ -283,7 +284,12 @@ async fn register(
             lockserver: s.config.lockserver.clone(),
         }))
     })
-    .await
+    .await?;
+    // Inventory: a server that (re)starts may have lost blobs it is recorded as holding; the
+    // GC task runs its pass over this server (listing, then a direct check of what the listing
+    // lacks) shortly, instead of at the next periodic pass.
+    let _ = state.0.inventory.send(id);
+    Ok(reply)
 }
 
 async fn heartbeat(
