@@ -22,7 +22,7 @@ use dfs_proto::files::{BlobInfo, FetchRequest};
 use dfs_proto::names::EntryKind;
 use dfs_proto::{ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
@@ -286,42 +286,6 @@ async fn copy_to(
         i += 1;
     }
     Ok(false)
-}
-
-/// When GC first saw each unpublished blob (server, file, version), to delete it once it stayed
-/// unpublished for `orphan_after_ms`.
-#[derive(Debug, Default)]
-pub struct Orphans {
-    seen: Mutex<HashMap<(ServerId, FileId, Version), Instant>>,
-}
-
-impl Orphans {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(ServerId, FileId, Version), Instant>> {
-        self.seen.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether the blob has been seen unpublished for at least `after` (first sight counts
-    /// from now).
-    fn expired(&self, key: (ServerId, FileId, Version), now: Instant, after: Duration) -> bool {
-        let first = *self.lock().entry(key).or_insert(now);
-        now.duration_since(first) >= after
-    }
-
-    /// Forgets blobs of `server` not in `still`: published, deleted or gone.
-    fn keep_only(&self, server: &ServerId, still: &HashSet<(FileId, Version)>) {
-        self.lock()
-            .retain(|(s, f, v), _| s != server || still.contains(&(*f, *v)));
-    }
-
-    /// How many unpublished blobs are being timed.
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// What GC decided about one blob.

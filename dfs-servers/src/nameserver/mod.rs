@@ -2,12 +2,14 @@
 //! (see docs/api/nameserver.md).
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
-//! `registry` fileserver liveness, `routes` the HTTP surface and `maintenance` the background
-//! replication repair and garbage collection.
+//! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
+//! replication repair and garbage collection, `holders` adding and dropping holders, and
+//! `orphans` the timing of uploads that were never published.
 
 pub mod holders;
 pub mod maintenance;
 pub mod namespace;
+pub mod orphans;
 pub mod placement;
 pub mod registry;
 pub mod routes;
@@ -165,7 +167,7 @@ pub struct State {
     pub inventory: tokio::sync::mpsc::UnboundedSender<dfs_proto::ServerId>,
     /// Unpublished blobs GC has seen, and when it first saw each (in memory: a restart only
     /// makes them wait longer).
-    pub orphans: maintenance::Orphans,
+    pub orphans: orphans::Orphans,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -212,7 +214,7 @@ pub async fn run_then(
         files: FileClient::new(),
         garbage: garbage_tx,
         inventory: inventory_tx,
-        orphans: maintenance::Orphans::default(),
+        orphans: orphans::Orphans::default(),
     });
     let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
     let router = routes::router(state.clone());
