@@ -64,7 +64,8 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> Entry {
 /// Item 5 of the review: a target that died a moment ago (still counted alive) fails its
 /// upload; the publish with the one copy left is refused (`unavailable`) under the default
 /// `min_replicas` (= the replication factor), and open-write again with `exclude` names a
-/// live replacement, after which the publish with two copies succeeds.
+/// live replacement, after which the publish with two copies succeeds. The excluded server,
+/// which does not answer, is marked dead at once.
 #[tokio::test]
 async fn a_publish_needs_every_wanted_copy_and_a_dead_target_is_replaced() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,6 +117,17 @@ async fn a_publish_needs_every_wanted_copy_and_a_dead_target_is_replaced() {
     assert_eq!(third.targets, again.targets);
     assert_eq!(third.entry, again.entry);
 
+    // The excluded server does not answer either: it is marked dead at once (not after the
+    // 60 s heartbeat timeout), so another writer is not sent to it.
+    eventually("the excluded dead server is marked dead", async || {
+        let info = c.cluster().await.unwrap();
+        info.fileservers.iter().any(|f| f.id == dead.id && !f.alive)
+    })
+    .await;
+    let other = c.open_write(&open_req("/g", 8, true, &[])).await.unwrap();
+    assert_eq!(other.targets.len(), 2);
+    assert!(other.targets.iter().all(|t| t.id != dead.id));
+
     let replacement = again.targets.iter().find(|t| t.id != alive.id).unwrap();
     files
         .upload_bytes(&replacement.url, o.entry.id, version, body.clone())
@@ -134,7 +146,12 @@ async fn a_publish_needs_every_wanted_copy_and_a_dead_target_is_replaced() {
         .open_write(&open_req("/f", 7, false, &live_ids))
         .await
         .unwrap();
-    assert!(none.targets.iter().all(|t| t.id == dead.id));
+    assert!(none.targets.is_empty(), "{:?}", none.targets);
+    // Servers that answer are not marked dead by being excluded (their probes are done well
+    // within the probe timeout; a heartbeat would revive them only after a second).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let info = c.cluster().await.unwrap();
+    assert_eq!(info.fileservers.iter().filter(|f| f.alive).count(), 2);
     for (_, stop, task) in servers {
         let _ = stop.send(());
         let _ = task.await;

@@ -155,8 +155,8 @@ impl Args {
 pub struct State {
     /// The durable namespace, map and registry.
     pub store: store::Store,
-    /// Fileserver liveness.
-    pub registry: registry::Registry,
+    /// Fileserver liveness (shared with the short probes of servers a writer excluded).
+    pub registry: Arc<registry::Registry>,
     /// Settings.
     pub config: Config,
     /// Client for repair copies, blob listings and deletes.
@@ -199,7 +199,9 @@ pub async fn run_then(
     config.validate()?;
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data, now_ns())).await??;
-    let registry = registry::Registry::new(Duration::from_millis(config.heartbeat_timeout_ms));
+    let registry = Arc::new(registry::Registry::new(Duration::from_millis(
+        config.heartbeat_timeout_ms,
+    )));
     // Fileservers known from before a restart get one timeout of grace: they are most likely
     // still up and will heartbeat within a second.
     for (id, record) in store.read(store::Read::fileservers)? {

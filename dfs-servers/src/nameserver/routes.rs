@@ -164,6 +164,31 @@ async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json
     .await
 }
 
+/// How long a fileserver a writer excluded has to answer `GET /healthz` before it is marked
+/// dead (until its next heartbeat).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checks, in the background, the live fileservers a writer excluded (its upload to them
+/// failed): one that does not answer within [`PROBE_TIMEOUT`] is marked dead at once instead
+/// of after `heartbeat_timeout_ms`, so other writers stop getting it as a target and readers
+/// stop getting it as a location. A heartbeat makes it alive again; a server that answers is
+/// left alone (the writer's failure was its own).
+fn probe_excluded(state: &Arc<State>, exclude: &[String]) {
+    for id in exclude {
+        let Some(url) = state.registry.live_url(id) else {
+            continue;
+        };
+        let (registry, files, id) = (state.registry.clone(), state.files.clone(), id.clone());
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(PROBE_TIMEOUT, files.healthz(&url)).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                tracing::warn!(%id, %url, "excluded fileserver does not answer; marked dead");
+                registry.mark_dead(&id);
+            }
+        });
+    }
+}
+
 /// Most fileservers one open-write may exclude.
 pub const MAX_EXCLUDE: usize = 1000;
 
@@ -175,6 +200,9 @@ async fn open_write(
         return Err(ApiError::bad_request(format!(
             "exclude names more than {MAX_EXCLUDE} fileservers"
         )));
+    }
+    if !req.exclude.is_empty() {
+        probe_excluded(&state.0, &req.exclude);
     }
     blocking(&state.0, move |s| {
         // Servers the writer saw fail are skipped, so a dead target is replaced by another
