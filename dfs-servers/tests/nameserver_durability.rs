@@ -356,3 +356,43 @@ async fn repair_copies_from_a_good_holder_when_the_first_is_corrupt() {
     }
     ns.stop().await;
 }
+
+/// `SimpleClient` (the reference client of the write protocol) replaces a target whose upload
+/// failed by asking open-write again with `exclude`, so the write still gets both copies.
+#[tokio::test]
+async fn the_simple_client_replaces_a_dead_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::start(&dir.path().join("ns"), |c| {
+        c.lockserver = Some("http://127.0.0.1:1".into());
+    })
+    .await;
+    let c = ns.client.clone();
+    let mut servers = live_fileservers(&ns, dir.path(), 3).await;
+    // The first open-write maps `/` to two servers; stop the first of them.
+    let o = c
+        .open_write(&open_req("/probe", 1, true, &[]))
+        .await
+        .unwrap();
+    let dead = o.targets[0].id.clone();
+    let i = servers.iter().position(|s| s.0 == dead).unwrap();
+    let (_, stop, task) = servers.remove(i);
+    stop.send(()).unwrap();
+    task.await.unwrap();
+
+    let client = dfs_proto::simple::SimpleClient::connect(&ns.url, "t")
+        .await
+        .unwrap();
+    let e = client
+        .write_under_lease(&p("/s"), b"replaced", 9)
+        .await
+        .unwrap();
+    assert_eq!(e.servers.len(), 2);
+    assert!(!e.servers.contains(&dead));
+    let (_, bytes) = client.read_file(&p("/s")).await.unwrap();
+    assert_eq!(bytes, b"replaced");
+    for (_, stop, task) in servers {
+        let _ = stop.send(());
+        let _ = task.await;
+    }
+    ns.stop().await;
+}
