@@ -10,12 +10,12 @@ use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const STALL: Duration = Duration::from_millis(300);
+const STALL: Duration = Duration::from_millis(500);
 
 fn shrunk() -> Timeouts {
     Timeouts {
         stall: STALL,
-        reply_after_body: Duration::from_secs(2),
+        reply_after_body: Duration::from_secs(3),
         whole_blob: Duration::from_secs(5),
     }
 }
@@ -68,9 +68,9 @@ async fn an_upload_longer_than_the_stall_limit_succeeds_while_it_makes_progress(
     let dir = tempfile::tempdir().unwrap();
     let (url, _stop) = fileserver(dir.path()).await;
     let client = FileClient::new().with_timeouts(shrunk());
-    let (chunks, size) = (25, 4096);
+    let (chunks, size) = (40, 4096);
     let content = slow_content(chunks, size);
-    let every = Duration::from_millis(60);
+    let every = Duration::from_millis(50);
 
     // The root cause: a client whose read timeout counts from when the request was sent cuts
     // off a slow upload although every chunk arrived in time.
@@ -92,7 +92,7 @@ async fn an_upload_longer_than_the_stall_limit_succeeds_while_it_makes_progress(
         .await;
     assert!(cut.is_err(), "a read timeout cut the upload: {cut:?}");
 
-    // 1.5 s of steady streaming, five times the stall limit: it must succeed.
+    // 2 s of steady streaming, four times the stall limit: it must succeed.
     let started = Instant::now();
     let info = client
         .upload_stream(
@@ -105,7 +105,7 @@ async fn an_upload_longer_than_the_stall_limit_succeeds_while_it_makes_progress(
         )
         .await
         .unwrap();
-    assert!(started.elapsed() > STALL * 4);
+    assert!(started.elapsed() > STALL * 3);
     assert_eq!(info.size, content.len() as u64);
     assert_eq!(client.download_bytes(&url, 1, 2).await.unwrap(), content);
 }
@@ -138,7 +138,7 @@ async fn an_upload_that_stalls_fails_after_the_stall_limit() {
     let took = started.elapsed();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
     assert!(err.message.contains("stalled"), "{err}");
-    assert!(took >= STALL && took < Duration::from_secs(2), "{took:?}");
+    assert!(took >= STALL && took < Duration::from_secs(3), "{took:?}");
     // Nothing was stored.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(client.list(&url).await.unwrap().blobs.is_empty());
@@ -172,5 +172,5 @@ async fn a_download_that_stalls_fails_after_the_stall_limit() {
         .unwrap_err();
     let took = started.elapsed();
     assert_eq!(err.code, ErrorCode::Unavailable, "{err}");
-    assert!(took >= STALL && took < Duration::from_secs(2), "{took:?}");
+    assert!(took >= STALL && took < Duration::from_secs(3), "{took:?}");
 }

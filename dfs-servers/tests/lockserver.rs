@@ -324,7 +324,7 @@ async fn restart_grace_lets_live_holders_renew_and_dead_ones_expire() {
 async fn a_lease_expired_before_a_restart_is_not_revived_by_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.ttl_ms = 200;
+    cfg.ttl_ms = 600;
     cfg.lock_delay_ms = 60_000;
     cfg.restart_grace_ms = Some(10_000);
     let s = start(cfg.clone()).await;
@@ -332,8 +332,8 @@ async fn a_lease_expired_before_a_restart_is_not_revived_by_the_grace() {
     let live = s.client.acquire(&req("live", &["/y"])).await.unwrap();
     // Past the TTL and past a sweep (at most 1 s apart), well inside the lock-delay; the
     // live holder keeps renewing.
-    for _ in 0..16 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..13 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
         s.client.renew(live.token, "live").await.unwrap();
     }
     assert_eq!(

@@ -265,7 +265,7 @@ async fn uploads_never_published_are_collected_after_orphan_after() {
     let dir = tempfile::tempdir().unwrap();
     let ns = Ns::start(&dir.path().join("ns"), |c| {
         c.gc_interval_ms = 100;
-        c.orphan_after_ms = 1_500;
+        c.orphan_after_ms = 3_000;
     })
     .await;
     let c = ns.client.clone();
