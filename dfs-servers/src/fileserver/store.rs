@@ -239,8 +239,26 @@ impl BlobStore {
             .ok_or_else(|| not_found(file_id, version))?;
         match self.storage.open_read(&self.blob_path(&info)) {
             Ok(file) => Ok((info, file)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(not_found(file_id, version)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                self.forget_vanished(&info);
+                Err(not_found(file_id, version))
+            }
             Err(err) => Err(internal("cannot open blob", err)),
+        }
+    }
+
+    /// Drops a committed blob whose file vanished from disk from the index, so it is no longer
+    /// listed (the nameserver then stops counting this server as its holder).
+    fn forget_vanished(&self, info: &BlobInfo) {
+        let key = (info.file_id, info.version);
+        let mut index = self.lock();
+        if matches!(index.get(&key), Some(Slot::Ready(i)) if i == info) {
+            tracing::error!(
+                file_id = info.file_id,
+                version = info.version,
+                "blob file is gone; forgetting it"
+            );
+            index.remove(&key);
         }
     }
 
@@ -267,11 +285,7 @@ impl BlobStore {
         let mut file = match self.storage.open_read(&self.blob_path(&info)) {
             Ok(file) => file,
             Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                tracing::error!(file_id, version, "blob file is gone; forgetting it");
-                let mut index = self.lock();
-                if matches!(index.get(&key), Some(Slot::Ready(i)) if *i == info) {
-                    index.remove(&key);
-                }
+                self.forget_vanished(&info);
                 return Ok(missing);
             }
             Err(err) => return Err(internal("cannot open blob", err)),

@@ -427,6 +427,23 @@ async fn verify_reports_good_missing_and_removes_corrupt_blobs() {
         c.download_bytes(&fs.url, 40, 2).await.unwrap_err().code,
         dfs_proto::ErrorCode::NotFound
     );
+    // A blob whose file vanished while the server runs is forgotten at its first download.
+    let read = c
+        .upload_bytes(&fs.url, 40, 4, b"read".to_vec())
+        .await
+        .unwrap();
+    std::fs::remove_file(path(&read)).unwrap();
+    assert_eq!(
+        c.download_bytes(&fs.url, 40, 4).await.unwrap_err().code,
+        dfs_proto::ErrorCode::NotFound
+    );
+    assert!(c
+        .list(&fs.url)
+        .await
+        .unwrap()
+        .blobs
+        .iter()
+        .all(|b| b.version != 4));
     // Bad ids are a 400 like everywhere else.
     let http = reqwest::Client::new();
     for bad_id in ["-1", "abc", "18446744073709551616"] {
