@@ -913,6 +913,7 @@ impl DfsFs {
             token: lease.token,
             create: create.as_ref().and_then(|c| c.2),
             exclusive: create.as_ref().is_some_and(|c| c.3),
+            exclude: Vec::new(),
         };
         let opened = match self.remote.names.open_write(&req).await {
             Ok(o) => o,

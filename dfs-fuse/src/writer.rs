@@ -190,6 +190,7 @@ impl WriteState {
                 token: lease.token,
                 create: None,
                 exclusive: false,
+                exclude: Vec::new(),
             })
             .await;
         let opened = match opened {

@@ -2,9 +2,10 @@
 
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
-use crate::files::{BlobInfo, BlobList, FetchRequest, FileserverStats};
+use crate::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
 use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseRequest};
 use crate::names::*;
+use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
@@ -16,12 +17,25 @@ use tokio::io::AsyncWriteExt;
 /// Chunk size for streamed uploads: large enough that per-chunk overhead vanishes.
 pub const STREAM_CHUNK: usize = 1 << 20;
 
-/// How long a reply may stay silent before the request fails: a frozen or partitioned server
-/// must turn into an error (EIO at the mount), never a hang.
+/// How long a request may stay silent before it fails: a frozen or partitioned server must
+/// turn into an error (EIO at the mount), never a hang. A small JSON request must complete
+/// within it; a blob transfer must make progress within it (see [`Timeouts`]).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long the reply to an upload may take once its whole body was sent: the fileserver
+/// fsyncs the blob before it answers, which for gigabytes takes a while.
+pub const REPLY_AFTER_BODY: Duration = Duration::from_secs(60);
+
+/// How long a server-side copy (`fetch`) or check (`verify`) of a whole blob may take: the
+/// fileserver answers only when it is done.
+pub const WHOLE_BLOB_OP: Duration = Duration::from_secs(30 * 60);
+
 /// A pooled HTTP client tuned for DFS: TCP_NODELAY (small requests take ~0.2 ms instead of
-/// ~40 ms), keep-alive, no proxies, bounded connect time and silence.
+/// ~40 ms), keep-alive, no proxies, bounded connect time.
+///
+/// It sets no read timeout: reqwest's counts from when a request is sent, so it would cut off
+/// any upload that streams longer than the timeout. Each call bounds its own silence instead
+/// (a total timeout for small JSON requests, progress watchdogs for blob transfers).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -29,9 +43,32 @@ pub fn http_client() -> reqwest::Client {
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(3))
-        .read_timeout(READ_TIMEOUT)
         .build()
         .expect("a reqwest client with no TLS and no proxy always builds")
+}
+
+/// Time limits of blob transfers. A transfer fails on silence, never on length: an upload
+/// fails only when no body chunk was taken for `stall` (or no reply came within
+/// `reply_after_body` after the whole body was sent), a download only when no bytes arrived
+/// for `stall`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Longest silence while a body streams, and longest wait for the reply to a small request.
+    pub stall: Duration,
+    /// Longest wait for an upload's reply once its whole body was sent.
+    pub reply_after_body: Duration,
+    /// Longest wait for a server-side copy or check of a whole blob (`fetch`, `verify`).
+    pub whole_blob: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            stall: READ_TIMEOUT,
+            reply_after_body: REPLY_AFTER_BODY,
+            whole_blob: WHOLE_BLOB_OP,
+        }
+    }
 }
 
 /// Turns a reply into `T`, or into the `ApiError` the server sent.
@@ -83,6 +120,7 @@ impl JsonEndpoint {
         let reply = self
             .http
             .post(format!("{}{route}", self.base))
+            .timeout(READ_TIMEOUT)
             .json(body)
             .send()
             .await?;
@@ -97,6 +135,7 @@ impl JsonEndpoint {
         let reply = self
             .http
             .get(format!("{}{route}", self.base))
+            .timeout(READ_TIMEOUT)
             .query(query)
             .send()
             .await?;
@@ -252,9 +291,14 @@ impl NameClient {
 }
 
 async fn health(http: &reqwest::Client, base: &str) -> Result<(), ApiError> {
-    check(http.get(format!("{base}/healthz")).send().await?)
-        .await
-        .map(drop)
+    check(
+        http.get(format!("{base}/healthz"))
+            .timeout(READ_TIMEOUT)
+            .send()
+            .await?,
+    )
+    .await
+    .map(drop)
 }
 
 /// Client of the lockserver.
@@ -328,6 +372,7 @@ impl LockClient {
 #[derive(Clone, Debug)]
 pub struct FileClient {
     http: reqwest::Client,
+    timeouts: Timeouts,
 }
 
 impl Default for FileClient {
@@ -348,11 +393,29 @@ impl FileClient {
 
     /// Shares an existing connection pool.
     pub fn with_http(http: reqwest::Client) -> FileClient {
-        FileClient { http }
+        FileClient {
+            http,
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    /// The same client with other silence limits (tests shrink them).
+    pub fn with_timeouts(mut self, timeouts: Timeouts) -> FileClient {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// The silence limits in use.
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
     }
 
     /// Uploads a body of exactly `size` bytes as (file_id, version); returns once durable.
     /// The server refuses (and stores nothing) when the body's CRC-32C is not `checksum`.
+    ///
+    /// Meant for bodies held in memory: the whole request, reply included, must finish
+    /// within `reply_after_body`. Stream large bodies with [`FileClient::upload_stream`],
+    /// which fails only on silence.
     pub async fn upload(
         &self,
         server: &str,
@@ -362,19 +425,21 @@ impl FileClient {
         size: u64,
         body: reqwest::Body,
     ) -> Result<BlobInfo, ApiError> {
-        self.put_blob(server, file_id, version, Some(checksum), size, body)
-            .await
+        let request = self
+            .put_request(server, file_id, version, Some(checksum), size)
+            .timeout(self.timeouts.reply_after_body)
+            .body(body);
+        decode(request.send().await?).await
     }
 
-    async fn put_blob(
+    fn put_request(
         &self,
         server: &str,
         file_id: FileId,
         version: Version,
         checksum: Option<Checksum>,
         size: u64,
-        body: reqwest::Body,
-    ) -> Result<BlobInfo, ApiError> {
+    ) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .put(blob_url(server, file_id, version))
@@ -382,14 +447,45 @@ impl FileClient {
         if let Some(sum) = checksum {
             req = req.header(CHECKSUM_HEADER, sum.to_string());
         }
-        let reply = req.body(body).send().await?;
-        decode(reply).await
+        req
+    }
+
+    /// Uploads a streamed body of exactly `size` bytes. No total deadline: it fails only when
+    /// the stream yields no chunk that the connection takes for `stall`, or the reply does not
+    /// come within `reply_after_body` after the last chunk (`unavailable`, retryable).
+    pub async fn upload_stream<S, E>(
+        &self,
+        server: &str,
+        file_id: FileId,
+        version: Version,
+        checksum: Option<Checksum>,
+        size: u64,
+        body: S,
+    ) -> Result<BlobInfo, ApiError>
+    where
+        S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+        E: Into<Box<dyn std::error::Error + Send + Sync>> + 'static,
+    {
+        let progress = transfer::Progress::new();
+        let watched = transfer::Watched::new(body, progress.clone());
+        let request = self
+            .put_request(server, file_id, version, checksum, size)
+            .body(reqwest::Body::wrap_stream(watched));
+        let t = self.timeouts;
+        transfer::watch(
+            async move { decode(request.send().await?).await },
+            &progress,
+            t.stall,
+            t.reply_after_body,
+        )
+        .await
     }
 
     /// Uploads a local file, streamed in large chunks, checksumming the bytes as they go
     /// out instead of in a pass of its own: the server computes the CRC-32C of what it
     /// received and this call fails with `checksum_mismatch` unless the two agree. Returns
-    /// what the server stored (size and checksum), to publish.
+    /// what the server stored (size and checksum), to publish. Fails on silence only (see
+    /// [`FileClient::upload_stream`]), however long the file.
     pub async fn upload_file(
         &self,
         server: &str,
@@ -410,14 +506,7 @@ impl FileClient {
                 }
             });
         let stored = self
-            .put_blob(
-                server,
-                file_id,
-                version,
-                None,
-                size,
-                reqwest::Body::wrap_stream(stream),
-            )
+            .upload_stream(server, file_id, version, None, size, stream)
             .await?;
         let (sum, len) = {
             let t = sent.lock().unwrap_or_else(|p| p.into_inner());
@@ -449,7 +538,9 @@ impl FileClient {
             .await
     }
 
-    /// Starts a download; the caller streams the body (optionally a `Range`).
+    /// Starts a download; the caller streams the body (optionally a `Range`). The reply's
+    /// headers must come within `stall`; the body is the caller's to bound (reads of it have
+    /// no deadline of their own).
     pub async fn get(
         &self,
         server: &str,
@@ -465,10 +556,20 @@ impl FileClient {
             };
             req = req.header(reqwest::header::RANGE, value);
         }
-        check(req.send().await?).await
+        let stall = self.timeouts.stall;
+        let reply = tokio::time::timeout(stall, req.send())
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("no reply from {server} within {stall:?}"),
+                )
+            })??;
+        check(reply).await
     }
 
-    /// Streams a whole version into `dest`, verifying length and checksum on the way.
+    /// Streams a whole version into `dest`, verifying length and checksum on the way. Fails
+    /// when nothing arrives for `stall`, however long the whole download takes.
     pub async fn download_to(
         &self,
         server: &str,
@@ -482,7 +583,7 @@ impl FileClient {
         let mut body = reply.bytes_stream();
         let mut sum = ChecksumWriter::default();
         let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
+        while let Some(chunk) = transfer::next_chunk(&mut body, self.timeouts.stall).await {
             let chunk = chunk?;
             sum.update(&chunk);
             written += chunk.len() as u64;
@@ -501,7 +602,7 @@ impl FileClient {
         Ok(written)
     }
 
-    /// A whole version in memory (small files, tests).
+    /// A whole version in memory (small files, tests); fails on `stall` of silence.
     pub async fn download_bytes(
         &self,
         server: &str,
@@ -509,7 +610,12 @@ impl FileClient {
         version: Version,
     ) -> Result<Vec<u8>, ApiError> {
         let reply = self.get(server, file_id, version, None).await?;
-        Ok(reply.bytes().await?.to_vec())
+        let mut body = reply.bytes_stream();
+        let mut all = Vec::new();
+        while let Some(chunk) = transfer::next_chunk(&mut body, self.timeouts.stall).await {
+            all.extend_from_slice(&chunk?);
+        }
+        Ok(all)
     }
 
     /// Deletes a version no longer referenced.
@@ -522,12 +628,14 @@ impl FileClient {
         let reply = self
             .http
             .delete(blob_url(server, file_id, version))
+            .timeout(self.timeouts.stall)
             .send()
             .await?;
         check(reply).await.map(drop)
     }
 
-    /// Asks `server` to copy a version from another fileserver.
+    /// Asks `server` to copy a version from another fileserver; it answers when the whole
+    /// copy is durable, so this waits up to `whole_blob`.
     pub async fn fetch(
         &self,
         server: &str,
@@ -538,7 +646,26 @@ impl FileClient {
         let reply = self
             .http
             .post(format!("{}/fetch", blob_url(server, file_id, version)))
+            .timeout(self.timeouts.whole_blob)
             .json(req)
+            .send()
+            .await?;
+        decode(reply).await
+    }
+
+    /// Asks `server` to re-read (file_id, version) and check it against its recorded length
+    /// and checksum (a corrupt copy is removed by the server); waits up to `whole_blob`. An
+    /// error means nothing is known (unreachable, or a server without this endpoint).
+    pub async fn verify(
+        &self,
+        server: &str,
+        file_id: FileId,
+        version: Version,
+    ) -> Result<BlobCheck, ApiError> {
+        let reply = self
+            .http
+            .post(format!("{}/verify", blob_url(server, file_id, version)))
+            .timeout(self.timeouts.whole_blob)
             .send()
             .await?;
         decode(reply).await
@@ -549,6 +676,7 @@ impl FileClient {
         let reply = self
             .http
             .get(format!("{}/v1/blobs", base(server)))
+            .timeout(self.timeouts.stall)
             .send()
             .await?;
         decode(reply).await
@@ -559,6 +687,7 @@ impl FileClient {
         let reply = self
             .http
             .get(format!("{}/v1/stats", base(server)))
+            .timeout(self.timeouts.stall)
             .send()
             .await?;
         decode(reply).await

@@ -34,6 +34,30 @@ pub struct FetchRequest {
     pub checksum: Checksum,
 }
 
+/// What a fileserver found when it re-read one of its blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobState {
+    /// Stored, with the length and checksum it was stored with.
+    Good,
+    /// Not stored (never, deleted, or its file vanished from disk).
+    Missing,
+    /// Its content differs from its recorded length or checksum; the server removed it.
+    Corrupt,
+}
+
+/// Reply of `POST /v1/blobs/{file_id}/{version}/verify`. Always 200 with a state (never a 404
+/// for a missing blob), so that a fileserver without this endpoint (404 `no such endpoint`) is
+/// never mistaken for one that lost the blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobCheck {
+    /// What was found.
+    pub state: BlobState,
+    /// The blob as recorded (size and checksum it should have), unless `missing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<BlobInfo>,
+}
+
 /// Reply of `GET /v1/stats`: counters that prove what was (not) transferred.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileserverStats {

@@ -12,6 +12,7 @@ pub mod mountinfo;
 pub mod names;
 pub mod path;
 pub mod simple;
+mod transfer;
 
 pub use checksum::Checksum;
 pub use error::{ApiError, ErrorCode};

@@ -5,7 +5,10 @@ use crate::client::{FileClient, LockClient, NameClient};
 use crate::error::{ApiError, ErrorCode};
 use crate::locks::AcquireRequest;
 use crate::names::{Entry, OpenWriteRequest, PublishRequest};
-use crate::{version_for, Checksum, DfsPath};
+use crate::{version_for, Checksum, DfsPath, ServerId};
+
+/// How many times a write asks for replacements of targets whose upload failed.
+pub const REPLACEMENT_ROUNDS: usize = 2;
 
 /// Writes and reads whole files the way the mount does, one request sequence per call.
 ///
@@ -74,45 +77,73 @@ impl SimpleClient {
     }
 
     /// The write protocol for a caller that already holds the lease with `token`.
+    ///
+    /// Uploads to every target in parallel; when some fail, asks open-write again (same token,
+    /// `exclude` = every server that failed so far) for replacements and uploads to those, up
+    /// to [`REPLACEMENT_ROUNDS`] times, then publishes with every server that acknowledged.
+    /// The nameserver refuses the publish (`unavailable`) when that is fewer copies than it
+    /// requires.
     pub async fn write_under_lease(
         &self,
         path: &DfsPath,
         bytes: &[u8],
         token: u64,
     ) -> Result<Entry, ApiError> {
+        let open = |exclude: Vec<ServerId>, create: Option<u32>| OpenWriteRequest {
+            path: path.clone(),
+            token,
+            create,
+            exclusive: false,
+            exclude,
+        };
         let opened = self
             .names
-            .open_write(&OpenWriteRequest {
-                path: path.clone(),
-                token,
-                create: Some(0o644),
-                exclusive: false,
-            })
+            .open_write(&open(Vec::new(), Some(0o644)))
             .await?;
         let base = opened.entry;
         let version = version_for(token, 1);
         let checksum = Checksum::of(bytes);
-        let mut servers = Vec::new();
+        let mut servers: Vec<ServerId> = Vec::new();
         if !bytes.is_empty() {
             if opened.targets.is_empty() {
                 return Err(ApiError::new(ErrorCode::NoSpace, "no live fileserver"));
             }
-            let uploads = opened.targets.iter().map(|target| {
-                let body = bytes.to_vec();
-                async move {
-                    let result = self
-                        .files
-                        .upload_bytes(&target.url, base.id, version, body)
-                        .await;
-                    (target.id.clone(), result)
-                }
-            });
+            let mut failed: Vec<ServerId> = Vec::new();
             let mut last_err = None;
-            for (id, result) in futures_util::future::join_all(uploads).await {
-                match result {
-                    Ok(_) => servers.push(id),
-                    Err(err) => last_err = Some(err),
+            let mut targets = opened.targets;
+            for round in 0..=REPLACEMENT_ROUNDS {
+                let uploads = targets
+                    .iter()
+                    .filter(|t| !servers.contains(&t.id) && !failed.contains(&t.id))
+                    .map(|target| {
+                        let body = bytes.to_vec();
+                        async move {
+                            let result = self
+                                .files
+                                .upload_bytes(&target.url, base.id, version, body)
+                                .await;
+                            (target.id.clone(), result)
+                        }
+                    });
+                let mut new_failures = false;
+                for (id, result) in futures_util::future::join_all(uploads).await {
+                    match result {
+                        Ok(_) => servers.push(id),
+                        Err(err) => {
+                            failed.push(id);
+                            last_err = Some(err);
+                            new_failures = true;
+                        }
+                    }
                 }
+                if !new_failures || round == REPLACEMENT_ROUNDS {
+                    break;
+                }
+                targets = self
+                    .names
+                    .open_write(&open(failed.clone(), None))
+                    .await?
+                    .targets;
             }
             if servers.is_empty() {
                 return Err(last_err.unwrap_or_else(|| ApiError::unavailable("upload failed")));

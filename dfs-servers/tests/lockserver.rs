@@ -317,6 +317,54 @@ async fn restart_grace_lets_live_holders_renew_and_dead_ones_expire() {
     s.stop().await;
 }
 
+/// A lease that ran out while the server was up (still inside its lock-delay when the
+/// server went down) stays expired after a restart: the restart grace is for holders who
+/// could not renew because the server was down, not for dead ones.
+#[tokio::test]
+async fn a_lease_expired_before_a_restart_is_not_revived_by_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.ttl_ms = 600;
+    cfg.lock_delay_ms = 60_000;
+    cfg.restart_grace_ms = Some(10_000);
+    let s = start(cfg.clone()).await;
+    let lapsed = s.client.acquire(&req("lapsed", &["/x"])).await.unwrap();
+    let live = s.client.acquire(&req("live", &["/y"])).await.unwrap();
+    // Past the TTL and past a sweep (at most 1 s apart), well inside the lock-delay; the
+    // live holder keeps renewing.
+    for _ in 0..13 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        s.client.renew(live.token, "live").await.unwrap();
+    }
+    assert_eq!(
+        code(s.client.renew(lapsed.token, "lapsed").await),
+        ErrorCode::LeaseExpired
+    );
+    s.stop().await;
+
+    let s = start(cfg).await;
+    assert_eq!(
+        code(s.client.renew(lapsed.token, "lapsed").await),
+        ErrorCode::LeaseExpired
+    );
+    assert!(s
+        .client
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .all(|l| l.token != lapsed.token));
+    // Its path stays held for the rest of the lock-delay, as it would have without a restart.
+    assert_eq!(
+        code(s.client.acquire(&req("other", &["/x"])).await),
+        ErrorCode::Busy
+    );
+    // The live holder still gets the grace.
+    s.client.renew(live.token, "live").await.unwrap();
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn tokens_strictly_increase_under_concurrent_clients() {
     let dir = tempfile::tempdir().unwrap();

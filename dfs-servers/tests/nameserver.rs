@@ -37,6 +37,7 @@ fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
         token,
         create: create.then_some(0o644),
         exclusive: false,
+        exclude: Vec::new(),
     }
 }
 
@@ -337,8 +338,10 @@ async fn listing_is_paginated_and_sorted() {
 #[tokio::test]
 async fn open_write_and_publish_fencing_and_idempotence() {
     let dir = tempfile::tempdir().unwrap();
+    // Publishes below name single servers: the operator's explicit choice of one copy.
     let ns = Ns::start(dir.path(), |c| {
-        c.lockserver = Some("http://locks:7001".into())
+        c.lockserver = Some("http://locks:7001".into());
+        c.min_replicas = Some(1);
     })
     .await;
     let c = &ns.client;
@@ -446,7 +449,7 @@ async fn open_write_and_publish_fencing_and_idempotence() {
 #[tokio::test]
 async fn min_replicas_is_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let ns = Ns::start(dir.path(), |c| c.min_replicas = 2).await;
+    let ns = Ns::start(dir.path(), |c| c.min_replicas = Some(2)).await;
     let c = &ns.client;
     register(c, "fa", "http://127.0.0.1:1", 100, &[]).await;
     register(c, "fb", "http://127.0.0.1:2", 100, &[]).await;
@@ -462,7 +465,7 @@ async fn min_replicas_is_enforced() {
 #[tokio::test]
 async fn restart_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let ns = Ns::start(dir.path(), |_| {}).await;
+    let ns = Ns::start(dir.path(), |c| c.min_replicas = Some(1)).await;
     let c = ns.client.clone();
     c.mkdir(&p("/keep"), Some(0o700)).await.unwrap();
     register(&c, "fa", "http://127.0.0.1:1", 100, &["/keep"]).await;

@@ -137,6 +137,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     token: *token,
                     create: create.then_some(0o644),
                     exclusive: false,
+                    exclude: Vec::new(),
                 };
                 namespace::open_write(t, &req, now)?;
                 placement::targets(t, &live, &req.path, 2)?;

@@ -20,6 +20,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> Vec<Files
             token,
             create: Some(0o644),
             exclusive: false,
+            exclude: Vec::new(),
         })
         .await
         .unwrap();
@@ -64,7 +65,7 @@ async fn per_directory_replication_with_real_fileservers() {
         c.heartbeat_timeout_ms = 400;
         c.repair_interval_ms = 50;
         c.gc_interval_ms = 60_000;
-        c.min_replicas = 2;
+        c.min_replicas = Some(2);
     })
     .await;
     let c = ns.client.clone();
@@ -274,6 +275,7 @@ async fn factors_survive_a_restart_and_an_old_map_still_reads() {
                 token: 1,
                 create: Some(0o644),
                 exclusive: false,
+                exclude: Vec::new(),
             })
             .await
             .unwrap();

@@ -80,6 +80,7 @@ impl Fileserver {
                 stats: Arc::default(),
                 max_body_bytes: config.max_body_bytes,
                 files: FileClient::new(),
+                verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
             },
             identity: registration::Identity {
                 id,

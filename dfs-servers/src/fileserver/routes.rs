@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dfs_proto::client::FileClient;
-use dfs_proto::files::{BlobInfo, BlobList, FetchRequest, FileserverStats};
+use dfs_proto::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version, CHECKSUM_HEADER};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -33,7 +33,13 @@ pub struct AppState {
     pub max_body_bytes: u64,
     /// Client used by `fetch` to read from other fileservers.
     pub files: FileClient,
+    /// Verifications allowed at once: each reads a whole blob, so a burst of them must not
+    /// take the disk from uploads and downloads.
+    pub verifying: Arc<tokio::sync::Semaphore>,
 }
+
+/// Blob verifications run at once per fileserver; more wait their turn.
+pub const MAX_VERIFYING: usize = 2;
 
 /// The fileserver's routes, with JSON fallbacks and a request counter.
 pub fn router(state: AppState) -> Router {
@@ -50,6 +56,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(delete_blob),
         )
         .route("/v1/blobs/{file_id}/{version}/fetch", post(fetch_blob))
+        .route("/v1/blobs/{file_id}/{version}/verify", post(verify_blob))
         .layer(axum::middleware::from_fn_with_state(
             state.stats.clone(),
             count_request,
@@ -193,6 +200,26 @@ async fn fetch_blob(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `POST /v1/blobs/{file_id}/{version}/verify`: re-reads the blob and checks it (see
+/// [`BlobStore::verify`]); the nameserver asks before it stops counting this server as a
+/// holder, so a stale listing never drops a good copy.
+async fn verify_blob(
+    State(st): State<AppState>,
+    key: BlobKey,
+) -> Result<Json<BlobCheck>, ApiError> {
+    let _turn = st
+        .verifying
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|_| ApiError::unavailable("shutting down"))?;
+    let store = st.store.clone();
+    let info = tokio::task::spawn_blocking(move || store.verify(key.file_id, key.version))
+        .await
+        .map_err(|err| ApiError::internal(format!("verify task failed: {err}")))??;
+    Ok(Json(info))
 }
 
 async fn delete_blob(State(st): State<AppState>, key: BlobKey) -> Result<Json<BlobInfo>, ApiError> {

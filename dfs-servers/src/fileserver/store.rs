@@ -11,7 +11,7 @@
 use super::storage::{DiskSpace, Storage, TempWriter};
 use bytes::Bytes;
 use dfs_proto::checksum::ChecksumWriter;
-use dfs_proto::files::BlobInfo;
+use dfs_proto::files::{BlobCheck, BlobInfo, BlobState};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -239,9 +239,95 @@ impl BlobStore {
             .ok_or_else(|| not_found(file_id, version))?;
         match self.storage.open_read(&self.blob_path(&info)) {
             Ok(file) => Ok((info, file)),
-            Err(err) if err.kind() == io::ErrorKind::NotFound => Err(not_found(file_id, version)),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                self.forget_vanished(&info);
+                Err(not_found(file_id, version))
+            }
             Err(err) => Err(internal("cannot open blob", err)),
         }
+    }
+
+    /// Drops a committed blob whose file vanished from disk from the index, so it is no longer
+    /// listed (the nameserver then stops counting this server as its holder).
+    fn forget_vanished(&self, info: &BlobInfo) {
+        let key = (info.file_id, info.version);
+        let mut index = self.lock();
+        if matches!(index.get(&key), Some(Slot::Ready(i)) if i == info) {
+            tracing::error!(
+                file_id = info.file_id,
+                version = info.version,
+                "blob file is gone; forgetting it"
+            );
+            index.remove(&key);
+        }
+    }
+
+    /// Re-reads blob (file_id, version) from disk and checks its length and CRC-32C against
+    /// the ones it was stored with. A blob whose file is gone is forgotten (`missing`); one
+    /// whose content differs is removed (`corrupt`), so that it is neither served nor listed
+    /// again and can be replaced by a good copy. Waits while the blob is being committed or
+    /// deleted, so a commit in progress never looks missing. Blocking; reads the whole blob
+    /// once. An error means the check itself failed (I/O), not that the blob is bad.
+    pub fn verify(&self, file_id: FileId, version: Version) -> Result<BlobCheck, ApiError> {
+        let key = (file_id, version);
+        let missing = BlobCheck {
+            state: BlobState::Missing,
+            recorded: None,
+        };
+        let info = loop {
+            match self.lock().get(&key) {
+                Some(Slot::Ready(info)) => break info.clone(),
+                Some(Slot::Busy) => {}
+                None => return Ok(missing),
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        let mut file = match self.storage.open_read(&self.blob_path(&info)) {
+            Ok(file) => file,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                self.forget_vanished(&info);
+                return Ok(missing);
+            }
+            Err(err) => return Err(internal("cannot open blob", err)),
+        };
+        let mut sum = ChecksumWriter::default();
+        let mut len = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match io::Read::read(&mut file, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(internal("cannot read blob", err)),
+            };
+            sum.update(&buf[..n]);
+            len += n as u64;
+        }
+        let found = sum.finish();
+        if len == info.size && found == info.checksum {
+            return Ok(BlobCheck {
+                state: BlobState::Good,
+                recorded: Some(info),
+            });
+        }
+        tracing::error!(
+            file_id,
+            version,
+            len,
+            %found,
+            size = info.size,
+            checksum = %info.checksum,
+            "blob is corrupt; removing it"
+        );
+        match self.delete(file_id, version) {
+            Ok(_) => {}
+            Err(err) if err.code == ErrorCode::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        Ok(BlobCheck {
+            state: BlobState::Corrupt,
+            recorded: Some(info),
+        })
     }
 
     /// Takes the slot of `key` for a commit or delete, waiting while another one holds it.

@@ -43,6 +43,11 @@ pub struct StoredLease {
     pub ttl_ms: u64,
     /// When it runs out, in milliseconds since the Unix epoch.
     pub deadline_unix_ms: u64,
+    /// Set by the sweep once the lease ran out while the server was up: a restart must keep
+    /// it expired (only its lock-delay is left) instead of giving it the restart grace that
+    /// is meant for holders who could not renew while the server was down.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
 }
 
 /// Everything the store holds, read once at start.
@@ -207,6 +212,7 @@ mod tests {
             paths: vec![DfsPath::parse(path).unwrap()],
             ttl_ms: 1000,
             deadline_unix_ms: 42,
+            expired: false,
         }
     }
 

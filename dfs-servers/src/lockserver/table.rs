@@ -24,6 +24,8 @@ struct Held {
     paths: Vec<DfsPath>,
     ttl: Duration,
     deadline: Instant,
+    /// The store knows it ran out (see [`StoredLease::expired`]).
+    expired_on_disk: bool,
 }
 
 impl Held {
@@ -115,12 +117,21 @@ impl LockTable {
         };
         // Oldest first, so if two saved leases ever named one path the newer grant wins.
         for (token, saved) in leases {
-            let left = Duration::from_millis(saved.deadline_unix_ms.saturating_sub(now_wall));
+            let deadline = if saved.expired {
+                // It ran out while the server was up: it stays expired, with only what is
+                // left of its lock-delay (no renewal can bring it back).
+                let ago = Duration::from_millis(now_wall.saturating_sub(saved.deadline_unix_ms));
+                now.checked_sub(ago).unwrap_or(now)
+            } else {
+                let left = Duration::from_millis(saved.deadline_unix_ms.saturating_sub(now_wall));
+                now + left.max(grace)
+            };
             let held = Held {
                 client: saved.client,
                 paths: saved.paths,
                 ttl: Duration::from_millis(saved.ttl_ms),
-                deadline: now + left.max(grace),
+                deadline,
+                expired_on_disk: saved.expired,
             };
             for path in &held.paths {
                 if let Some(old) = table.by_path.insert(path.clone(), token) {
@@ -163,12 +174,18 @@ impl LockTable {
     }
 
     fn stored(&self, held: &Held, now: Instant) -> StoredLease {
-        let left = held.deadline.saturating_duration_since(now);
+        let wall = unix_ms(SystemTime::now());
+        let deadline_unix_ms = if held.live(now) {
+            wall.saturating_add(millis(held.deadline - now))
+        } else {
+            wall.saturating_sub(millis(now - held.deadline))
+        };
         StoredLease {
             client: held.client.clone(),
             paths: held.paths.clone(),
             ttl_ms: millis(held.ttl),
-            deadline_unix_ms: unix_ms(SystemTime::now()).saturating_add(millis(left)),
+            deadline_unix_ms,
+            expired: !held.live(now),
         }
     }
 
@@ -263,6 +280,7 @@ impl LockTable {
             paths: req.paths.clone(),
             ttl,
             deadline: now + ttl,
+            expired_on_disk: false,
         };
         self.commit(&Batch {
             next_token: Some(self.next_token),
@@ -332,7 +350,10 @@ impl LockTable {
     }
 
     /// Forgets leases whose lock-delay has passed, on disk too, so a restart does not bring
-    /// back leases that were already dead before it.
+    /// back leases that were already dead before it; and marks on disk the leases that ran
+    /// out but are still inside their lock-delay, so that a restart keeps them expired
+    /// instead of granting them the restart grace (one write per lease that runs out).
+    /// Returns how many leases were forgotten.
     pub fn sweep(&mut self) -> Result<usize, ApiError> {
         let now = Instant::now();
         let dead: Vec<u64> = self
@@ -341,13 +362,35 @@ impl LockTable {
             .filter(|(_, held)| now >= held.deadline + self.lock_delay)
             .map(|(token, _)| *token)
             .collect();
-        if dead.is_empty() {
+        let ran_out: Vec<u64> = self
+            .leases
+            .iter()
+            .filter(|(token, held)| {
+                !held.live(now) && !held.expired_on_disk && !dead.contains(token)
+            })
+            .map(|(token, _)| *token)
+            .collect();
+        if dead.is_empty() && ran_out.is_empty() {
             return Ok(0);
         }
+        let put = ran_out
+            .iter()
+            .filter_map(|token| {
+                self.leases
+                    .get(token)
+                    .map(|h| (*token, self.stored(h, now)))
+            })
+            .collect();
         self.commit(&Batch {
             delete: dead.clone(),
+            put,
             ..Batch::default()
         })?;
+        for token in &ran_out {
+            if let Some(held) = self.leases.get_mut(token) {
+                held.expired_on_disk = true;
+            }
+        }
         for token in &dead {
             self.forget(*token);
         }

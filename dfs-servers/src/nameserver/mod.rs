@@ -2,11 +2,14 @@
 //! (see docs/api/nameserver.md).
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
-//! `registry` fileserver liveness, `routes` the HTTP surface and `maintenance` the background
-//! replication repair and garbage collection.
+//! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
+//! replication repair and garbage collection, `holders` adding and dropping holders, and
+//! `orphans` the timing of uploads that were never published.
 
+pub mod holders;
 pub mod maintenance;
 pub mod namespace;
+pub mod orphans;
 pub mod placement;
 pub mod registry;
 pub mod routes;
@@ -33,8 +36,11 @@ pub struct Config {
     pub lockserver: Option<String>,
     /// Copies wanted per file.
     pub replication: u32,
-    /// Fewest acknowledged copies a publish accepts.
-    pub min_replicas: u32,
+    /// Fewest acknowledged copies a publish accepts. Unset (the default) means the file's
+    /// replication factor: `close()` returns 0 only once every wanted copy is durable.
+    /// Setting it lower is the operator's explicit trade of durability for availability
+    /// (docs/operations.md).
+    pub min_replicas: Option<u32>,
     /// How often fileservers heartbeat (told to them at registration).
     pub heartbeat_interval_ms: u64,
     /// A fileserver silent this long is dead.
@@ -43,6 +49,11 @@ pub struct Config {
     pub repair_interval_ms: u64,
     /// How often the garbage collector lists the fileservers' blobs.
     pub gc_interval_ms: u64,
+    /// A blob of a version newer than its file's current one (an upload whose publish never
+    /// came) is deleted once GC has seen it unpublished for this long. Long enough for any
+    /// writer between its upload and its publish; short enough that failed publishes do not
+    /// fill the disks.
+    pub orphan_after_ms: u64,
 }
 
 impl Default for Config {
@@ -52,19 +63,30 @@ impl Default for Config {
             data: PathBuf::from("./data/nameserver"),
             lockserver: None,
             replication: 2,
-            min_replicas: 1,
+            min_replicas: None,
             heartbeat_interval_ms: 1000,
             heartbeat_timeout_ms: 3000,
             repair_interval_ms: 1000,
             gc_interval_ms: 10_000,
+            orphan_after_ms: 3_600_000,
         }
     }
 }
 
 impl Config {
+    /// Acknowledged copies a publish needs for a file whose directory wants `wanted`:
+    /// `min_replicas` when the operator set it (capped by `wanted`, so a directory with a
+    /// lower factor still works), else `wanted`.
+    pub fn min_copies(&self, wanted: u32) -> u32 {
+        self.min_replicas.map_or(wanted, |m| m.min(wanted))
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.replication >= 1, "replication must be at least 1");
-        anyhow::ensure!(self.min_replicas >= 1, "min_replicas must be at least 1");
+        anyhow::ensure!(
+            self.min_replicas.is_none_or(|m| m >= 1),
+            "min_replicas must be at least 1"
+        );
         anyhow::ensure!(
             self.heartbeat_interval_ms >= 1
                 && self.heartbeat_timeout_ms > self.heartbeat_interval_ms,
@@ -100,7 +122,7 @@ pub struct Args {
     /// Copies wanted per file (default 2).
     #[arg(long)]
     pub replication: Option<u32>,
-    /// Fewest acknowledged copies a publish accepts (default 1).
+    /// Fewest acknowledged copies a publish accepts (default: the replication factor).
     #[arg(long)]
     pub min_replicas: Option<u32>,
 }
@@ -122,7 +144,7 @@ impl Args {
             config.replication = replication;
         }
         if let Some(min) = self.min_replicas {
-            config.min_replicas = min;
+            config.min_replicas = Some(min);
         }
         config.validate()?;
         Ok(config)
@@ -133,14 +155,19 @@ impl Args {
 pub struct State {
     /// The durable namespace, map and registry.
     pub store: store::Store,
-    /// Fileserver liveness.
-    pub registry: registry::Registry,
+    /// Fileserver liveness (shared with the short probes of servers a writer excluded).
+    pub registry: Arc<registry::Registry>,
     /// Settings.
     pub config: Config,
     /// Client for repair copies, blob listings and deletes.
     pub files: FileClient,
     /// Blobs to delete soon (best effort; the periodic GC catches anything missed).
     pub garbage: tokio::sync::mpsc::UnboundedSender<Vec<namespace::Garbage>>,
+    /// Fileservers that just registered, for the GC task to take an inventory of.
+    pub inventory: tokio::sync::mpsc::UnboundedSender<dfs_proto::ServerId>,
+    /// Unpublished blobs GC has seen, and when it first saw each (in memory: a restart only
+    /// makes them wait longer).
+    pub orphans: orphans::Orphans,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -172,21 +199,26 @@ pub async fn run_then(
     config.validate()?;
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data, now_ns())).await??;
-    let registry = registry::Registry::new(Duration::from_millis(config.heartbeat_timeout_ms));
+    let registry = Arc::new(registry::Registry::new(Duration::from_millis(
+        config.heartbeat_timeout_ms,
+    )));
     // Fileservers known from before a restart get one timeout of grace: they are most likely
     // still up and will heartbeat within a second.
     for (id, record) in store.read(store::Read::fileservers)? {
         registry.seen(&id, &record.url, record.free_bytes);
     }
     let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (inventory_tx, inventory_rx) = tokio::sync::mpsc::unbounded_channel();
     let state = Arc::new(State {
         store,
         registry,
         config,
         files: FileClient::new(),
         garbage: garbage_tx,
+        inventory: inventory_tx,
+        orphans: orphans::Orphans::default(),
     });
-    let tasks = maintenance::spawn(state.clone(), garbage_rx);
+    let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
     let router = routes::router(state.clone());
     ready();
     let served = common::serve(listener, router, shutdown).await;

@@ -1,10 +1,12 @@
 //! POSIX namespace logic over the store: lookups, mkdir/rmdir/create/unlink/rename/setattr,
 //! open-for-write and publish. Pure functions of one transaction; no I/O besides the store.
 
+use super::placement;
+use super::registry::Live;
 use super::store::{Node, Read, WriteTables, ROOT_ID};
 use dfs_proto::names::{
-    CreateRequest, Entry, EntryKind, MkdirRequest, OpenWriteRequest, PublishRequest, RenameRequest,
-    SetAttrRequest,
+    CreateRequest, Entry, EntryKind, FileserverRef, MkdirRequest, OpenWriteRequest, PublishRequest,
+    RenameRequest, SetAttrRequest,
 };
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, ServerId, Version};
 
@@ -381,6 +383,30 @@ pub fn resolve_id(r: &impl Read, id: FileId) -> Result<(Node, DfsPath), ApiError
     })?;
     let path = path_of(r, id, &node)?;
     Ok((node, path))
+}
+
+/// The answer to an open-write that would change nothing durable: no `create`, the token is
+/// already the file's highest, and placement needs no new `/` mapping. `None` when a write
+/// transaction is needed (or the request will fail there). Lets a writer re-ask for targets
+/// (with `exclude`) as often as it needs without a commit each time.
+pub fn open_write_unchanged(
+    r: &impl Read,
+    req: &OpenWriteRequest,
+    live: &[Live],
+    default_replication: u32,
+) -> Result<Option<(FileId, Node, Vec<FileserverRef>)>, ApiError> {
+    if req.create.is_some() {
+        return Ok(None);
+    }
+    let (id, node) = resolve(r, &req.path)?;
+    if node.kind != EntryKind::File || node.token != req.token {
+        return Ok(None);
+    }
+    let plan = placement::plan(&r.dirmap()?, live, &req.path, default_replication);
+    if plan.root_update.is_some() {
+        return Ok(None);
+    }
+    Ok(Some((id, node, plan.targets)))
 }
 
 /// Makes an uploaded version current, atomically; returns the node, its current path and

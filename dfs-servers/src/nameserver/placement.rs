@@ -71,6 +71,16 @@ pub fn set_replication(
     Ok(record)
 }
 
+/// Where the next version goes, and the `/` mapping to store first when placement creates or
+/// widens it.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Fileservers to upload to.
+    pub targets: Vec<FileserverRef>,
+    /// New record for `/`, when it must be written.
+    pub root_update: Option<DirRecord>,
+}
+
 /// Where the next version of `path` must be uploaded: the live members of its directory's set,
 /// topped up with the emptiest other live fileservers until the directory's replication factor
 /// is reached. `live` is sorted emptiest first. Creates or widens the `/` mapping when it is
@@ -81,9 +91,18 @@ pub fn targets(
     path: &DfsPath,
     default: u32,
 ) -> Result<Vec<FileserverRef>, ApiError> {
-    let map = t.dirmap()?;
+    let plan = plan(&t.dirmap()?, live, path, default);
+    if let Some(record) = &plan.root_update {
+        t.put_dirmap(&DfsPath::root(), record)?;
+    }
+    Ok(plan.targets)
+}
+
+/// [`targets`] without the write: what placement decides over `map`.
+pub fn plan(map: &[(DfsPath, DirRecord)], live: &[Live], path: &DfsPath, default: u32) -> Plan {
+    let mut root_update = None;
     let dir = path.parent();
-    let replication = replication_for(&map, &dir, default) as usize;
+    let replication = replication_for(map, &dir, default) as usize;
     let default = default as usize;
     let root_record = |set: Vec<ServerId>| DirRecord {
         servers: set,
@@ -92,7 +111,7 @@ pub fn targets(
             .find(|(p, _)| p.is_root())
             .and_then(|(_, rec)| rec.replication),
     };
-    let set = match mapping_for(&map, &dir) {
+    let set = match mapping_for(map, &dir) {
         Some((prefix, mut set)) => {
             if prefix.is_root() && set.len() < default {
                 let before = set.len();
@@ -105,7 +124,7 @@ pub fn targets(
                     }
                 }
                 if set.len() != before {
-                    t.put_dirmap(&prefix, &root_record(set.clone()))?;
+                    root_update = Some(root_record(set.clone()));
                 }
             }
             set
@@ -113,12 +132,15 @@ pub fn targets(
         None => {
             let set: Vec<ServerId> = live.iter().take(default).map(|l| l.id.clone()).collect();
             if !set.is_empty() {
-                t.put_dirmap(&DfsPath::root(), &root_record(set.clone()))?;
+                root_update = Some(root_record(set.clone()));
             }
             set
         }
     };
-    Ok(pick(&set, live, replication))
+    Plan {
+        targets: pick(&set, live, replication),
+        root_update,
+    }
 }
 
 /// Exactly `replication` targets when that many are alive: live members of `set` first (in

@@ -56,6 +56,17 @@ impl Registry {
         );
     }
 
+    /// Marks `id` dead now (a writer could not upload to it and it does not answer either);
+    /// its next heartbeat or registration makes it alive again.
+    pub fn mark_dead(&self, id: &str) {
+        let mut servers = self.lock();
+        if let Some(live) = servers.get_mut(id) {
+            if let Some(past) = Instant::now().checked_sub(self.timeout) {
+                live.last_seen = past;
+            }
+        }
+    }
+
     /// Whether `id` heartbeated within the timeout.
     pub fn is_alive(&self, id: &str) -> bool {
         self.lock()

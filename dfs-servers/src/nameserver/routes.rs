@@ -164,13 +164,67 @@ async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json
     .await
 }
 
+/// How long a fileserver a writer excluded has to answer `GET /healthz` before it is marked
+/// dead (until its next heartbeat).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checks, in the background, the live fileservers a writer excluded (its upload to them
+/// failed): one that does not answer within [`PROBE_TIMEOUT`] is marked dead at once instead
+/// of after `heartbeat_timeout_ms`, so other writers stop getting it as a target and readers
+/// stop getting it as a location. A heartbeat makes it alive again; a server that answers is
+/// left alone (the writer's failure was its own).
+fn probe_excluded(state: &Arc<State>, exclude: &[String]) {
+    for id in exclude {
+        let Some(url) = state.registry.live_url(id) else {
+            continue;
+        };
+        let (registry, files, id) = (state.registry.clone(), state.files.clone(), id.clone());
+        tokio::spawn(async move {
+            let answered = tokio::time::timeout(PROBE_TIMEOUT, files.healthz(&url)).await;
+            if !matches!(answered, Ok(Ok(()))) {
+                tracing::warn!(%id, %url, "excluded fileserver does not answer; marked dead");
+                registry.mark_dead(&id);
+            }
+        });
+    }
+}
+
+/// Most fileservers one open-write may exclude.
+pub const MAX_EXCLUDE: usize = 1000;
+
 async fn open_write(
     state: S,
     ApiJson(req): ApiJson<OpenWriteRequest>,
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
+    if req.exclude.len() > MAX_EXCLUDE {
+        return Err(ApiError::bad_request(format!(
+            "exclude names more than {MAX_EXCLUDE} fileservers"
+        )));
+    }
+    if !req.exclude.is_empty() {
+        probe_excluded(&state.0, &req.exclude);
+    }
     blocking(&state.0, move |s| {
-        let live = s.registry.live();
+        // Servers the writer saw fail are skipped, so a dead target is replaced by another
+        // live fileserver (when there is one).
+        let live: Vec<_> = s
+            .registry
+            .live()
+            .into_iter()
+            .filter(|l| !req.exclude.contains(&l.id))
+            .collect();
         let replication = s.config.replication;
+        if let Some((id, node, targets)) = s
+            .store
+            .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
+        {
+            // A repeated open-write (same token, no create, no map change): nothing to commit.
+            let locations = s.locations(&node.servers);
+            return Ok(Json(OpenWriteResponse {
+                entry: namespace::entry(&req.path, id, &node, locations),
+                targets,
+            }));
+        }
         let (id, node, targets) = s.store.write(|t| {
             let (id, node) = namespace::open_write(t, &req, now_ns())?;
             let targets = placement::targets(t, &live, &req.path, replication)?;
@@ -191,11 +245,12 @@ async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
             // The file's directory now, not the one it was opened in: it may have moved.
             let (_, current) = namespace::resolve_id(t, req.file_id)?;
-            // A directory that wants fewer copies than `min_replicas` lowers the minimum too,
-            // or none of its files could ever be published.
+            // By default every copy the directory wants; a directory that wants fewer copies
+            // than an explicit `min_replicas` lowers the minimum too, or none of its files
+            // could ever be published.
             let wanted =
                 placement::replication_for(&t.dirmap()?, &current.parent(), s.config.replication);
-            let min = s.config.min_replicas.min(wanted);
+            let min = s.config.min_copies(wanted);
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
@@ -248,7 +303,8 @@ async fn register(
     if req.dirs.len() > 1000 {
         return Err(ApiError::bad_request("too many dirs"));
     }
-    blocking(&state.0, move |s| {
+    let id = req.id.clone();
+    let reply = blocking(&state.0, move |s| {
         let url = req.url.trim_end_matches('/').to_owned();
         s.store.write(|t| placement::register(t, &req))?;
         s.registry.seen(&req.id, &url, req.free_bytes);
@@ -258,7 +314,12 @@ async fn register(
             lockserver: s.config.lockserver.clone(),
         }))
     })
-    .await
+    .await?;
+    // Inventory: a server that (re)starts may have lost blobs it is recorded as holding; the
+    // GC task runs its pass over this server (listing, then a direct check of what the listing
+    // lacks) shortly, instead of at the next periodic pass.
+    let _ = state.0.inventory.send(id);
+    Ok(reply)
 }
 
 async fn heartbeat(

@@ -370,3 +370,89 @@ async fn restart_keeps_blobs_and_drops_leftovers() {
     assert!(!torn_path.exists());
     fs.stop().await;
 }
+
+#[tokio::test]
+async fn verify_reports_good_missing_and_removes_corrupt_blobs() {
+    use dfs_proto::files::BlobState;
+    let dir = tempfile::tempdir().unwrap();
+    let fs = TestServer::start(dir.path(), |_| {}).await;
+    let c = client();
+    let good = c
+        .upload_bytes(&fs.url, 40, 1, pattern(300_000, 3))
+        .await
+        .unwrap();
+    let bad = c
+        .upload_bytes(&fs.url, 40, 2, pattern(300_000, 4))
+        .await
+        .unwrap();
+    let gone = c
+        .upload_bytes(&fs.url, 40, 3, b"gone".to_vec())
+        .await
+        .unwrap();
+    let path = |info: &dfs_proto::files::BlobInfo| {
+        dir.path()
+            .join("blobs")
+            .join(crate::fileserver::store::fan(info.file_id, info.version))
+            .join(crate::fileserver::store::blob_name(info))
+    };
+    // Flip one byte of one blob in place (same length), delete another's file.
+    let mut bytes = std::fs::read(path(&bad)).unwrap();
+    bytes[12_345] ^= 1;
+    std::fs::write(path(&bad), &bytes).unwrap();
+    std::fs::remove_file(path(&gone)).unwrap();
+
+    let check = c.verify(&fs.url, 40, 1).await.unwrap();
+    assert_eq!((check.state, check.recorded), (BlobState::Good, Some(good)));
+    let check = c.verify(&fs.url, 40, 2).await.unwrap();
+    assert_eq!(
+        (check.state, check.recorded),
+        (BlobState::Corrupt, Some(bad.clone()))
+    );
+    assert_eq!(
+        c.verify(&fs.url, 40, 3).await.unwrap().state,
+        BlobState::Missing
+    );
+    assert_eq!(
+        c.verify(&fs.url, 99, 1).await.unwrap().state,
+        BlobState::Missing
+    );
+    // The corrupt and the vanished blob are neither listed nor served any more.
+    let listed: Vec<_> = c.list(&fs.url).await.unwrap().blobs;
+    assert_eq!(
+        listed.iter().map(|b| b.version).collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(!path(&bad).exists());
+    assert_eq!(
+        c.download_bytes(&fs.url, 40, 2).await.unwrap_err().code,
+        dfs_proto::ErrorCode::NotFound
+    );
+    // A blob whose file vanished while the server runs is forgotten at its first download.
+    let read = c
+        .upload_bytes(&fs.url, 40, 4, b"read".to_vec())
+        .await
+        .unwrap();
+    std::fs::remove_file(path(&read)).unwrap();
+    assert_eq!(
+        c.download_bytes(&fs.url, 40, 4).await.unwrap_err().code,
+        dfs_proto::ErrorCode::NotFound
+    );
+    assert!(c
+        .list(&fs.url)
+        .await
+        .unwrap()
+        .blobs
+        .iter()
+        .all(|b| b.version != 4));
+    // Bad ids are a 400 like everywhere else.
+    let http = reqwest::Client::new();
+    for bad_id in ["-1", "abc", "18446744073709551616"] {
+        let reply = http
+            .post(format!("{}/v1/blobs/{bad_id}/1/verify", fs.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status().as_u16(), 400, "{bad_id}");
+    }
+    fs.stop().await;
+}
