@@ -4,11 +4,11 @@
 use crate::attr::{attr_of, build, ns_of, Owner};
 use crate::cache::{Cache, DirtyMeta};
 use crate::inodes::{ino_of, InodeTable, ROOT_INO};
-use crate::leases::Leases;
-use crate::remote::Remote;
 use crate::view::{Copy, Views};
 use crate::writer::{publish_errno, WriteInner, WriteState};
 use dashmap::DashMap;
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
 use dfs_proto::names::{
     CreateRequest, Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest,
 };
@@ -910,6 +910,7 @@ impl DfsFs {
             token: lease.token,
             create: create.as_ref().and_then(|c| c.2),
             exclusive: create.as_ref().is_some_and(|c| c.3),
+            exclude: Vec::new(),
         };
         let opened = match self.remote.names.open_write(&req).await {
             Ok(o) => o,

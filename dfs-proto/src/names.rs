@@ -155,6 +155,12 @@ pub struct OpenWriteRequest {
     /// With `create`: fail when the file already exists (O_EXCL).
     #[serde(default)]
     pub exclusive: bool,
+    /// Fileservers not to name as targets (an upload to them just failed): a writer whose
+    /// target died calls open-write again with the same token and the failed servers here,
+    /// and gets live replacements. Repeating an open-write is idempotent and, without
+    /// `create`, commits nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<ServerId>,
 }
 
 /// Reply of open-write: what to write on top of, and where to upload.
