@@ -374,7 +374,10 @@ impl WriteSession {
             if held >= wanted || failed.is_empty() {
                 break;
             }
-            round = match self.replacements(path, token, &failed, stored.as_ref(), remote).await {
+            round = match self
+                .replacements(path, token, &failed, stored.as_ref(), remote)
+                .await
+            {
                 Some(fresh) => fresh,
                 None => break,
             };
