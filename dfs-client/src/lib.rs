@@ -12,7 +12,7 @@
 //!
 //! **Protocol layer** (used by the mount, `dfs-fuse`, and by the API above): [`remote`]
 //! (cluster access, downloads with failover, uploads to all targets), [`leases`] (write
-//! leases renewed in the background, per-token publish counters) and [`write`] (a write
+//! leases renewed in the background, per-token publish counters) and [`mod@write`] (a write
 //! session publishing a local copy reached through [`write::LocalCopy`]).
 //!
 //! ```no_run

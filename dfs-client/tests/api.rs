@@ -347,7 +347,7 @@ fn a_lost_lease_fails_further_writes_and_close() {
     // The next renewal (every ttl/3) finds the lease gone.
     let deadline = Instant::now() + Duration::from_secs(10);
     let err = loop {
-        match file.write(b"x") {
+        match file.write_all(b"x") {
             Ok(_) => {
                 assert!(
                     Instant::now() < deadline,

@@ -75,7 +75,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         }
     }
     let remote = Arc::new(Remote::new(&cfg.nameserver));
-    let leases = Leases::new(remote.clone(), Leases::session_name_for("dfs-fuse"), cfg.lock_wait);
+    let leases = Leases::new(
+        remote.clone(),
+        Leases::session_name_for("dfs-fuse"),
+        cfg.lock_wait,
+    );
     let fs = Arc::new(DfsFs::new(
         remote.clone(),
         Arc::new(cache),

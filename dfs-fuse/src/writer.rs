@@ -78,9 +78,7 @@ impl WriteState {
         leases: &Leases,
         remote: &Remote,
     ) -> Result<Arc<HeldLease>, ApiError> {
-        inner
-            .ensure_lease(self.file_id, path, leases, remote)
-            .await
+        inner.ensure_lease(self.file_id, path, leases, remote).await
     }
 
     /// Publishes the dirty file if it changed (and was not unlinked here). Call with

@@ -1,12 +1,12 @@
 //! The filesystem layer against a real in-process cluster, without the kernel: the write
 //! path (lease, open-write, upload to all targets, publish), the cache, and fencing.
 
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
 use dfs_fuse::attr::Owner;
 use dfs_fuse::cache::Cache;
 use dfs_fuse::fs::{DfsFs, FsConfig, OpenMode};
 use dfs_fuse::inodes::ROOT_INO;
-use dfs_client::leases::Leases;
-use dfs_client::remote::Remote;
 use dfs_proto::client::{FileClient, LockClient};
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::DfsPath;
