@@ -294,14 +294,18 @@ impl Client {
         }
     }
 
-    async fn open_read(&self, path: DfsPath, flags: Flags) -> io::Result<File> {
+    /// A read-only open: the current version in a spool file whose name is gone already
+    /// (the open descriptor keeps it), so nothing is left behind however the file ends.
+    async fn open_read(&self, path: DfsPath) -> io::Result<File> {
         let (entry, spool) = self.download(&path).await?;
         let file = std::fs::OpenOptions::new().read(true).open(&spool)?;
         // The open descriptor keeps the bytes; the name is not needed any more.
         drop(spool);
-        Ok(File::new(file, path, entry, None, flags.append))
+        Ok(File::new(file, path, entry, None, false))
     }
 
+    /// A write-mode open: the lease, open-write (creating as `flags` say), the base version
+    /// downloaded into a spool file unless truncating; the lease is given back on failure.
     async fn open_write(&self, path: DfsPath, flags: Flags) -> io::Result<File> {
         let shared = &self.shared;
         let lease = Arc::new(shared.leases.acquire(&path).await?);
@@ -458,7 +462,7 @@ impl OpenOptions {
         if self.flags.write || self.flags.append {
             self.client.open_write(path, self.flags).await
         } else {
-            self.client.open_read(path, self.flags).await
+            self.client.open_read(path).await
         }
     }
 }

@@ -147,6 +147,8 @@ pub struct File {
 }
 
 impl File {
+    /// An open file over `spool` (the local copy of `entry`), writable when `writer` is
+    /// given; `append` sends every write to the end.
     pub(crate) fn new(
         spool: std::fs::File,
         path: DfsPath,
