@@ -165,7 +165,7 @@ impl WriteSession {
         self.failed = false;
     }
 
-    /// Whether the lease is held and was not lost: writes may go on.
+    /// Whether the lease was lost (renewal failed past its expiry): writes must fail.
     pub fn lease_lost(&self) -> bool {
         self.lease.as_ref().is_some_and(|l| l.is_lost())
     }
