@@ -434,3 +434,45 @@ fn a_used_up_publish_counter_takes_a_new_lease() {
         fs.release(r.fh).await;
     });
 }
+
+/// Issue 10, item 11: a reader whose every location answers 404 (the version it saw was
+/// deleted right after a newer publish) asks the nameserver again instead of failing.
+#[test]
+fn a_version_gone_everywhere_is_asked_for_again() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, _) = new_fs(&cluster, &tmp.path().join("a"));
+    let (fs_b, _) = new_fs(&cluster, &tmp.path().join("b"));
+    cluster.block_on(async {
+        let ino = put(&fs_b, "moving", b"first version").await;
+        let entry = fs
+            .remote()
+            .names
+            .stat(&DfsPath::parse("/moving").unwrap())
+            .await
+            .unwrap();
+        // Every copy of the current version disappears (as after a prompt delete)...
+        let files = FileClient::new();
+        for url in &cluster.fileservers {
+            let _ = files.delete(url, entry.id, entry.version).await;
+        }
+        fs.lookup(ROOT_INO, OsStr::new("moving")).await.unwrap();
+        // ... and the newer version lands while this mount's open is failing over.
+        let b_ino = fs_b
+            .lookup(ROOT_INO, OsStr::new("moving"))
+            .await
+            .unwrap()
+            .ino
+            .0;
+        let publisher = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let w = fs_b.open(b_ino, WRITE).await.unwrap();
+            fs_b.write(w.fh, 0, b"second version").await.unwrap();
+            futures_release(&fs_b, w.fh).await;
+        };
+        let (opened, ()) = tokio::join!(fs.open(ino, READ), publisher);
+        let r = opened.expect("open asks again and finds the newer version");
+        assert_eq!(read_all(&fs, r.fh).await, b"second version");
+        fs.release(r.fh).await;
+    });
+}
