@@ -285,9 +285,12 @@ impl Client {
             let spool = self.shared.spool()?;
             match remote.download(&entry, &spool).await {
                 Ok(_) => return Ok((entry, spool)),
-                Err(err) if err.code == ErrorCode::NotFound && attempt < 3 => {
+                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
                     attempt += 1;
                     tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
+                    // The newer version's publish is committed before the old one's blobs
+                    // are deleted, so a short pause finds it; the pauses add up to 750 ms.
+                    tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
                 }
                 Err(err) => return Err(err.into()),
             }
