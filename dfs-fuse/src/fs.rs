@@ -4,11 +4,11 @@
 use crate::attr::{attr_of, build, ns_of, Owner};
 use crate::cache::{Cache, DirtyMeta};
 use crate::inodes::{ino_of, InodeTable, ROOT_INO};
-use crate::leases::Leases;
-use crate::remote::Remote;
 use crate::view::{Copy, Views};
 use crate::writer::{publish_errno, WriteInner, WriteState};
 use dashmap::DashMap;
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
 use dfs_proto::names::{
     CreateRequest, Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest,
 };

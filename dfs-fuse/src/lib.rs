@@ -2,7 +2,9 @@
 //!
 //! Contract (docs/SEMANTICS.md): download on open, upload on close, atomic publish,
 //! automatic write lease with fencing. [`fs::DfsFs`] holds the logic as async methods that
-//! tests drive without the kernel; [`adapter::Adapter`] only translates FUSE calls.
+//! tests drive without the kernel; [`adapter::Adapter`] only translates FUSE calls. The client
+//! protocol (leases, uploads, publish) is `dfs-client`'s; the mount keeps inodes, handles,
+//! its cache and the kernel adapter.
 
 pub mod adapter;
 pub mod attr;
@@ -11,10 +13,8 @@ pub mod cache_state;
 pub mod daemon;
 pub mod fs;
 pub mod inodes;
-pub mod leases;
 pub mod options;
 pub mod passthrough;
-pub mod remote;
 pub mod session;
 pub mod view;
 pub mod writer;

@@ -5,10 +5,10 @@ use crate::adapter::{wait_idle, Adapter};
 use crate::attr::Owner;
 use crate::cache::Cache;
 use crate::fs::{DfsFs, FsConfig};
-use crate::leases::Leases;
 use crate::options::MountConfig;
-use crate::remote::Remote;
 use anyhow::{bail, Context};
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
 use fuser::{Config, INodeNo, MountOption, SessionACL};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -75,7 +75,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         }
     }
     let remote = Arc::new(Remote::new(&cfg.nameserver));
-    let leases = Leases::new(remote.clone(), Leases::session_name(), cfg.lock_wait);
+    let leases = Leases::new(
+        remote.clone(),
+        Leases::session_name_for("dfs-fuse"),
+        cfg.lock_wait,
+    );
     let fs = Arc::new(DfsFs::new(
         remote.clone(),
         Arc::new(cache),

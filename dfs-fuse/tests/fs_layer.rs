@@ -1,12 +1,12 @@
 //! The filesystem layer against a real in-process cluster, without the kernel: the write
 //! path (lease, open-write, upload to all targets, publish), the cache, and fencing.
 
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
 use dfs_fuse::attr::Owner;
 use dfs_fuse::cache::Cache;
 use dfs_fuse::fs::{DfsFs, FsConfig, OpenMode};
 use dfs_fuse::inodes::ROOT_INO;
-use dfs_fuse::leases::Leases;
-use dfs_fuse::remote::Remote;
 use dfs_proto::client::{FileClient, LockClient};
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::DfsPath;
@@ -416,7 +416,7 @@ fn a_used_up_publish_counter_takes_a_new_lease() {
             .find(|l| l.client == session)
             .unwrap()
             .token;
-        fs.leases().set_seq(token, dfs_fuse::leases::SEQ_LIMIT);
+        fs.leases().set_seq(token, dfs_client::leases::SEQ_LIMIT);
         fs.write(w.fh, 0, b"2").await.unwrap();
         fs.flush(w.fh).await.unwrap();
         fs.write(w.fh, 0, b"3").await.unwrap();

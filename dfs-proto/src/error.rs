@@ -97,6 +97,30 @@ impl ErrorCode {
         }
     }
 
+    /// The [`std::io::ErrorKind`] a program using the file-like client API sees for this
+    /// code: the same meaning as [`ErrorCode::errno`], in the vocabulary of `std::io`.
+    pub fn io_kind(self) -> std::io::ErrorKind {
+        use std::io::ErrorKind as K;
+        match self {
+            ErrorCode::BadRequest
+            | ErrorCode::InvalidPath
+            | ErrorCode::NameTooLong
+            | ErrorCode::InvalidMove
+            | ErrorCode::MethodNotAllowed => K::InvalidInput,
+            ErrorCode::NotFound => K::NotFound,
+            ErrorCode::AlreadyExists => K::AlreadyExists,
+            ErrorCode::NotEmpty => K::DirectoryNotEmpty,
+            ErrorCode::IsDirectory => K::IsADirectory,
+            ErrorCode::NotDirectory => K::NotADirectory,
+            ErrorCode::Busy => K::ResourceBusy,
+            ErrorCode::Stale | ErrorCode::Fenced => K::StaleNetworkFileHandle,
+            ErrorCode::PayloadTooLarge => K::FileTooLarge,
+            ErrorCode::NoSpace => K::StorageFull,
+            ErrorCode::ChecksumMismatch => K::InvalidData,
+            ErrorCode::LeaseExpired | ErrorCode::Unavailable | ErrorCode::Internal => K::Other,
+        }
+    }
+
     /// The code a bare HTTP status maps back to, for replies that carry no JSON body.
     pub fn from_http_status(status: u16) -> ErrorCode {
         match status {
@@ -182,6 +206,14 @@ impl From<std::io::Error> for ApiError {
             return ApiError::new(ErrorCode::NoSpace, err.to_string());
         }
         ApiError::internal(format!("i/o error: {err}"))
+    }
+}
+
+/// An [`ApiError`] as an [`std::io::Error`] of kind [`ErrorCode::io_kind`], keeping the
+/// `ApiError` inside (`err.get_ref()` and downcast) so a program can still read the code.
+impl From<ApiError> for std::io::Error {
+    fn from(err: ApiError) -> std::io::Error {
+        std::io::Error::new(err.code.io_kind(), err)
     }
 }
 

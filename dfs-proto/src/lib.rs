@@ -11,7 +11,6 @@ pub mod locks;
 pub mod mountinfo;
 pub mod names;
 pub mod path;
-pub mod simple;
 mod transfer;
 
 pub use checksum::Checksum;

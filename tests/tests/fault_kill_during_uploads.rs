@@ -4,7 +4,8 @@
 //! the end; a file never acknowledged is absent, empty (created, never published) or complete;
 //! every server is ready again within 2 s of its restart.
 
-use dfs_proto::simple::SimpleClient;
+use dfs_client::Client;
+use dfs_proto::names::Entry;
 use dfs_proto::{Checksum, DfsPath};
 use dfs_tests::process::ProcessCluster;
 use rand::rngs::StdRng;
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// What the writer knows about each path.
 #[derive(Clone, Debug)]
@@ -49,7 +51,7 @@ fn kill9_during_upload_loop_loses_nothing() {
             let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
             let mut done = 0;
             let mut slowest = Duration::ZERO;
-            let verifier = runtime.block_on(connect(&ns_url));
+            let verifier = runtime.block_on(connect(&ns_url, None));
             while done < kills {
                 std::thread::sleep(Duration::from_millis(rng.random_range(50..250)));
                 let ready_in = {
@@ -82,7 +84,10 @@ fn kill9_during_upload_loop_loses_nothing() {
     // The writer: unique paths, sizes 0 B .. 8 MiB (mostly small), retried until acknowledged
     // or given up; every attempt of one path writes the same bytes.
     let mut rng = StdRng::seed_from_u64(seed);
-    let client = runtime.block_on(connect(&ns_url));
+    // The content of a failed attempt is kept in the spool directory (as the mount keeps it
+    // in dirty/); this one goes away with the test.
+    let spool = tempfile::tempdir().unwrap();
+    let client = runtime.block_on(connect(&ns_url, Some(spool.path())));
     runtime.block_on(async {
         for i in 0..files {
             let size = match rng.random_range(0..10) {
@@ -103,7 +108,7 @@ fn kill9_during_upload_loop_loses_nothing() {
             );
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
-                match client.write_file(&path, &bytes).await {
+                match write_file(&client, &path, &bytes).await {
                     Ok(entry) => {
                         assert_eq!(entry.checksum, Checksum::of(&bytes));
                         history
@@ -130,11 +135,11 @@ fn kill9_during_upload_loop_loses_nothing() {
     // Final check: every file downloaded and compared, from a quiet cluster.
     let snapshot = history.lock().unwrap().clone();
     runtime.block_on(async {
-        let verifier = connect(&ns_url).await;
+        let verifier = connect(&ns_url, None).await;
         check_metadata(&verifier, &snapshot, seed).await;
         for (path, attempt) in &snapshot {
             let path = DfsPath::parse(path).unwrap();
-            let (entry, bytes) = retry(|| verifier.read_file(&path)).await;
+            let (entry, bytes) = retry(|| read_file(&verifier, &path)).await;
             assert_eq!(
                 (bytes.len() as u64, Checksum::of(&bytes)),
                 (attempt.size, attempt.checksum),
@@ -147,11 +152,17 @@ fn kill9_during_upload_loop_loses_nothing() {
     eprintln!("{acked} files acknowledged, {kills_done} kills, 0 lost, 0 corrupt");
 }
 
-async fn connect(ns_url: &str) -> SimpleClient {
+/// A client of the cluster once its nameserver answers; `spool` holds open files' copies.
+async fn connect(ns_url: &str, spool: Option<&std::path::Path>) -> Client {
+    let mut builder = Client::builder(ns_url).session(format!("writer-{}", rand::random::<u32>()));
+    if let Some(dir) = spool {
+        builder = builder.spool_dir(dir);
+    }
+    let client = builder.build();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match SimpleClient::connect(ns_url, &format!("writer-{}", rand::random::<u32>())).await {
-            Ok(client) => return client,
+        match client.remote().names.cluster().await {
+            Ok(_) => return client,
             Err(err) if Instant::now() < deadline => {
                 tracing::debug!(%err, "connect retry");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -161,11 +172,32 @@ async fn connect(ns_url: &str) -> SimpleClient {
     }
 }
 
+/// Replaces (or creates) `path` with `bytes` through the client's file API: the lease,
+/// upload and publish of `close`; returns the published entry.
+async fn write_file(client: &Client, path: &DfsPath, bytes: &[u8]) -> std::io::Result<Entry> {
+    let mut file = client.create(path.as_str()).await?;
+    file.write_all(bytes).await?;
+    file.sync_all().await?;
+    // Nothing to publish (an empty new file): the created file is the acknowledged one.
+    let entry = file.published().unwrap_or(file.entry()).clone();
+    file.close().await?;
+    Ok(entry)
+}
+
+/// The current version of `path` and its content, downloaded (checksum-verified).
+async fn read_file(client: &Client, path: &DfsPath) -> std::io::Result<(Entry, Vec<u8>)> {
+    let mut file = client.open(path.as_str()).await?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await?;
+    Ok((file.entry().clone(), bytes))
+}
+
 /// Retries a read while servers come back.
-async fn retry<T, F, Fut>(mut op: F) -> T
+async fn retry<T, E, F, Fut>(mut op: F) -> T
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, dfs_proto::ApiError>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -181,13 +213,13 @@ where
 }
 
 /// Every acknowledged file has its exact size and checksum; no file is partial.
-async fn check_metadata(client: &SimpleClient, history: &BTreeMap<String, Attempt>, seed: u64) {
+async fn check_metadata(client: &Client, history: &BTreeMap<String, Attempt>, seed: u64) {
     for (path, attempt) in history {
         let path = DfsPath::parse(path).unwrap();
         let found = {
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
-                match client.names().stat(&path).await {
+                match client.remote().names.stat(&path).await {
                     Ok(entry) => break Some(entry),
                     Err(err) if err.code == dfs_proto::ErrorCode::NotFound => break None,
                     Err(err) if Instant::now() < deadline => {

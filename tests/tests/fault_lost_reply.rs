@@ -1,8 +1,16 @@
 //! Fault suite 5: a reply is lost after the server committed; the retry creates exactly one
 //! version (publish is idempotent on its version, uploads on (file id, version, checksum)).
+//!
+//! The protocol steps run through `dfs-client`'s protocol layer ([`Remote`]) with an explicit
+//! lease, so a retry by the caller reuses the version; the file API's own publish retry is
+//! checked too.
 
-use dfs_proto::simple::SimpleClient;
-use dfs_proto::{Checksum, DfsPath};
+use dfs_client::remote::Remote;
+use dfs_client::write::Content;
+use dfs_client::Client;
+use dfs_proto::locks::AcquireRequest;
+use dfs_proto::names::{Entry, OpenWriteRequest, PublishRequest};
+use dfs_proto::{version_for, ApiError, Checksum, DfsPath};
 use dfs_servers::fileserver;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::proxy::{DropRule, LossyProxy};
@@ -19,15 +27,15 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             },
         )
         .await;
-        let client = SimpleClient::connect(&proxy.url, "writer").await.unwrap();
-        let direct = SimpleClient::connect(&cluster.nameserver, "reader")
-            .await
-            .unwrap();
+        let client = Remote::new(&proxy.url);
+        let direct = Client::new(&cluster.nameserver);
         let path = DfsPath::parse("/report.txt").unwrap();
         let bytes = b"the only content".repeat(1000);
         let lease = client
             .locks()
-            .acquire(&dfs_proto::locks::AcquireRequest {
+            .await
+            .unwrap()
+            .acquire(&AcquireRequest {
                 paths: vec![path.clone()],
                 client: "writer".into(),
                 ttl_ms: None,
@@ -35,34 +43,33 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             .await
             .unwrap();
 
-        let first = client.write_under_lease(&path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the first publish reply"
         );
         assert_eq!(proxy.dropped(), 1);
         // The publish was committed even though its reply was lost.
-        let committed = direct.names().stat(&path).await.unwrap();
+        let committed = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(committed.checksum, Checksum::of(&bytes));
 
-        let retried = client
-            .write_under_lease(&path, &bytes, lease.token)
+        let retried = write_under_lease(&client, &path, &bytes, lease.token)
             .await
             .unwrap();
         assert_eq!(
             retried.version, committed.version,
             "the retry made a new version"
         );
-        let again = client
-            .write_under_lease(&path, &bytes, lease.token)
+        let again = write_under_lease(&client, &path, &bytes, lease.token)
             .await
             .unwrap();
         assert_eq!(again.version, committed.version);
 
-        let (entry, read) = direct.read_file(&path).await.unwrap();
+        let read = direct.read("/report.txt").await.unwrap();
+        let entry = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(read, bytes);
         for server in &cluster.fileservers {
-            let blobs = client.files().list(server).await.unwrap().blobs;
+            let blobs = client.files.list(server).await.unwrap().blobs;
             let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id).collect();
             assert!(
                 mine.len() <= 1,
@@ -70,7 +77,74 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             );
             assert!(mine.iter().all(|b| b.version == entry.version));
         }
+
+        // The file API retries a publish whose reply was lost by itself (same version):
+        // its close succeeds and exactly one version is made.
+        let proxy = LossyProxy::start(
+            &cluster.nameserver,
+            DropRule {
+                path_prefix: "/v1/meta/publish".into(),
+                count: 1,
+            },
+        )
+        .await;
+        let api = Client::new(&proxy.url);
+        api.write("/retried.txt", &bytes).await.unwrap();
+        assert_eq!(proxy.dropped(), 1);
+        assert_eq!(direct.read("/retried.txt").await.unwrap(), bytes);
+        let entry = direct.metadata("/retried.txt").await.unwrap();
+        for server in &cluster.fileservers {
+            let blobs = client.files.list(server).await.unwrap().blobs;
+            let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id()).collect();
+            assert!(
+                mine.len() <= 1,
+                "more than one version on {server}: {mine:?}"
+            );
+            assert!(mine.iter().all(|b| b.version == entry.version()));
+        }
     });
+}
+
+/// The write protocol for a caller that holds the lease with `token`: open-write (create),
+/// upload to every target (dfs-client's [`Remote::upload_all`]), publish as the token's
+/// first version. One attempt; a retry with the same token makes the same version.
+async fn write_under_lease(
+    remote: &Remote,
+    path: &DfsPath,
+    bytes: &[u8],
+    token: u64,
+) -> Result<Entry, ApiError> {
+    let opened = remote
+        .names
+        .open_write(&OpenWriteRequest {
+            path: path.clone(),
+            token,
+            create: Some(0o644),
+            exclusive: false,
+            exclude: Vec::new(),
+        })
+        .await?;
+    let base = opened.entry;
+    let version = version_for(token, 1);
+    let checksum = Checksum::of(bytes);
+    let content = Content::Small(bytes.to_vec().into(), checksum);
+    let stored = remote
+        .upload_all(&opened.targets, base.id, version, &content)
+        .await?;
+    remote
+        .names
+        .publish(&PublishRequest {
+            path: path.clone(),
+            file_id: base.id,
+            base_version: base.version,
+            version,
+            token,
+            size: stored.size,
+            checksum: stored.checksum,
+            servers: stored.servers,
+            mtime_ns: None,
+        })
+        .await
 }
 
 #[test]
@@ -104,37 +178,39 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
 
-        let client = SimpleClient::connect(&cluster.nameserver, "writer")
-            .await
-            .unwrap();
+        let client = Remote::new(&cluster.nameserver);
         let path = DfsPath::parse("/data.bin").unwrap();
         let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let lease = client
             .locks()
-            .acquire(&dfs_proto::locks::AcquireRequest {
+            .await
+            .unwrap()
+            .acquire(&AcquireRequest {
                 paths: vec![path.clone()],
                 client: "writer".into(),
                 ttl_ms: None,
             })
             .await
             .unwrap();
-        let first = client.write_under_lease(&path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the upload reply"
         );
         assert_eq!(proxy.dropped(), 1);
 
-        let entry = client
-            .write_under_lease(&path, &bytes, lease.token)
+        let entry = write_under_lease(&client, &path, &bytes, lease.token)
             .await
             .unwrap();
-        let blobs = client.files().list(&real_url).await.unwrap().blobs;
+        let blobs = client.files.list(&real_url).await.unwrap().blobs;
         let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id).collect();
         assert_eq!(mine.len(), 1, "exactly one blob expected: {mine:?}");
         assert_eq!(mine[0].version, entry.version);
         assert_eq!(mine[0].checksum, Checksum::of(&bytes));
-        let (_, read) = client.read_file(&path).await.unwrap();
+        let read = Client::new(&cluster.nameserver)
+            .read("/data.bin")
+            .await
+            .unwrap();
         assert_eq!(read, bytes);
     });
 }

@@ -8,8 +8,9 @@
 //!    random servers: every acknowledged file is checked by checksum, downloaded from the
 //!    fileservers, after every restart and at the end. `DFS_LONG=1` runs the long tier.
 
-use dfs_proto::simple::SimpleClient;
-use dfs_proto::{Checksum, DfsPath, ErrorCode};
+use dfs_client::Client;
+use dfs_proto::names::Entry;
+use dfs_proto::{Checksum, DfsPath};
 use dfs_tests::mount::Mount;
 use dfs_tests::process::{ProcessCluster, ServerProcess};
 use rand::rngs::StdRng;
@@ -398,11 +399,15 @@ fn mount_upload_loop_while_servers_are_killed() {
     assert!(kills >= min_kills);
 }
 
-async fn connect(ns_url: &str) -> SimpleClient {
+/// A client of the cluster once its nameserver answers.
+async fn connect(ns_url: &str) -> Client {
+    let client = Client::builder(ns_url)
+        .session(format!("verifier-{}", rand::random::<u32>()))
+        .build();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match SimpleClient::connect(ns_url, &format!("verifier-{}", rand::random::<u32>())).await {
-            Ok(client) => return client,
+        match client.remote().names.cluster().await {
+            Ok(_) => return client,
             Err(err) if Instant::now() < deadline => {
                 tracing::debug!(%err, "connect retry");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -412,12 +417,21 @@ async fn connect(ns_url: &str) -> SimpleClient {
     }
 }
 
+/// The current version of `path` and its content, downloaded (checksum-verified).
+async fn read_file(client: &Client, path: &DfsPath) -> std::io::Result<(Entry, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut file = client.open(path.as_str()).await?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).await?;
+    Ok((file.entry().clone(), bytes))
+}
+
 /// Checks every acknowledged file: size and checksum at the nameserver, and the content
 /// downloaded from the fileservers for each file not in `downloaded` yet (then added).
 /// Returns how many files were checked. Transient errors (a server still restarting) are
 /// retried for 30 s.
 async fn check_acknowledged(
-    client: &SimpleClient,
+    client: &Client,
     history: &BTreeMap<String, Attempt>,
     downloaded: &mut std::collections::BTreeSet<String>,
     seed: u64,
@@ -429,13 +443,19 @@ async fn check_acknowledged(
         let deadline = Instant::now() + Duration::from_secs(30);
         let (entry, bytes) = loop {
             let found = if download {
-                client.read_file(&path).await
+                read_file(client, &path).await
             } else {
-                client.names().stat(&path).await.map(|e| (e, Vec::new()))
+                client
+                    .remote()
+                    .names
+                    .stat(&path)
+                    .await
+                    .map(|e| (e, Vec::new()))
+                    .map_err(std::io::Error::from)
             };
             match found {
                 Ok(found) => break found,
-                Err(err) if err.code == ErrorCode::NotFound => {
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                     panic!("acknowledged {path} is lost (seed {seed})")
                 }
                 Err(err) if Instant::now() < deadline => {

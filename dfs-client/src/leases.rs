@@ -1,8 +1,9 @@
 //! Write leases: one lockserver lease per file being written, renewed in the background.
 //!
-//! A lease is taken under this mount's session name, so the lockserver can tell our leases
-//! from another mount's. When renewal fails past the lease's expiry (or the lockserver says it
-//! is gone) the lease is marked lost and every write and close under it fails with EIO.
+//! A lease is taken under this client's session name (one per mount or program), so the
+//! lockserver can tell our leases from another client's. When renewal fails past the lease's
+//! expiry (or the lockserver says it is gone) the lease is marked lost and every write and
+//! close under it fails (EIO on the mount, an error on a [`crate::File`]).
 
 use crate::remote::Remote;
 use dfs_proto::locks::AcquireRequest;
@@ -64,7 +65,7 @@ impl Drop for HeldLease {
     }
 }
 
-/// Takes and renews leases for one mount.
+/// Takes and renews leases for one client (a mount, or a [`crate::Client`]).
 #[derive(Debug)]
 pub struct Leases {
     remote: Arc<Remote>,
@@ -83,7 +84,7 @@ pub const SEQ_LIMIT: u64 = 0xF_FFFF;
 const KEPT_TOKENS: usize = 4096;
 
 impl Leases {
-    /// A lease manager for this mount; `session` names the mount at the lockserver.
+    /// A lease manager for this client; `session` names it at the lockserver.
     pub fn new(remote: Arc<Remote>, session: String, lock_wait: Duration) -> Leases {
         Leases {
             remote,
@@ -120,19 +121,25 @@ impl Leases {
         seqs.insert(token, seq);
     }
 
-    /// A session name unique to this mount process: host, pid and a random part.
+    /// A session name unique to this process: `dfs-client@host:pid:random`.
     pub fn session_name() -> String {
+        Leases::session_name_for("dfs-client")
+    }
+
+    /// A session name unique to this process, naming the program (`dfs-fuse`, ...): host,
+    /// pid and a random part, so `dfs locks` tells which client holds a lease.
+    pub fn session_name_for(program: &str) -> String {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_owned())
             .unwrap_or_else(|_| "host".into());
         format!(
-            "dfs-fuse@{host}:{}:{:08x}",
+            "{program}@{host}:{}:{:08x}",
             std::process::id(),
             rand::random::<u32>()
         )
     }
 
-    /// This mount's session name.
+    /// This client's session name.
     pub fn session(&self) -> &str {
         &self.session
     }
@@ -208,7 +215,7 @@ async fn renew_loop(
                 tokio::time::sleep(every.min(Duration::from_millis(200)) / 2).await;
             }
             Err(err) => {
-                tracing::error!(token, %err, "lease lost: writes and close will fail with EIO");
+                tracing::error!(token, %err, "lease lost: writes and close will fail");
                 lost.store(true, Ordering::Release);
                 return;
             }

@@ -1,7 +1,7 @@
 //! Access to the cluster: the nameserver, the lockserver (found through `GET /v1/cluster`),
 //! and fileservers (downloads fail over across locations, uploads go to all targets at once).
 
-use crate::writer::Content;
+use crate::write::Content;
 use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
 use dfs_proto::names::{Entry, FileserverRef};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, ServerId, Version};

@@ -1,0 +1,563 @@
+//! The async file-like API: [`Client`] (namespace calls, opening files) and [`OpenOptions`].
+//!
+//! Every call is one or a few requests to the cluster; files are whole-file copies in a
+//! local spool file (see [`crate::File`]). Errors are [`std::io::Error`]s whose kind follows
+//! [`dfs_proto::ErrorCode::io_kind`], with the [`dfs_proto::ApiError`] kept inside.
+
+use crate::file::{File, Writer};
+use crate::leases::Leases;
+use crate::remote::Remote;
+use crate::write::WriteSession;
+use dfs_proto::names::{Entry, EntryKind, OpenWriteRequest, RenameRequest};
+use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Permission bits of files created without [`OpenOptions::mode`].
+const DEFAULT_MODE: u32 = 0o644;
+
+/// What every handle of one client shares: the cluster clients and the lease manager.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The cluster.
+    pub(crate) remote: Arc<Remote>,
+    /// Leases under this client's session name.
+    pub(crate) leases: Leases,
+    /// Where spool files go (`None`: the system temp directory).
+    pub(crate) spool_dir: Option<PathBuf>,
+}
+
+impl Shared {
+    /// A fresh spool file name (the file exists, empty; removed when the path is dropped).
+    pub(crate) fn spool(&self) -> io::Result<tempfile::TempPath> {
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".dfs-spool-");
+        let file = match &self.spool_dir {
+            Some(dir) => builder.tempfile_in(dir)?,
+            None => builder.tempfile()?,
+        };
+        Ok(file.into_temp_path())
+    }
+}
+
+/// Parses a DFS path given by a program (absolute, `/`-separated, validated once).
+pub(crate) fn parse(path: &str) -> io::Result<DfsPath> {
+    DfsPath::parse(path).map_err(io::Error::from)
+}
+
+/// A client of one DFS cluster, for programs: open, create and manage files like `std::fs`.
+///
+/// Cheap to clone (clones share connections and the lease session). All methods need a
+/// tokio runtime; see [`crate::blocking::Client`] for a version without async.
+///
+/// ```no_run
+/// # async fn demo() -> std::io::Result<()> {
+/// use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// let client = dfs_client::Client::new("http://127.0.0.1:7000");
+/// let mut file = client.create("/notes.txt").await?;
+/// file.write_all(b"hello").await?;
+/// file.close().await?; // Ok only once the new version is durable and published
+/// let mut text = String::new();
+/// client.open("/notes.txt").await?.read_to_string(&mut text).await?;
+/// assert_eq!(text, "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+}
+
+/// Settings of a [`Client`] beyond the nameserver URL; from [`Client::builder`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    nameserver: String,
+    lockserver: Option<String>,
+    session: Option<String>,
+    lock_wait: Duration,
+    spool_dir: Option<PathBuf>,
+}
+
+impl ClientBuilder {
+    /// Names this client at the lockserver (default: `dfs-client@host:pid:random`), so
+    /// `dfs locks` shows who holds a lease. Two clients with one session name share leases:
+    /// give each writer its own.
+    pub fn session(mut self, name: impl Into<String>) -> ClientBuilder {
+        self.session = Some(name.into());
+        self
+    }
+
+    /// How long a write-mode open waits for another writer's lease before failing with
+    /// `ResourceBusy` (default: zero, fail at once; the mount's `-o lock_wait`).
+    pub fn lock_wait(mut self, wait: Duration) -> ClientBuilder {
+        self.lock_wait = wait;
+        self
+    }
+
+    /// Uses this lockserver instead of asking the nameserver for it (fixed setups, tests).
+    pub fn lockserver(mut self, url: impl Into<String>) -> ClientBuilder {
+        self.lockserver = Some(url.into());
+        self
+    }
+
+    /// Where open files are spooled (default: the system temp directory). A file must fit
+    /// there while open.
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> ClientBuilder {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+
+    /// The client. Connects lazily: nothing is sent before the first call.
+    pub fn build(self) -> Client {
+        let remote = Arc::new(match &self.lockserver {
+            Some(lock) => Remote::with_lockserver(&self.nameserver, lock),
+            None => Remote::new(&self.nameserver),
+        });
+        let session = self.session.unwrap_or_else(Leases::session_name);
+        Client {
+            shared: Arc::new(Shared {
+                leases: Leases::new(remote.clone(), session, self.lock_wait),
+                remote,
+                spool_dir: self.spool_dir,
+            }),
+        }
+    }
+}
+
+impl Client {
+    /// A client of the cluster whose nameserver is at `url` (e.g. `http://ns:7000`), with
+    /// default settings.
+    pub fn new(url: &str) -> Client {
+        Client::builder(url).build()
+    }
+
+    /// A builder for a client with a session name, a lock wait or a spool directory.
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            nameserver: url.to_owned(),
+            lockserver: None,
+            session: None,
+            lock_wait: Duration::ZERO,
+            spool_dir: None,
+        }
+    }
+
+    /// The cluster clients underneath (the protocol layer), for what this API does not cover.
+    pub fn remote(&self) -> &Remote {
+        &self.shared.remote
+    }
+
+    /// This client's session name at the lockserver.
+    pub fn session(&self) -> &str {
+        self.shared.leases.session()
+    }
+
+    /// Opens `path` for reading: downloads its current version whole into a spool file.
+    pub async fn open(&self, path: &str) -> io::Result<File> {
+        self.options().read(true).open(path).await
+    }
+
+    /// Opens `path` for writing, creating it or truncating it (`std::fs::File::create`):
+    /// takes the write lease (`ResourceBusy` if another client holds it).
+    pub async fn create(&self, path: &str) -> io::Result<File> {
+        self.options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .await
+    }
+
+    /// Options for an open with other modes (append, create_new, read-write, ...).
+    pub fn options(&self) -> OpenOptions {
+        OpenOptions {
+            client: self.clone(),
+            flags: Flags::default(),
+        }
+    }
+
+    /// Metadata of `path` as the nameserver has it now.
+    pub async fn metadata(&self, path: &str) -> io::Result<Metadata> {
+        let path = parse(path)?;
+        Ok(Metadata::from(self.shared.remote.names.stat(&path).await?))
+    }
+
+    /// The entries of directory `path`, in name order.
+    pub async fn read_dir(&self, path: &str) -> io::Result<Vec<DirEntry>> {
+        let path = parse(path)?;
+        let entries = self.shared.remote.names.list(&path).await?;
+        Ok(entries
+            .into_iter()
+            .map(|entry| DirEntry {
+                meta: Metadata::from(entry),
+            })
+            .collect())
+    }
+
+    /// Creates directory `path`; its parent must exist (`AlreadyExists` if it exists).
+    pub async fn create_dir(&self, path: &str) -> io::Result<()> {
+        let path = parse(path)?;
+        self.shared.remote.names.mkdir(&path, None).await?;
+        Ok(())
+    }
+
+    /// Creates directory `path` and every missing parent; an existing directory is fine.
+    pub async fn create_dir_all(&self, path: &str) -> io::Result<()> {
+        let path = parse(path)?;
+        let mut at = DfsPath::root();
+        for name in path.components() {
+            at = at.join(name)?;
+            match self.shared.remote.names.mkdir(&at, None).await {
+                Ok(_) => {}
+                Err(err) if err.code == ErrorCode::AlreadyExists => {
+                    let entry = self.shared.remote.names.stat(&at).await?;
+                    if entry.kind != EntryKind::Dir {
+                        return Err(ApiError::new(
+                            ErrorCode::NotDirectory,
+                            format!("{at} exists and is not a directory"),
+                        )
+                        .into());
+                    }
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes file `path`. A client writing it elsewhere then fails its close with
+    /// `StaleNetworkFileHandle`.
+    pub async fn remove_file(&self, path: &str) -> io::Result<()> {
+        let path = parse(path)?;
+        self.shared.remote.names.unlink(&path).await?;
+        Ok(())
+    }
+
+    /// Removes the empty directory `path` (`DirectoryNotEmpty` otherwise).
+    pub async fn remove_dir(&self, path: &str) -> io::Result<()> {
+        let path = parse(path)?;
+        self.shared.remote.names.rmdir(&path).await?;
+        Ok(())
+    }
+
+    /// Renames `from` to `to` atomically, replacing a file at `to` (like `std::fs::rename`).
+    pub async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let req = RenameRequest {
+            from: parse(from)?,
+            to: parse(to)?,
+            no_replace: false,
+        };
+        self.shared.remote.names.rename(&req).await?;
+        Ok(())
+    }
+
+    /// The whole content of `path` in memory (for small files; [`Client::open`] streams).
+    pub async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
+        let mut file = self.open(path).await?;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut bytes).await?;
+        Ok(bytes)
+    }
+
+    /// Replaces (or creates) `path` with `bytes`; returns once they are published. On
+    /// failure nothing is kept locally (the caller still has the bytes).
+    pub async fn write(&self, path: &str, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+        let mut file = self.create(path).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, bytes.as_ref()).await?;
+        file.close_keeping(false).await
+    }
+
+    /// Downloads the current version of `path` into a fresh spool file, asking again when a
+    /// version vanished everywhere between the stat and the download (a newer publish).
+    async fn download(&self, path: &DfsPath) -> io::Result<(Entry, tempfile::TempPath)> {
+        let remote = &self.shared.remote;
+        let mut attempt = 0;
+        loop {
+            let entry = remote.names.stat(path).await?;
+            if entry.kind == EntryKind::Dir {
+                return Err(ApiError::new(
+                    ErrorCode::IsDirectory,
+                    format!("{path} is a directory"),
+                )
+                .into());
+            }
+            let spool = self.shared.spool()?;
+            match remote.download(&entry, &spool).await {
+                Ok(_) => return Ok((entry, spool)),
+                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
+                    attempt += 1;
+                    tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
+                    // The newer version's publish is committed before the old one's blobs
+                    // are deleted, so a short pause finds it; the pauses add up to 750 ms.
+                    tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
+    /// A read-only open: the current version in a spool file whose name is gone already
+    /// (the open descriptor keeps it), so nothing is left behind however the file ends.
+    async fn open_read(&self, path: DfsPath) -> io::Result<File> {
+        let (entry, spool) = self.download(&path).await?;
+        let file = std::fs::OpenOptions::new().read(true).open(&spool)?;
+        // The open descriptor keeps the bytes; the name is not needed any more.
+        drop(spool);
+        Ok(File::new(file, path, entry, None, false))
+    }
+
+    /// A write-mode open: the lease, open-write (creating as `flags` say), the base version
+    /// downloaded into a spool file unless truncating; the lease is given back on failure.
+    async fn open_write(&self, path: DfsPath, flags: Flags) -> io::Result<File> {
+        let shared = &self.shared;
+        let lease = Arc::new(shared.leases.acquire(&path).await?);
+        let req = OpenWriteRequest {
+            path: path.clone(),
+            token: lease.token,
+            create: (flags.create || flags.create_new).then_some(flags.mode),
+            exclusive: flags.create_new,
+            exclude: Vec::new(),
+        };
+        let prepared = async {
+            let opened = shared.remote.names.open_write(&req).await?;
+            if opened.entry.kind == EntryKind::Dir {
+                return Err(ApiError::new(
+                    ErrorCode::IsDirectory,
+                    format!("{path} is a directory"),
+                )
+                .into());
+            }
+            let spool = shared.spool()?;
+            if !flags.truncate && opened.entry.size > 0 {
+                shared.remote.download(&opened.entry, &spool).await?;
+            }
+            let file = std::fs::OpenOptions::new()
+                .read(flags.read)
+                .write(true)
+                .append(flags.append)
+                .open(&spool)?;
+            Ok::<_, io::Error>((opened, spool, file))
+        }
+        .await;
+        let (opened, spool, file) = match prepared {
+            Ok(p) => p,
+            Err(err) => {
+                lease.release(&shared.leases).await;
+                return Err(err);
+            }
+        };
+        let truncated = flags.truncate && opened.entry.size > 0;
+        let session = WriteSession::new(lease, opened.targets, opened.entry.version, truncated);
+        let writer = Writer::new(shared.clone(), session, spool);
+        tracing::debug!(%path, base = opened.entry.version, "opened for writing");
+        Ok(File::new(
+            file,
+            path,
+            opened.entry,
+            Some(writer),
+            flags.append,
+        ))
+    }
+}
+
+/// The modes of an open, as `std::fs::OpenOptions` has them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flags {
+    read: bool,
+    write: bool,
+    append: bool,
+    truncate: bool,
+    create: bool,
+    create_new: bool,
+    mode: u32,
+}
+
+impl Default for Flags {
+    fn default() -> Flags {
+        Flags {
+            read: false,
+            write: false,
+            append: false,
+            truncate: false,
+            create: false,
+            create_new: false,
+            mode: DEFAULT_MODE,
+        }
+    }
+}
+
+impl Flags {
+    /// The combinations `std::fs::OpenOptions` refuses are refused here too.
+    fn check(&self) -> io::Result<()> {
+        let invalid = |why: &str| Err(io::Error::new(io::ErrorKind::InvalidInput, why.to_owned()));
+        let writing = self.write || self.append;
+        if !self.read && !writing {
+            return invalid("open needs read, write or append");
+        }
+        if (self.truncate || self.create || self.create_new) && !writing {
+            return invalid("truncate, create and create_new need write or append");
+        }
+        if self.truncate && self.append {
+            return invalid("truncate and append exclude each other");
+        }
+        Ok(())
+    }
+}
+
+/// How to open a file: the modes of `std::fs::OpenOptions`, from [`Client::options`].
+///
+/// A write-mode open (`write` or `append`) takes the file's write lease for as long as the
+/// [`File`] is open; a read-only open takes nothing and never waits for a writer.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    client: Client,
+    flags: Flags,
+}
+
+impl OpenOptions {
+    /// Allows reading.
+    pub fn read(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.read = on;
+        self
+    }
+
+    /// Allows writing (takes the write lease at open).
+    pub fn write(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.write = on;
+        self
+    }
+
+    /// Every write goes to the end of the file (implies writing).
+    pub fn append(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.append = on;
+        self
+    }
+
+    /// Starts from empty content (nothing is downloaded).
+    pub fn truncate(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.truncate = on;
+        self
+    }
+
+    /// Creates the file when it does not exist.
+    pub fn create(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.create = on;
+        self
+    }
+
+    /// Creates the file, failing with `AlreadyExists` when it exists.
+    pub fn create_new(&mut self, on: bool) -> &mut OpenOptions {
+        self.flags.create_new = on;
+        self
+    }
+
+    /// Permission bits of a file this open creates (default `0o644`).
+    pub fn mode(&mut self, mode: u32) -> &mut OpenOptions {
+        self.flags.mode = mode & 0o7777;
+        self
+    }
+
+    /// Opens `path` with these modes.
+    pub async fn open(&self, path: &str) -> io::Result<File> {
+        self.flags.check()?;
+        let path = parse(path)?;
+        if self.flags.write || self.flags.append {
+            self.client.open_write(path, self.flags).await
+        } else {
+            self.client.open_read(path).await
+        }
+    }
+}
+
+/// What the nameserver knows of a file or directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metadata {
+    entry: Entry,
+}
+
+impl From<Entry> for Metadata {
+    fn from(entry: Entry) -> Metadata {
+        Metadata { entry }
+    }
+}
+
+impl Metadata {
+    /// Size in bytes of the current version (0 for directories).
+    pub fn len(&self) -> u64 {
+        self.entry.size
+    }
+
+    /// Whether the current version is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entry.size == 0
+    }
+
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        self.entry.kind == EntryKind::Dir
+    }
+
+    /// Whether this is a regular file.
+    pub fn is_file(&self) -> bool {
+        self.entry.kind == EntryKind::File
+    }
+
+    /// Permission bits (`0o644`).
+    pub fn mode(&self) -> u32 {
+        self.entry.mode
+    }
+
+    /// Last modification time.
+    pub fn modified(&self) -> SystemTime {
+        let ns = self.entry.mtime_ns;
+        if ns >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_nanos(ns.unsigned_abs())
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+        }
+    }
+
+    /// The current content version (changes with every publish; 0 is empty, never written).
+    pub fn version(&self) -> Version {
+        self.entry.version
+    }
+
+    /// The file's id, stable across renames.
+    pub fn id(&self) -> FileId {
+        self.entry.id
+    }
+
+    /// The path it had when this was fetched.
+    pub fn path(&self) -> &DfsPath {
+        &self.entry.path
+    }
+
+    /// The nameserver's whole record (checksum, holders, ...).
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+/// One entry of [`Client::read_dir`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    meta: Metadata,
+}
+
+impl DirEntry {
+    /// Its full path.
+    pub fn path(&self) -> &DfsPath {
+        self.meta.path()
+    }
+
+    /// Its name within the directory.
+    pub fn file_name(&self) -> &str {
+        self.meta.path().name()
+    }
+
+    /// Its metadata at listing time.
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+}

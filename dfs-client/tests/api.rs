@@ -1,0 +1,363 @@
+//! The file-like API against a real in-process cluster: round trips through both APIs,
+//! open modes, the write lease (busy, lost), fencing, publishing on drop and on sync_all.
+
+use dfs_client::{blocking, Client};
+use dfs_proto::client::LockClient;
+use dfs_proto::locks::AcquireRequest;
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use dfs_tests::cluster::Cluster;
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// The error code inside an I/O error from the client.
+fn code(err: &std::io::Error) -> Option<ErrorCode> {
+    err.get_ref()?.downcast_ref::<ApiError>().map(|e| e.code)
+}
+
+/// Steals `session`'s lease on a file (as if it had expired while its holder was paused).
+async fn steal_lease(cluster: &Cluster, session: &str) {
+    let locks = LockClient::new(&cluster.lockserver);
+    let list = locks.list().await.unwrap();
+    let ours = list.leases.iter().find(|l| l.client == session).unwrap();
+    locks.release(ours.token, session).await.unwrap();
+    // A lease on something else takes a higher token, as another writer's would.
+    locks
+        .acquire(&AcquireRequest {
+            paths: vec![DfsPath::parse("/unrelated").unwrap()],
+            client: "someone".into(),
+            ttl_ms: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[test]
+fn async_write_read_round_trip() {
+    let cluster = Cluster::start(2);
+    cluster.block_on(async {
+        let client = Client::new(&cluster.nameserver);
+        client.create_dir_all("/a/b").await.unwrap();
+        client.create_dir_all("/a/b").await.unwrap();
+        let mut file = client.create("/a/b/f.txt").await.unwrap();
+        file.write_all(b"hello ").await.unwrap();
+        file.write_all(b"world").await.unwrap();
+        file.close().await.unwrap();
+
+        let mut file = client.open("/a/b/f.txt").await.unwrap();
+        let mut text = String::new();
+        file.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "hello world");
+        file.seek(SeekFrom::Start(6)).await.unwrap();
+        text.clear();
+        file.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "world");
+        file.close().await.unwrap();
+
+        let meta = client.metadata("/a/b/f.txt").await.unwrap();
+        assert!(meta.is_file());
+        assert_eq!(meta.len(), 11);
+        assert_eq!(
+            meta.entry().servers.len(),
+            2,
+            "published on both fileservers"
+        );
+        let names: Vec<_> = client
+            .read_dir("/a/b")
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.file_name().to_owned())
+            .collect();
+        assert_eq!(names, ["f.txt"]);
+
+        // A large file streams through the spool both ways.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        client.write("/a/big", &big).await.unwrap();
+        assert_eq!(client.read("/a/big").await.unwrap(), big);
+
+        client.rename("/a/big", "/a/b/big").await.unwrap();
+        client.remove_file("/a/b/big").await.unwrap();
+        client.remove_file("/a/b/f.txt").await.unwrap();
+        let err = client.open("/a/b/f.txt").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        client.remove_dir("/a/b").await.unwrap();
+        let err = client.remove_dir("/a").await;
+        assert!(err.is_ok(), "{err:?}");
+        let err = client.open("/").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IsADirectory);
+    });
+}
+
+#[test]
+fn blocking_write_read_round_trip_and_interop_with_async() {
+    let cluster = Cluster::start(1);
+    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    client.create_dir("/d").unwrap();
+    assert_eq!(
+        client.create_dir("/d").unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    let mut file = client.create("/d/f").unwrap();
+    file.write_all(b"0123456789").unwrap();
+    file.seek(SeekFrom::Start(2)).unwrap();
+    file.write_all(b"AB").unwrap();
+    file.close().unwrap();
+    let mut text = String::new();
+    client
+        .open("/d/f")
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    assert_eq!(text, "01AB456789");
+
+    // The async client reads what the blocking one wrote, and the reverse.
+    let async_client = Client::new(&cluster.nameserver);
+    cluster.block_on(async {
+        assert_eq!(async_client.read("/d/f").await.unwrap(), b"01AB456789");
+        async_client.write("/d/g", b"from async").await.unwrap();
+    });
+    assert_eq!(client.read("/d/g").unwrap(), b"from async");
+    assert_eq!(client.metadata("/d/g").unwrap().len(), 10);
+    assert_eq!(client.read_dir("/d").unwrap().len(), 2);
+}
+
+#[test]
+fn open_options_modes() {
+    let cluster = Cluster::start(1);
+    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    client.write("/f", b"start").unwrap();
+
+    // append: every write goes to the end.
+    let mut file = client.options().append(true).open("/f").unwrap();
+    file.write_all(b"+more").unwrap();
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.write_all(b"+end").unwrap();
+    file.close().unwrap();
+    assert_eq!(client.read("/f").unwrap(), b"start+more+end");
+
+    // write without truncate: the content is downloaded and changed in place.
+    let mut file = client.options().read(true).write(true).open("/f").unwrap();
+    let mut head = [0u8; 5];
+    file.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"start");
+    file.seek(SeekFrom::Start(0)).unwrap();
+    file.write_all(b"START").unwrap();
+    file.close().unwrap();
+    assert_eq!(client.read("/f").unwrap(), b"START+more+end");
+
+    // truncate: starts empty, and is a change even with no write.
+    let file = client
+        .options()
+        .write(true)
+        .truncate(true)
+        .open("/f")
+        .unwrap();
+    assert_eq!(file.len().unwrap(), 0);
+    file.close().unwrap();
+    assert_eq!(client.metadata("/f").unwrap().len(), 0);
+
+    // create_new on an existing file, write without create on a missing one.
+    let err = client
+        .options()
+        .write(true)
+        .create_new(true)
+        .open("/f")
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+    let err = client.options().write(true).open("/missing").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let mut file = client
+        .options()
+        .write(true)
+        .create_new(true)
+        .open("/new")
+        .unwrap();
+    file.write_all(b"new").unwrap();
+    file.close().unwrap();
+    assert_eq!(client.read("/new").unwrap(), b"new");
+
+    // The combinations std refuses; reading a write-only file fails.
+    let invalid = client.options().read(true).truncate(true).open("/f");
+    assert_eq!(invalid.unwrap_err().kind(), ErrorKind::InvalidInput);
+    let invalid = client.options().append(true).truncate(true).open("/f");
+    assert_eq!(invalid.unwrap_err().kind(), ErrorKind::InvalidInput);
+    let mut file = client.options().write(true).open("/new").unwrap();
+    assert!(file.read(&mut [0u8; 4]).is_err());
+    let mut reader = client.open("/new").unwrap();
+    assert!(
+        reader.write(b"x").is_err(),
+        "a read-only file refuses writes"
+    );
+    drop(reader);
+    file.close().unwrap();
+}
+
+#[test]
+fn a_second_writer_gets_resource_busy_and_readers_see_the_last_version() {
+    let cluster = Cluster::start(1);
+    let a = blocking::Client::new(&cluster.nameserver).unwrap();
+    let b = blocking::Client::new(&cluster.nameserver).unwrap();
+    a.write("/f", b"v1").unwrap();
+    let mut writer = a.options().write(true).open("/f").unwrap();
+    writer.write_all(b"v2").unwrap();
+    let err = b.create("/f").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ResourceBusy);
+    assert_eq!(code(&err), Some(ErrorCode::Busy));
+    assert_eq!(b.read("/f").unwrap(), b"v1", "readers are never blocked");
+    writer.close().unwrap();
+    // The lease was given back at close: the other client writes at once.
+    b.write("/f", b"v3").unwrap();
+    assert_eq!(a.read("/f").unwrap(), b"v3");
+
+    // With a lock wait, the second writer waits for the first one's close.
+    let waiting = blocking::Client::builder(&cluster.nameserver)
+        .lock_wait(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let writer = a.options().write(true).open("/f").unwrap();
+    let closer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        writer.close().unwrap();
+    });
+    let started = Instant::now();
+    waiting.write("/f", b"after the wait").unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    closer.join().unwrap();
+    assert_eq!(a.read("/f").unwrap(), b"after the wait");
+}
+
+#[test]
+fn sync_all_publishes_without_closing() {
+    let cluster = Cluster::start(1);
+    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let other = blocking::Client::new(&cluster.nameserver).unwrap();
+    let mut file = client.create("/f").unwrap();
+    file.write_all(b"first").unwrap();
+    assert_eq!(
+        other.read("/f").unwrap(),
+        b"",
+        "nothing visible before a publish"
+    );
+    file.sync_all().unwrap();
+    let first = file.published().unwrap().version;
+    assert_eq!(other.read("/f").unwrap(), b"first");
+    file.write_all(b" second").unwrap();
+    file.sync_all().unwrap();
+    assert!(file.published().unwrap().version > first);
+    assert_eq!(other.read("/f").unwrap(), b"first second");
+    // Still the writer: the lease is held until close.
+    assert_eq!(
+        other.create("/f").unwrap_err().kind(),
+        ErrorKind::ResourceBusy
+    );
+    file.close().unwrap();
+    other.write("/f", b"mine").unwrap();
+}
+
+#[test]
+fn dropping_a_changed_file_publishes_it() {
+    let cluster = Cluster::start(1);
+    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let mut file = client.create("/blocking").unwrap();
+    file.write_all(b"dropped, not closed").unwrap();
+    drop(file); // blocking: published inside drop
+    assert_eq!(client.read("/blocking").unwrap(), b"dropped, not closed");
+    client.write("/blocking", b"lease given back").unwrap();
+
+    let async_client = Client::new(&cluster.nameserver);
+    cluster.block_on(async {
+        let mut file = async_client.create("/async").await.unwrap();
+        file.write_all(b"dropped in a runtime").await.unwrap();
+        drop(file); // async: published by a task spawned on this runtime
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let read = async_client.read("/async").await.unwrap();
+            if read == b"dropped in a runtime" {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the dropped file was never published"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And its lease was given back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(err) = async_client.write("/async", b"next").await {
+            assert_eq!(err.kind(), ErrorKind::ResourceBusy);
+            assert!(Instant::now() < deadline, "the dropped file kept its lease");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+}
+
+#[test]
+fn a_fenced_writer_gets_a_stale_handle_error_and_keeps_its_changes() {
+    let cluster = Cluster::start(1);
+    let spool = tempfile::tempdir().unwrap();
+    let a = blocking::Client::builder(&cluster.nameserver)
+        .session("writer-a")
+        .spool_dir(spool.path())
+        .build()
+        .unwrap();
+    let b = blocking::Client::new(&cluster.nameserver).unwrap();
+    a.write("/g", b"first").unwrap();
+    let mut paused = a.options().write(true).open("/g").unwrap();
+    paused.write_all(b"SECOND").unwrap();
+
+    cluster.block_on(steal_lease(&cluster, "writer-a"));
+    b.write("/g", b"from b").unwrap();
+
+    let err = paused.close().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::StaleNetworkFileHandle, "{err}");
+    assert!(matches!(
+        code(&err),
+        Some(ErrorCode::Stale | ErrorCode::Fenced)
+    ));
+    assert_eq!(b.read("/g").unwrap(), b"from b", "the newer version stays");
+    // The unpublished content is kept in the spool directory, named in the error.
+    let kept: Vec<_> = std::fs::read_dir(spool.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), b"SECOND");
+    assert!(err.to_string().contains(&kept[0].display().to_string()));
+}
+
+#[test]
+fn a_lost_lease_fails_further_writes_and_close() {
+    let cluster = Cluster::start_tuned(
+        1,
+        |_| {},
+        |locks| {
+            locks.ttl_ms = 900;
+            locks.lock_delay_ms = 100;
+            locks.restart_grace_ms = Some(900);
+        },
+    );
+    let client = blocking::Client::builder(&cluster.nameserver)
+        .session("writer-lost")
+        .build()
+        .unwrap();
+    let mut file = client.create("/h").unwrap();
+    file.write_all(b"before").unwrap();
+    cluster.block_on(steal_lease(&cluster, "writer-lost"));
+    // The next renewal (every ttl/3) finds the lease gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let err = loop {
+        match file.write_all(b"x") {
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "the lost lease was never noticed"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => break err,
+        }
+    };
+    assert_eq!(code(&err), Some(ErrorCode::LeaseExpired), "{err}");
+    assert!(file.close().is_err());
+}
