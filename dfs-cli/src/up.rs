@@ -57,6 +57,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.fileservers == 0 {
         return Err(UsageError("--fileservers must be at least 1".into()).into());
     }
+    // The mount options are checked before anything is created or started; the paths and
+    // the nameserver URL are filled in below.
+    let mut mount = mount_config(&args.mountpoint, &args.data, &args.fuse_args)?;
     std::fs::create_dir_all(&args.mountpoint)
         .with_context(|| format!("cannot create {}", args.mountpoint.display()))?;
     std::fs::create_dir_all(&args.data)
@@ -72,8 +75,8 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if is_mounted(&mountpoint) {
         bail!("{} is already a mount point", mountpoint.display());
     }
-    // The mount options are checked before any server starts; the URL is filled in later.
-    let mut mount = mount_config(&mountpoint, &data, &args.fuse_args)?;
+    mount.mountpoint = mountpoint.clone();
+    mount.cache_dir = data.join("cache");
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -127,8 +130,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The mount's configuration, from the same options as `dfs mount` (plus `-f` and the
-/// cache under the data directory); the nameserver URL is a placeholder until it is known.
+/// The mount's configuration, from the same options as `dfs mount` plus `-f` and the cache
+/// in `DATA/cache` (always: the flag wins over a `cache_dir` option); the nameserver URL is
+/// a placeholder until it is known.
 fn mount_config(
     mountpoint: &Path,
     data: &Path,
