@@ -234,6 +234,29 @@ fn dfs_mount_mounts_a_cluster_as_fuse_dfs() {
     assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
     wait_until("the unmount", Duration::from_secs(20), || !is_mounted(&mnt));
 
+    // Type fuse.dfs without a mount.fuse.dfs helper: mount.fuse3 runs `dfs URL DIR -o OPTS`
+    // (named here in its `PROGRAM#SOURCE` form, as mount(8) sanitises PATH).
+    let out = Command::new("mount")
+        .args(["-t", "fuse"])
+        .arg(format!(
+            "{}#{}",
+            dfs_tests::bin_path("dfs").display(),
+            cluster.nameserver
+        ))
+        .arg(&mnt)
+        .arg("-o")
+        .arg(format!(
+            "rw,nosuid,nodev,_netdev,cache_dir={}",
+            cache.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t fuse dfs#URL: {out:?}");
+    assert_eq!(fs_type(&mnt).as_deref(), Some("fuse.dfs"));
+    assert_eq!(std::fs::read(mnt.join("a")).unwrap(), b"via dfs mount");
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    wait_until("the unmount", Duration::from_secs(20), || !is_mounted(&mnt));
+
     // The same mount in the foreground, and dfs-fuse: both are type fuse.dfs.
     let mut fg = Command::new(dfs_tests::bin_path("dfs"))
         .arg("mount")
