@@ -3,6 +3,10 @@
 //! Contract (docs/SEMANTICS.md): download on open, upload on close, atomic publish,
 //! automatic write lease with fencing. [`fs::DfsFs`] holds the logic as async methods that
 //! tests drive without the kernel; [`adapter::Adapter`] only translates FUSE calls.
+//!
+//! The whole command is a library call too: [`daemon::run_mount`] is `dfs-fuse URL DIR`
+//! (also `dfs mount`, and the `mount.fuse.dfs` helper through [`daemon::run_mount_helper`]),
+//! and [`session::run`] mounts in the foreground of any program (`dfs up`).
 
 pub mod adapter;
 pub mod attr;
