@@ -56,7 +56,8 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Up(args) => {
-            dfs_servers::common::init_tracing();
+            // The servers' progress too: `dfs up` is a cluster as much as a mount.
+            daemon::init_logging("info");
             match up::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {

@@ -41,7 +41,12 @@ pub fn run_mount(args: Args, program: &str, reexec: Vec<OsString>) -> ExitCode {
     // Absolute paths: a daemon moves to / once ready.
     cfg.mountpoint = std::path::absolute(&cfg.mountpoint).unwrap_or(cfg.mountpoint);
     cfg.cache_dir = std::path::absolute(&cfg.cache_dir).unwrap_or(cfg.cache_dir);
-    init_logging();
+    if cfg.ready_fd.is_some() {
+        // A daemon: stderr becomes its log file once the mount is ready.
+        init_logging_with(DEFAULT_LOG_FILTER, false);
+    } else {
+        init_logging(DEFAULT_LOG_FILTER);
+    }
     let ready_fd = cfg.ready_fd;
     let log = cfg.cache_dir.join("dfs-fuse.log");
     let result = session::run(cfg, move || {
@@ -114,14 +119,25 @@ pub fn parse_args<P: Parser>(program: &str, argv: &[OsString]) -> Result<P, Exit
     }
 }
 
-/// The mount's logs go to stderr (the daemon's to its log file), `warn,dfs_fuse=info` unless
-/// `RUST_LOG` says otherwise. Does nothing when the program already set up logging.
-pub fn init_logging() {
+/// The mount's default log filter: its own progress and everyone's warnings.
+pub const DEFAULT_LOG_FILTER: &str = "warn,dfs_fuse=info";
+
+/// Logs go to stderr (a daemon's to its log file), filtered by `RUST_LOG` or else `default`,
+/// in colour only on a terminal (a log file gets no escape codes). Does nothing when the
+/// program already set up logging.
+pub fn init_logging(default: &str) {
+    use std::io::IsTerminal;
+    init_logging_with(default, std::io::stderr().is_terminal());
+}
+
+/// [`init_logging`] with colour chosen by the caller: a daemon logs to a file later.
+fn init_logging_with(default: &str, ansi: bool) {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dfs_fuse=info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .try_init();
 }
