@@ -1,87 +1,166 @@
-//! `dfs up`: in-process servers on embedded defaults plus a `dfs-fuse` child for the mount.
+//! `dfs up`: a whole cluster (lockserver, nameserver, fileservers) on embedded defaults and
+//! its mount, all in this one process: the servers as tasks on a tokio runtime, the mount
+//! through the `dfs-fuse` library on the main thread. Nothing else needs to be built or
+//! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone.
 
 use anyhow::{bail, Context};
 use dfs_proto::client::NameClient;
 use dfs_proto::mountinfo::is_mounted;
 use dfs_servers::{common, fileserver, lockserver, nameserver};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How many fileservers `dfs up` runs by default: one more than the replication factor, so
+/// a file stays fully replicated while any one of them is down.
+const DEFAULT_FILESERVERS: usize = 3;
+
+/// The replication factor `dfs up` asks for (or the number of fileservers, when fewer).
+const REPLICATION: usize = 2;
 
 /// Options of `dfs up`; everything has a default so `dfs up ./mnt` is enough.
 #[derive(clap::Args, Debug)]
 pub struct UpArgs {
     /// Directory to mount the cluster on (created if missing).
     pub mountpoint: PathBuf,
-    /// Where the servers keep their data and the mount its cache.
-    #[arg(long, default_value = "./dfs-data")]
+    /// Where the servers keep their data and the mount its cache (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "./dfs-data")]
     pub data: PathBuf,
     /// How many fileservers to run (replication factor is min(2, this)).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_FILESERVERS)]
     pub fileservers: usize,
-    /// Address of the nameserver, for other mounts: `dfs-fuse http://ADDR DIR`.
-    #[arg(long, default_value = "127.0.0.1:7000")]
+    /// Address the nameserver listens on; other mounts join with `dfs mount http://ADDR DIR`.
+    /// Port 0 picks a free port (printed once mounted). Lockserver and fileservers always
+    /// take free ports on 127.0.0.1.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     pub listen: String,
-    /// Extra arguments for dfs-fuse, after `--` (e.g. `-- -o lock_wait=5`).
-    #[arg(last = true)]
+    /// Extra mount options, after `--`, as for `dfs mount` (e.g. `-- -o lock_wait=5`).
+    #[arg(last = true, value_name = "MOUNT_ARGS")]
     pub fuse_args: Vec<String>,
 }
 
-/// Runs the cluster and the mount until Ctrl-C or SIGTERM.
+/// A mistake in the command line found after clap parsed it (exit code 2, not 1).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Runs the cluster and the mount until Ctrl-C or SIGTERM (or until the mount is unmounted
+/// from outside), then unmounts, stops the servers and returns.
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
     if args.fileservers == 0 {
-        bail!("--fileservers must be at least 1");
+        return Err(UsageError("--fileservers must be at least 1".into()).into());
     }
+    // The mount options are checked before anything is created or started; the paths and
+    // the nameserver URL are filled in below.
+    let mut mount = mount_config(&args.mountpoint, &args.data, &args.fuse_args)?;
     std::fs::create_dir_all(&args.mountpoint)
         .with_context(|| format!("cannot create {}", args.mountpoint.display()))?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("cannot create {}", args.data.display()))?;
-    let data = args.data.canonicalize()?;
-    let mountpoint = args.mountpoint.canonicalize()?;
+    let data = args
+        .data
+        .canonicalize()
+        .with_context(|| format!("cannot use {}", args.data.display()))?;
+    let mountpoint = args
+        .mountpoint
+        .canonicalize()
+        .with_context(|| format!("cannot use {}", args.mountpoint.display()))?;
     if is_mounted(&mountpoint) {
         bail!("{} is already a mount point", mountpoint.display());
     }
+    mount.mountpoint = mountpoint.clone();
+    mount.cache_dir = data.join("cache");
 
-    let runtime = tokio::runtime::Runtime::new()?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let nameserver_url = runtime.block_on(start_servers(&args, &data, stop_rx))?;
-
-    let mut mount = spawn_mount(&nameserver_url, &mountpoint, &data, &args.fuse_args)?;
-    let mounted = wait_mounted(&mut mount, &mountpoint);
-    if let Err(err) = mounted {
+    let (signal_tx, signal_rx) = watch::channel(false);
+    runtime.spawn(async move {
+        common::shutdown_signal().await;
+        eprintln!("dfs: stopping");
+        let _ = signal_tx.send(true);
+    });
+    let stop_servers = |runtime: tokio::runtime::Runtime| {
         let _ = stop_tx.send(true);
-        runtime.shutdown_timeout(Duration::from_secs(5));
-        return Err(err);
-    }
-    eprintln!(
-        "dfs: mounted {} (nameserver {nameserver_url}, data in {}); press Ctrl-C to stop",
-        mountpoint.display(),
-        data.display()
-    );
+        runtime.shutdown_timeout(Duration::from_secs(10));
+    };
 
-    runtime.block_on(async {
-        let child_exit = async {
-            loop {
-                if matches!(mount.try_wait(), Ok(Some(_))) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        };
+    let mut interrupted = signal_rx.clone();
+    let started = runtime.block_on(async {
         tokio::select! {
-            _ = common::shutdown_signal() => eprintln!("dfs: stopping"),
-            _ = child_exit => eprintln!("dfs: the mount process ended; stopping the servers"),
+            started = start_servers(&args, &data, stop_rx) => Some(started),
+            _ = interrupted.wait_for(|signalled| *signalled) => None,
         }
     });
+    let nameserver_url = match started {
+        Some(Ok(url)) => url,
+        Some(Err(err)) => {
+            stop_servers(runtime);
+            return Err(err);
+        }
+        None => {
+            stop_servers(runtime);
+            eprintln!("dfs: stopped");
+            return Ok(());
+        }
+    };
+    mount.nameserver = nameserver_url.clone();
 
-    unmount(&mut mount, &mountpoint);
-    let _ = stop_tx.send(true);
-    runtime.shutdown_timeout(Duration::from_secs(10));
+    let mounted = dfs_fuse::session::run(mount, || {
+        eprintln!(
+            "dfs: mounted {} (nameserver {nameserver_url}, data in {}); press Ctrl-C to stop",
+            mountpoint.display(),
+            data.display()
+        );
+        // A Ctrl-C while the mount was starting came before the mount listened for it.
+        if *signal_rx.borrow() {
+            // SAFETY: raise(3) has no memory-safety preconditions.
+            unsafe { libc::raise(libc::SIGTERM) };
+        }
+    });
+    stop_servers(runtime);
+    mounted.with_context(|| format!("cannot mount {}", mountpoint.display()))?;
     eprintln!("dfs: stopped");
     Ok(())
 }
 
+/// The mount's configuration, from the same options as `dfs mount` plus `-f` and the cache
+/// in `DATA/cache` (always: the flag wins over a `cache_dir` option); the nameserver URL is
+/// a placeholder until it is known.
+fn mount_config(
+    mountpoint: &Path,
+    data: &Path,
+    extra: &[String],
+) -> anyhow::Result<dfs_fuse::options::MountConfig> {
+    let mut argv: Vec<std::ffi::OsString> = vec![
+        "dfs up".into(),
+        "http://127.0.0.1".into(),
+        mountpoint.into(),
+        "-f".into(),
+        "--cache-dir".into(),
+        data.join("cache").into(),
+    ];
+    argv.extend(extra.iter().map(Into::into));
+    let args = <dfs_fuse::options::Args as clap::Parser>::try_parse_from(argv).map_err(|err| {
+        let text = err.to_string();
+        let line = text.lines().next().unwrap_or_default();
+        UsageError(format!(
+            "bad mount arguments after `--`: {}",
+            line.strip_prefix("error: ").unwrap_or(line)
+        ))
+    })?;
+    args.into_config()
+        .map_err(|msg| UsageError(format!("bad mount arguments after `--`: {msg}")).into())
+}
+
+/// Starts lockserver, nameserver and the fileservers as tasks that end when `stop` turns
+/// true, and returns the nameserver's URL once every fileserver has registered.
 async fn start_servers(
     args: &UpArgs,
     data: &Path,
@@ -107,7 +186,7 @@ async fn start_servers(
     let ns_config = nameserver::Config {
         data: data.join("nameserver"),
         lockserver: Some(lock_url),
-        replication: args.fileservers.min(2) as u32,
+        replication: args.fileservers.min(REPLICATION) as u32,
         ..Default::default()
     };
     tokio::spawn(report(
@@ -146,82 +225,9 @@ async fn start_servers(
     }
 }
 
+/// Prints why a server task ended with an error (it runs detached, so no one else would).
 async fn report(name: &str, server: impl std::future::Future<Output = anyhow::Result<()>>) {
     if let Err(err) = server.await {
         eprintln!("dfs: {name} failed: {err:#}");
-    }
-}
-
-/// `dfs-fuse` from beside this binary, else from `PATH`.
-fn fuse_binary() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(|dir| dir.join("dfs-fuse")))
-        .filter(|path| path.exists())
-        .unwrap_or_else(|| PathBuf::from("dfs-fuse"))
-}
-
-fn spawn_mount(
-    nameserver: &str,
-    mountpoint: &Path,
-    data: &Path,
-    extra: &[String],
-) -> anyhow::Result<Child> {
-    let binary = fuse_binary();
-    Command::new(&binary)
-        .arg(nameserver)
-        .arg(mountpoint)
-        .arg("-f")
-        .arg("--cache-dir")
-        .arg(data.join("cache"))
-        .args(extra)
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("cannot start {}", binary.display()))
-}
-
-fn wait_mounted(mount: &mut Child, mountpoint: &Path) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if is_mounted(mountpoint) {
-            return Ok(());
-        }
-        if let Ok(Some(status)) = mount.try_wait() {
-            bail!("dfs-fuse exited before mounting ({status})");
-        }
-        if Instant::now() > deadline {
-            let _ = mount.kill();
-            bail!(
-                "dfs-fuse did not mount {} within 30 s",
-                mountpoint.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// SIGTERM lets dfs-fuse finish pending uploads and unmount; a lazy unmount is the fallback.
-fn unmount(mount: &mut Child, mountpoint: &Path) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(mount.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if matches!(mount.try_wait(), Ok(Some(_))) {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    if matches!(mount.try_wait(), Ok(None)) {
-        let _ = mount.kill();
-        let _ = mount.wait();
-    }
-    if is_mounted(mountpoint) {
-        let _ = Command::new("fusermount3")
-            .arg("-u")
-            .arg("-z")
-            .arg(mountpoint)
-            .status();
     }
 }

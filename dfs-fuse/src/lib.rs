@@ -5,6 +5,10 @@
 //! tests drive without the kernel; [`adapter::Adapter`] only translates FUSE calls. The client
 //! protocol (leases, uploads, publish) is `dfs-client`'s; the mount keeps inodes, handles,
 //! its cache and the kernel adapter.
+//!
+//! The whole command is a library call too: [`daemon::run_mount`] is `dfs-fuse URL DIR`
+//! (also `dfs mount`, and the `mount.fuse.dfs` helper through [`daemon::run_mount_helper`]),
+//! and [`session::run`] mounts in the foreground of any program (`dfs up`).
 
 pub mod adapter;
 pub mod attr;

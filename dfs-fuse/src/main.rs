@@ -1,46 +1,24 @@
 //! `dfs-fuse NAMESERVER_URL MOUNTPOINT [-o opts] [-f]`: mount a DFS cluster.
+//!
+//! Started as `mount.fuse.dfs` (a symlink mount(8) runs for `mount -t fuse.dfs`), it takes
+//! mount(8)'s helper arguments instead. The work is all in [`dfs_fuse::daemon`], which `dfs
+//! mount` shares.
 
-use clap::Parser;
-use dfs_fuse::{daemon, options::Args, session};
+use dfs_fuse::{daemon, options};
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let mut cfg = match args.into_config() {
-        Ok(cfg) => cfg,
-        Err(msg) => {
-            eprintln!("dfs-fuse: {msg}");
-            return ExitCode::from(2);
-        }
-    };
-    if !cfg.foreground && cfg.ready_fd.is_none() {
-        return daemon::spawn_and_wait();
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let rest = argv.get(1..).unwrap_or_default().to_vec();
+    if argv
+        .first()
+        .is_some_and(|name| options::invoked_as_mount_helper(name))
+    {
+        return daemon::run_mount_helper(&rest, "dfs-fuse", &[]);
     }
-    if cfg.ready_fd.is_some() {
-        daemon::detach_session();
-    }
-    // Absolute paths: a daemon moves to / once ready.
-    cfg.mountpoint = std::path::absolute(&cfg.mountpoint).unwrap_or(cfg.mountpoint);
-    cfg.cache_dir = std::path::absolute(&cfg.cache_dir).unwrap_or(cfg.cache_dir);
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,dfs_fuse=info")),
-        )
-        .init();
-    let ready_fd = cfg.ready_fd;
-    let log = cfg.cache_dir.join("dfs-fuse.log");
-    let result = session::run(cfg, move || {
-        if let Some(fd) = ready_fd {
-            daemon::report_ready(fd, &log);
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("dfs-fuse: {err:#}");
-            ExitCode::FAILURE
-        }
+    match daemon::parse_args::<options::Args>("dfs-fuse", &argv) {
+        Ok(args) => daemon::run_mount(args, "dfs-fuse", rest),
+        Err(code) => code,
     }
 }

@@ -2,10 +2,21 @@
 //!
 //! `dfs-fuse URL DIR [-o a,b=c] [-f]` is the shape `mount.fuse3` uses when it runs a
 //! `fuse.dfs-fuse` fstab line, so every setting of our own works both as a flag and as `-o`.
+//! mount(8) runs `/sbin/mount.fuse.dfs SOURCE DIR [-sfnv] [-o OPTS]` for type `fuse.dfs`;
+//! [`parse_mount_helper`] turns that shape into the same [`Args`].
 
 use clap::Parser;
-use std::path::PathBuf;
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The file system subtype: the mount shows in `/proc/mounts` as type `fuse.dfs`, and
+/// `mount -t fuse.dfs` finds its helper as `mount.fuse.dfs`.
+pub const SUBTYPE: &str = "dfs";
+
+/// The name mount(8) runs for type `fuse.dfs`; `dfs` and `dfs-fuse` act as that helper when
+/// started under it (a symlink `/sbin/mount.fuse.dfs`), so no separate script is needed.
+pub const MOUNT_HELPER: &str = "mount.fuse.dfs";
 
 /// Default bound of the local cache: large enough for a working set of big files.
 pub const DEFAULT_CACHE_SIZE: u64 = 8 << 30;
@@ -222,6 +233,74 @@ pub fn default_cache_dir(mountpoint: &std::path::Path) -> PathBuf {
         .join(if flat.is_empty() { "root".into() } else { flat })
 }
 
+/// Whether `argv0` (the name this program was started under) is [`MOUNT_HELPER`].
+pub fn invoked_as_mount_helper(argv0: &OsStr) -> bool {
+    Path::new(argv0).file_name() == Some(OsStr::new(MOUNT_HELPER))
+}
+
+/// What mount(8) asked of `mount.fuse.dfs`, in the shape of our own command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HelperCall {
+    /// `SOURCE DIR [-o OPTS]`: the arguments `dfs-fuse` (or `dfs mount`) takes for this mount.
+    pub args: Vec<OsString>,
+    /// `-f` ("fake"): check the arguments, do not mount (mount(8) then only records it).
+    pub fake: bool,
+}
+
+/// Parses `SOURCE DIR [-sfnv] [-o OPTS] [-t TYPE]`, what mount(8) passes to
+/// `/sbin/mount.<type>` helpers (mount(8), "External helpers"). `-s` (sloppy), `-n` (no
+/// mtab) and `-v` mean nothing here; `-t fuse.dfs` is accepted, any other type refused.
+pub fn parse_mount_helper(argv: &[OsString]) -> Result<HelperCall, String> {
+    let mut positional = Vec::new();
+    let mut options: Vec<String> = Vec::new();
+    let mut fake = false;
+    let mut rest = argv.iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        if !text.starts_with('-') || text == "-" {
+            positional.push(arg.clone());
+            continue;
+        }
+        let mut flags = text[1..].chars();
+        while let Some(flag) = flags.next() {
+            match flag {
+                's' | 'n' | 'v' => {}
+                'f' => fake = true,
+                'o' | 't' | 'N' => {
+                    let inline: String = flags.by_ref().collect();
+                    let value = if inline.is_empty() {
+                        rest.next()
+                            .map(|v| v.to_string_lossy().into_owned())
+                            .ok_or_else(|| format!("option -{flag} needs a value"))?
+                    } else {
+                        inline
+                    };
+                    match flag {
+                        'o' => options.push(value),
+                        't' if value == format!("fuse.{SUBTYPE}") || value == SUBTYPE => {}
+                        't' => return Err(format!("cannot mount file system type {value:?}")),
+                        _ => return Err("mount namespaces (-N) are not supported".to_owned()),
+                    }
+                }
+                other => return Err(format!("unknown mount helper flag -{other}")),
+            }
+        }
+    }
+    let [source, dir] = <[OsString; 2]>::try_from(positional)
+        .map_err(|_| "usage: mount.fuse.dfs SOURCE DIR [-sfnv] [-o OPTIONS]".to_owned())?;
+    let mut args = vec![source, dir];
+    let options: Vec<&str> = options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .collect();
+    if !options.is_empty() {
+        args.push("-o".into());
+        args.push(options.join(",").into());
+    }
+    Ok(HelperCall { args, fake })
+}
+
 /// Parses `123`, `64K`, `512M`, `8G`, `1T` (powers of 1024).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -342,6 +421,36 @@ mod tests {
         assert!(parse(&["http://ns", "/m", "-o", "lock_wait"]).is_err());
         assert!(parse(&["http://ns", "/m", "--lock-wait", "-1"]).is_err());
         assert!(parse(&["http://ns"]).is_err());
+    }
+
+    #[test]
+    fn mount_helper_arguments_become_our_own() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let call = parse_mount_helper(&os(&[
+            "http://ns:7000",
+            "/mnt/dfs",
+            "-sv",
+            "-o",
+            "rw,_netdev",
+            "-olock_wait=5",
+            "-t",
+            "fuse.dfs",
+        ]))
+        .unwrap();
+        assert!(!call.fake);
+        assert_eq!(
+            call.args,
+            os(&["http://ns:7000", "/mnt/dfs", "-o", "rw,_netdev,lock_wait=5"])
+        );
+        let fake = parse_mount_helper(&os(&["http://ns", "/m", "-f"])).unwrap();
+        assert!(fake.fake);
+        assert_eq!(fake.args, os(&["http://ns", "/m"]));
+        assert!(parse_mount_helper(&os(&["http://ns"])).is_err());
+        assert!(parse_mount_helper(&os(&["http://ns", "/m", "-t", "nfs"])).is_err());
+        assert!(parse_mount_helper(&os(&["http://ns", "/m", "-x"])).is_err());
+        assert!(parse_mount_helper(&os(&["http://ns", "/m", "-o"])).is_err());
+        assert!(invoked_as_mount_helper(OsStr::new("/sbin/mount.fuse.dfs")));
+        assert!(!invoked_as_mount_helper(OsStr::new("/usr/bin/dfs-fuse")));
     }
 
     #[test]

@@ -21,7 +21,9 @@ pub fn fuser_config(cfg: &MountConfig) -> Config {
     let mut config = Config::default();
     let mut opts = vec![
         MountOption::FSName(cfg.nameserver.clone()),
-        MountOption::Subtype("dfs-fuse".into()),
+        // As an option and not `MountOption::Subtype`: fuser passes that one only to
+        // fusermount3, so a mount made by root (mount(2) directly) showed as plain `fuse`.
+        MountOption::CUSTOM(format!("subtype={}", crate::options::SUBTYPE)),
     ];
     if cfg.read_only {
         opts.push(MountOption::RO);

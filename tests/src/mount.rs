@@ -221,3 +221,16 @@ pub fn sh_status(script: &str) -> (bool, String) {
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }
+
+/// The file system type `/proc/self/mountinfo` shows for the mount on `dir` (the last one
+/// when mounts are stacked), e.g. `fuse.dfs`; `None` when `dir` is not a mount point.
+/// `dir` must be absolute and free of spaces (mountinfo escapes them).
+pub fn fs_type(dir: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dir = dir.to_string_lossy();
+    info.lines().rev().find_map(|line| {
+        let (fields, rest) = line.split_once(" - ")?;
+        let mountpoint = fields.split_whitespace().nth(4)?;
+        (mountpoint == dir).then(|| rest.split_whitespace().next().map(str::to_owned))?
+    })
+}

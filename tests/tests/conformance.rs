@@ -2,8 +2,10 @@
 //! syscalls DFS supports) and fsx (random I/O with every read verified, close/open cycles
 //! weighted high), both on a real mount of a two-fileserver cluster.
 //!
-//! The tools are installed by `.ci/run` (`cargo install --locked pjdfstest@0.2.2 fsx@0.3.2`).
-//! When they are missing the tests FAIL with that command, unless `DFS_SKIP_CONFORMANCE=1`.
+//! The tools are installed by `scripts/test` (`cargo install --locked pjdfstest@0.2.2
+//! fsx@0.3.2`). When one is missing, the test that needs it SKIPS with the reason and the
+//! install command (the other still runs), unless `DFS_REQUIRE_CONFORMANCE=1` (set by
+//! `.ci/run`), which makes a missing tool a failure. `DFS_SKIP_CONFORMANCE=1` skips both.
 //! Configuration and the pjdfstest skip list (a reason per skipped group or case) live in
 //! `tests/conformance/`. `DFS_LONG=1` runs the long fsx tier.
 
@@ -16,7 +18,7 @@ use std::time::{Duration, Instant};
 const PJDFSTEST_VERSION: &str = "0.2.2";
 const FSX_VERSION: &str = "0.3.2";
 const INSTALL: &str = "cargo install --locked pjdfstest@0.2.2 fsx@0.3.2 \
-     (on Debian/Ubuntu first `apt-get install -y libacl1-dev`), or run `.ci/run`";
+     (on Debian/Ubuntu first `apt-get install -y libacl1-dev`), or run `scripts/test` as root";
 
 /// Mount options of the conformance runs: the kernel enforces the stored mode bits and the
 /// suite's unprivileged users may use the mount (as on a shared multi-user mount).
@@ -32,14 +34,26 @@ fn conformance_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
 }
 
+/// `DFS_SKIP_CONFORMANCE=1`: skip the conformance runs even when the tools are installed.
 fn skip_conformance() -> bool {
     std::env::var("DFS_SKIP_CONFORMANCE").is_ok_and(|v| v == "1")
 }
 
+/// `DFS_REQUIRE_CONFORMANCE=1` (CI): a missing tool fails the test instead of skipping it,
+/// so CI proves the suites ran.
+fn require_conformance() -> bool {
+    std::env::var("DFS_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1")
+}
+
 /// The installed tool `name` at exactly `version`, from `PATH` or `$CARGO_HOME/bin`.
-/// `None` means: skip (only with `DFS_SKIP_CONFORMANCE=1`); otherwise a missing or wrong
-/// tool fails the test with the install command.
+/// `None` means: skip, with the reason printed (a missing or wrong tool, or
+/// `DFS_SKIP_CONFORMANCE=1`); under `DFS_REQUIRE_CONFORMANCE=1` a missing or wrong tool
+/// fails the test with the install command instead.
 fn tool(name: &str, version: &str) -> Option<PathBuf> {
+    if skip_conformance() {
+        eprintln!("skipping: the {name} conformance run (DFS_SKIP_CONFORMANCE=1)");
+        return None;
+    }
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
@@ -65,11 +79,11 @@ fn tool(name: &str, version: &str) -> Option<PathBuf> {
     } else {
         format!("{name} {version} is needed, found {}", found.join(", "))
     };
-    if skip_conformance() {
-        eprintln!("skipping: {why} (DFS_SKIP_CONFORMANCE=1)");
-        return None;
+    if require_conformance() {
+        panic!("{why} (DFS_REQUIRE_CONFORMANCE=1). Install it with: {INSTALL}.");
     }
-    panic!("{why}. Install it with: {INSTALL}. Set DFS_SKIP_CONFORMANCE=1 to skip.");
+    eprintln!("skipping: {why}; install it with: {INSTALL}");
+    None
 }
 
 /// Runs `cmd` with stdout and stderr into `log`, killing it (and failing) at `limit`.
