@@ -105,7 +105,11 @@ fn wait_child(pid: libc::pid_t) -> ChildEnd {
             break;
         }
         let err = io::Error::last_os_error();
-        assert_eq!(err.kind(), io::ErrorKind::Interrupted, "waitpid({pid}): {err}");
+        assert_eq!(
+            err.kind(),
+            io::ErrorKind::Interrupted,
+            "waitpid({pid}): {err}"
+        );
     }
     if libc::WIFSIGNALED(status) {
         ChildEnd::Signaled(libc::WTERMSIG(status))
