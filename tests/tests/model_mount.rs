@@ -800,9 +800,9 @@ impl Checker {
             }
             let local = &self.model.files[&d.id].local;
             match fstat_size(&d.file) {
-                Ok(n) if n == local.len() as u64 => {}
-                Ok(n) => self.fail(format!(
-                    "A: fstat of fd{n} ({}) says {n} bytes, A's view has {}",
+                Ok(size) if size == local.len() as u64 => {}
+                Ok(size) => self.fail(format!(
+                    "A: fstat of fd{n} ({}) says {size} bytes, A's view has {}",
                     d.name,
                     local.len()
                 )),

@@ -766,3 +766,49 @@ both_modes!(
     item13_append_while_a_reader_is_open,
     item13_writers_one_after_another_each_close_returns_zero,
 );
+
+/// Not an item of the issue, found by `model_mount` (seeds 6 and 11): with `entry_timeout=0`
+/// (no name lag allowed), `O_CREAT` of a name whose file the other mount removed must create
+/// a new file, not fail with ENOENT. The two cases replay the model's sequences.
+#[test]
+fn extra_create_after_the_other_mount_removed_the_name() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = Cluster::start(2);
+    let Some(a) = Mount::try_start(&cluster.nameserver, &["-o", "entry_timeout=0"]) else {
+        return;
+    };
+    let b = Mount::start(&cluster.nameserver, &["-o", "entry_timeout=0"]);
+    let mut failures = Vec::new();
+    let mut create = |m: &Mount, name: &str, case: &str| match open(
+        &m.path(name),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+    ) {
+        Ok(f) => {
+            pwrite(&f, 0, b"second").unwrap();
+            if let Err(e) = close(f) {
+                failures.push(format!("{case}: close(): {e}"));
+            }
+        }
+        Err(e) => failures.push(format!(
+            "{case}: open(O_WRONLY|O_CREAT|O_TRUNC) failed: {e}"
+        )),
+    };
+    // Seed 6: B created the file, A unlinked it, B creates the name again.
+    std::fs::write(b.path("c1"), b"first").unwrap();
+    std::fs::remove_file(a.path("c1")).unwrap();
+    create(&b, "c1", "B created c1, A unlinked it, B creates c1 again");
+    // Seed 11: A renamed a file to c2, B renamed it away and unlinked it, A creates c2.
+    std::fs::write(a.path("c0"), b"first").unwrap();
+    std::fs::rename(a.path("c0"), a.path("c2")).unwrap();
+    std::fs::rename(b.path("c2"), b.path("c3")).unwrap();
+    std::fs::remove_file(b.path("c3")).unwrap();
+    create(
+        &a,
+        "c2",
+        "A renamed c0 to c2, B renamed c2 away and unlinked it, A creates c2",
+    );
+    report(
+        "extra (O_CREAT after the other mount removed the name)",
+        &failures,
+    );
+}
