@@ -501,15 +501,46 @@ fn item10_read_only_fd_keeps_reading_after_unlink_on_the_same_mount(env: &Env) {
     reader_survives_unlink(&env.a, &env.a, "the same mount");
 }
 
+/// Waits until the writer thread is about to close; if it failed before (its open or write
+/// panicked), fails with its message instead of waiting forever.
+fn wait_for_close_to_begin<T>(closing: &AtomicBool, writer: &std::thread::JoinHandle<T>) {
+    while !closing.load(Ordering::SeqCst) {
+        assert!(
+            !writer.is_finished(),
+            "item 12: the large writer failed before its close (its panic is printed above)"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Where `got` first differs from `want`, and whose bytes are there.
+fn first_difference(got: &[u8], want: &[u8], other: &[u8]) -> String {
+    match got.iter().zip(want).position(|(g, w)| g != w) {
+        Some(at) => format!(
+            "first difference from the new file at byte {at}{}",
+            if other.get(at) == Some(&got[at]) {
+                " (the old file's byte there)"
+            } else {
+                ""
+            }
+        ),
+        None => format!("{} bytes, the new file has {}", got.len(), want.len()),
+    }
+}
+
 /// The issue's 200 MiB: even the debug build writes and publishes it in a few seconds, long
 /// enough for many stats and several readers during the close.
 const BIG: usize = 200 << 20;
 
-fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env) {
+/// One trial of item 12 on the file `name`: the failures seen.
+fn item12_stat_trial(env: &Env, name: &str) -> Vec<String> {
     let (a, b) = (&env.a, &env.b);
-    let path = a.path("big");
+    let path = a.path(name);
     let old = vec![b'o'; 1 << 20];
     std::fs::write(&path, &old).unwrap();
+    // A reader of the old version that keeps reading (as `tail` or an indexer would).
+    let old_reader = must_open(&path, libc::O_RDONLY);
+    assert_eq!(pread(&old_reader, 0, old.len()).unwrap(), old);
     let new = Arc::new(pattern(BIG, 3));
     let closing = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -525,15 +556,16 @@ fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env)
             (result, started.elapsed())
         })
     };
-    while !closing.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_close_to_begin(&closing, &writer);
     let mut failures = Vec::new();
     let (mut stats, mut readers) = (0, 0);
     let sizes = [old.len() as u64, BIG as u64];
     // A descriptor opened as the close begins: its fstat too shows the old or the new size.
     let pre = open(&path, libc::O_RDONLY);
     while !done.load(Ordering::SeqCst) {
+        // The old reader reads again (after memory pressure dropped the cached pages).
+        drop_cache(&old_reader);
+        let _ = pread(&old_reader, 0, old.len());
         if let Ok(pre) = &pre {
             match fstat_size(pre) {
                 Ok(n) if sizes.contains(&n) => {}
@@ -556,7 +588,7 @@ fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env)
             Err(e) => failures.push(format!("stat during the publish: {e}")),
         }
         stats += 1;
-        if stats % 10 == 1 {
+        {
             readers += 1;
             let mut r = must_open(&path, libc::O_RDONLY);
             let size = fstat_size(&r).unwrap();
@@ -567,8 +599,9 @@ fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env)
             if read.is_err() || !consistent {
                 failures.push(format!(
                     "a reader opened during the publish: fstat size {size}, read {} bytes \
-                     ({read:?}); expected the whole old ({}) or new ({BIG}) file",
+                     ({read:?}), {}; expected the whole old ({}) or new ({BIG}) file",
                     got.len(),
+                    first_difference(&got, &new, &old),
                     old.len()
                 ));
             }
@@ -579,15 +612,30 @@ fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env)
         std::thread::sleep(Duration::from_millis(2));
     }
     let (closed, took) = writer.join().unwrap();
+    // After the close returned: the old reader reads once more, then a new open must read
+    // exactly the new file (close-to-open on the same mount).
+    drop_cache(&old_reader);
+    let _ = pread(&old_reader, 0, old.len());
+    let mut got = Vec::new();
+    let read = must_open(&path, libc::O_RDONLY).read_to_end(&mut got);
+    if read.is_err() || got != *new {
+        failures.push(format!(
+            "a new open after the close returned (and after the old reader read again) reads \
+             {} bytes ({read:?}), {}",
+            got.len(),
+            first_difference(&got, &new, &old)
+        ));
+    }
     match pre {
         Ok(pre) => {
             let mut got = Vec::new();
             let read = (&pre).read_to_end(&mut got);
             if read.is_err() || (got != *new && got != old) {
                 failures.push(format!(
-                    "the descriptor opened as the close began reads {} bytes ({read:?}); \
+                    "the descriptor opened as the close began reads {} bytes ({read:?}), {}; \
                      expected the whole old or new file",
-                    got.len()
+                    got.len(),
+                    first_difference(&got, &new, &old)
                 ));
             }
         }
@@ -600,14 +648,28 @@ fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env)
             BIG >> 20
         ));
     }
-    let on_b = std::fs::read(b.path("big")).unwrap();
+    let on_b = std::fs::read(b.path(name)).unwrap();
     if on_b != *new {
         failures.push(format!(
             "B reads {} bytes after the publish; expected the new {BIG}",
             on_b.len()
         ));
     }
-    report("item 12 (stat/readers during a large publish)", &failures);
+    failures
+}
+
+/// The mix of old and new pages shows in about half of the runs: up to three trials.
+fn item12_stat_and_new_readers_stay_consistent_during_a_large_publish(env: &Env) {
+    for trial in 0..3 {
+        let failures = item12_stat_trial(env, &format!("big{trial}"));
+        if !failures.is_empty() {
+            report(
+                &format!("item 12 (stat/readers during a large publish), trial {trial}"),
+                &failures,
+            );
+        }
+        std::fs::remove_file(env.a.path(&format!("big{trial}"))).unwrap();
+    }
 }
 
 fn item12_o_trunc_during_a_large_publish_on_the_same_mount_wins(env: &Env) {
@@ -625,9 +687,7 @@ fn item12_o_trunc_during_a_large_publish_on_the_same_mount_wins(env: &Env) {
             (result, Instant::now())
         })
     };
-    while !closing.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_close_to_begin(&closing, &writer);
     std::thread::sleep(Duration::from_millis(20));
     let mut failures = Vec::new();
     match open(&path, libc::O_WRONLY | libc::O_TRUNC) {
