@@ -30,7 +30,11 @@
 //!   speaks of handles with changes): the model accepts either, decided by B's next read.
 //! * A child process (`cat`, an appending writer) is a separate process on A: it reads A's view
 //!   and its close publishes. Starting it closes the inherited descriptors at `exec` (or at
-//!   its exit), which flushes, so every file A writes is published then.
+//!   its exit), which flushes, so every file A writes is published then; where A held a
+//!   single writable descriptor of the file, that flush also gives the lease back until A's
+//!   next write (SEMANTICS, "Every close of a descriptor publishes"): B's write may then
+//!   fail with EBUSY or succeed, and after it succeeds A's (stale) descriptors of the file
+//!   are closed without checking their result.
 //! * B only does whole-file operations. A read must return `published` (ENOENT for an absent
 //!   name). A write (`O_TRUNC`) must fail with EBUSY while A holds a writable descriptor of
 //!   that file, and succeed otherwise, replacing both `published` and A's view. A descriptor
@@ -73,6 +77,10 @@ struct FileModel {
     maybe: Vec<Vec<u8>>,
     /// A's one view of the file.
     local: Vec<u8>,
+    /// A flush by a child process (of its inherited copy) published this file while A held a
+    /// single writable descriptor, which gave the lease back (SEMANTICS, "Every close of a
+    /// descriptor publishes"); A's next write re-takes it. Until then B may write.
+    lease_dropped: bool,
 }
 
 struct Desc {
@@ -112,6 +120,7 @@ impl Model {
                 published: content.clone(),
                 maybe: Vec::new(),
                 local: content,
+                lease_dropped: false,
             },
         );
         self.names.insert(name.to_owned(), id);
@@ -128,9 +137,13 @@ impl Model {
             .map(|d| d.id)
             .collect();
         for id in ids {
+            let single = self.writers(id) == 1;
             let f = self.files.get_mut(&id).expect("file of an open descriptor");
             f.published = f.local.clone();
             f.maybe.clear();
+            if single {
+                f.lease_dropped = true;
+            }
         }
     }
 }
@@ -398,6 +411,9 @@ impl Checker {
         }
         let writers_left = self.model.writers(id);
         let f = self.model.files.get_mut(&id).expect("file of a descriptor");
+        if writers_left == 0 {
+            f.lease_dropped = false;
+        }
         if write {
             f.published = f.local.clone();
             f.maybe.clear();
@@ -460,6 +476,7 @@ impl Checker {
         if let Err(e) = pwrite(&self.model.descs[i].file, off as u64, &data) {
             self.fail(format!("A: pwrite on fd{n} failed: {}", errno_of(&e)));
         }
+        self.model.files.get_mut(&id).expect("file").lease_dropped = false;
         let local = &mut self.model.files.get_mut(&id).expect("file").local;
         if local.len() < off + data.len() {
             local.resize(off + data.len(), 0);
@@ -479,12 +496,9 @@ impl Checker {
             self.fail(format!("A: ftruncate of fd{n} failed: {}", errno_of(&e)));
         }
         let id = self.model.descs[i].id;
-        self.model
-            .files
-            .get_mut(&id)
-            .expect("file")
-            .local
-            .resize(len, 0);
+        let f = self.model.files.get_mut(&id).expect("file");
+        f.local.resize(len, 0);
+        f.lease_dropped = false;
         true
     }
 
@@ -536,6 +550,7 @@ impl Checker {
         f.local[off..off + data.len()].copy_from_slice(&data);
         let local = f.local.clone();
         f.maybe.push(local);
+        f.lease_dropped = false;
         true
     }
 
@@ -653,6 +668,7 @@ impl Checker {
         ));
         let existing = self.model.names.get(&name).copied();
         let busy = existing.is_some_and(|id| self.model.writers(id) > 0);
+        let dropped = existing.is_some_and(|id| self.model.files[&id].lease_dropped);
         let opened = posix::open(
             &self.path_b(&name),
             libc::O_WRONLY | libc::O_TRUNC | libc::O_CREAT,
@@ -668,6 +684,28 @@ impl Checker {
                 "B: open for writing of {name} failed with {} although A holds no writer",
                 errno_of(&e)
             )),
+            (Ok(file), true) if dropped => {
+                // The lease was given back (see `lease_dropped`): B may write. A's
+                // descriptors of the file now hold a stale copy whose next write or close may
+                // fail (EBUSY/ESTALE, as documented): the model closes them here.
+                if let Err(e) = pwrite(&file, 0, &data) {
+                    self.fail(format!("B: write to {name}: {}", errno_of(&e)));
+                }
+                if let Err(e) = close(file) {
+                    self.fail(format!("B: close() of {name} failed with {}", errno_of(&e)));
+                }
+                let id = existing.expect("busy means it exists");
+                let (stale, keep): (Vec<Desc>, Vec<Desc>) =
+                    self.model.descs.drain(..).partition(|d| d.id == id);
+                self.model.descs = keep;
+                for d in stale {
+                    let _ = close(d.file);
+                }
+                self.note(format!(
+                    "  (B's write succeeded after a child's flush gave the lease back; A's \
+                     descriptors of file {id} closed)"
+                ));
+            }
             (Ok(file), true) => {
                 drop(file);
                 self.fail(format!(
@@ -692,6 +730,7 @@ impl Checker {
         f.published = data.clone();
         f.local = data;
         f.maybe.clear();
+        f.lease_dropped = false;
         for d in self.model.descs.iter_mut().filter(|d| d.id == id) {
             d.checked = false;
         }

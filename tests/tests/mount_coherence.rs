@@ -817,7 +817,7 @@ fn item13_append_while_a_reader_is_open(env: &Env) {
         )),
         Err(e) => failures.push(format!("mount B cannot read the file: {e}")),
     }
-    report("item 13 (passthrough append with a reader open)", &failures);
+    report("item 13 (append with a reader open)", &failures);
 }
 
 fn item13_writers_one_after_another_each_close_returns_zero(env: &Env) {
@@ -854,7 +854,7 @@ fn item13_writers_one_after_another_each_close_returns_zero(env: &Env) {
             break;
         }
     }
-    report("item 13 (passthrough writers one after another)", &failures);
+    report("item 13 (writers one after another)", &failures);
 }
 
 /// Each item runs on a plain mount A and on a mount A with `-o passthrough` (the contract is
