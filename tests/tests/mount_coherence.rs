@@ -894,6 +894,7 @@ both_modes!(
     item12_o_trunc_during_a_large_publish_on_the_same_mount_wins,
     item13_append_while_a_reader_is_open,
     item13_writers_one_after_another_each_close_returns_zero,
+    extra_mmap_write_through_an_append_descriptor_writes_in_place,
 );
 
 /// Not an item of the issue, found by `model_mount` (seeds 6 and 11): with `entry_timeout=0`
@@ -974,4 +975,48 @@ fn extra_open_of_a_name_the_other_mount_renamed_away_fails_with_enoent() {
         ),
     }
     assert_eq!(std::fs::read(b.path("m/f2")).unwrap(), b"created on B");
+}
+
+/// Not an item of the issue, found by `model_mount` (seeds 5, 10, 12): a `MAP_SHARED` write
+/// through a descriptor opened `O_RDWR|O_APPEND` changes the bytes in place, as on a local
+/// disk (`O_APPEND` moves `write(2)`, not the kernel's write-back of mapped pages).
+fn extra_mmap_write_through_an_append_descriptor_writes_in_place(env: &Env) {
+    let (a, b) = (&env.a, &env.b);
+    let path = a.path("appended");
+    std::fs::write(&path, vec![b'a'; 4096]).unwrap();
+    let mut f = must_open(&path, libc::O_RDWR | libc::O_APPEND);
+    f.write_all(&[b'b'; 4096]).unwrap();
+    let mut want = vec![b'a'; 4096];
+    want.extend_from_slice(&[b'b'; 4096]);
+    want[100] = b'Z';
+    let mut failures = Vec::new();
+    if let Err(e) = mmap_write(&f, 8192, 100, b"Z") {
+        failures.push(format!("the MAP_SHARED write: {e}"));
+    }
+    match fstat_size(&f) {
+        Ok(8192) => {}
+        other => failures.push(format!(
+            "after the mmap write + msync, fstat says {other:?}, expected 8192"
+        )),
+    }
+    match pread(&f, 0, 20000) {
+        Ok(got) if got == want => {}
+        Ok(got) => failures.push(format!(
+            "after the mmap write, the descriptor reads {}; expected 'a'x100 'Z'x1 'a'x3995 'b'x4096",
+            describe(&got)
+        )),
+        Err(e) => failures.push(format!("pread: {e}")),
+    }
+    if let Err(e) = close(f) {
+        failures.push(format!("close(): {e}"));
+    }
+    match std::fs::read(b.path("appended")) {
+        Ok(got) if got == want => {}
+        Ok(got) => failures.push(format!("mount B reads {}", describe(&got))),
+        Err(e) => failures.push(format!("mount B: {e}")),
+    }
+    report(
+        "extra (mmap write through an O_APPEND descriptor)",
+        &failures,
+    );
 }
