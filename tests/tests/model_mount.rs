@@ -875,6 +875,10 @@ fn run_model(seed: u64, ops: usize, mode: &'static str, a_opts: &[&str]) {
     let Some(a) = Mount::try_start(&cluster.nameserver, &opts) else {
         return;
     };
+    if a_opts.contains(&"passthrough") && a.passthrough_granted() != Some(true) {
+        eprintln!("skipping the {mode} model: FUSE passthrough is not available in this kernel");
+        return;
+    }
     let b = Mount::start(&cluster.nameserver, &["-o", "entry_timeout=0"]);
     std::fs::create_dir(a.path(DIR)).unwrap();
     let mut checker = Checker {

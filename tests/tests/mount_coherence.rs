@@ -731,44 +731,22 @@ fn item12_o_trunc_during_a_large_publish_on_the_same_mount_wins(env: &Env) {
     report("item 12 (O_TRUNC during a large publish)", &failures);
 }
 
-/// `text` without terminal color codes (`ESC [ ... m`), as the mount's log has them.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// Mount A with `-o passthrough`; `None` (skip, with a message) when the kernel does not
 /// grant FUSE passthrough.
 fn passthrough_env() -> Option<Env> {
     let env = Env::start(&["-o", "passthrough"])?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let log = strip_ansi(&env.a.log());
-        if log.contains("granted=true") {
-            return Some(env);
-        }
-        if log.contains("granted=false") || Instant::now() > deadline {
+    match env.a.passthrough_granted() {
+        Some(true) => Some(env),
+        granted => {
             eprintln!(
-                "skipping: FUSE passthrough is not available in this kernel ({}); log:\n{log}",
-                std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default()
+                "skipping: FUSE passthrough is not available in this kernel ({}; granted: \
+                 {granted:?})",
+                std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                    .unwrap_or_default()
+                    .trim()
             );
-            return None;
+            None
         }
-        // The kernel sends INIT on the first request.
-        let _ = std::fs::metadata(env.a.path(""));
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
