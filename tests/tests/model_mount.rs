@@ -43,7 +43,7 @@
 //! * Unlink and rename (on either mount) only of files A does not hold open for writing (the
 //!   lease stays on the old path; items 7 and 10 of `mount_coherence` cover those cases).
 //!   A's read-only descriptors of an unlinked or renamed file keep reading its content (and
-//!   `fstat` keeps working on them, except after B removed the file's last name, where the
+//!   `fstat` keeps working on them, except after B renamed or removed the file, where the
 //!   contract does not say).
 //! * Both mounts run with `entry_timeout=0,attr_timeout=0`: names and attributes cached by
 //!   the kernel may lag by up to those timeouts (a documented deviation), which the model
@@ -86,9 +86,10 @@ struct FileModel {
     /// single writable descriptor, which gave the lease back (SEMANTICS, "Every close of a
     /// descriptor publishes"); A's next write re-takes it. Until then B may write.
     lease_dropped: bool,
-    /// B removed its last name (unlink, or a rename over it): A's descriptors keep reading
-    /// it (item 10), but whether `fstat` on them still works the contract does not say.
-    removed_by_b: bool,
+    /// B renamed it or removed its name (unlink, or a rename over it): A's descriptors keep
+    /// reading it (item 10), but whether `fstat` on them still works the contract does not
+    /// say (the mount may ask the nameserver by the old name).
+    moved_by_b: bool,
 }
 
 struct Desc {
@@ -129,7 +130,7 @@ impl Model {
                 maybe: Vec::new(),
                 local: content,
                 lease_dropped: false,
-                removed_by_b: false,
+                moved_by_b: false,
             },
         );
         self.names.insert(name.to_owned(), id);
@@ -765,7 +766,7 @@ impl Checker {
             (Some(id), Ok(())) => {
                 self.model.names.remove(&name);
                 if !on_a {
-                    self.model.files.get_mut(&id).expect("file").removed_by_b = true;
+                    self.model.files.get_mut(&id).expect("file").moved_by_b = true;
                 }
             }
             (None, Err(e)) if e.raw_os_error() == Some(libc::ENOENT) => {}
@@ -807,12 +808,15 @@ impl Checker {
         }
         self.model.names.remove(&from);
         self.model.names.insert(to, src);
-        if let (Some(replaced), false) = (dst, on_a) {
-            self.model
-                .files
-                .get_mut(&replaced)
-                .expect("file")
-                .removed_by_b = true;
+        if !on_a {
+            self.model.files.get_mut(&src).expect("file").moved_by_b = true;
+            if let Some(replaced) = dst {
+                self.model
+                    .files
+                    .get_mut(&replaced)
+                    .expect("file")
+                    .moved_by_b = true;
+            }
         }
         true
     }
@@ -858,7 +862,7 @@ impl Checker {
             }
             let local = &self.model.files[&d.id].local;
             match fstat_size(&d.file) {
-                _ if self.model.files[&d.id].removed_by_b => {}
+                _ if self.model.files[&d.id].moved_by_b => {}
                 Ok(size) if size == local.len() as u64 => {}
                 Ok(size) => self.fail(format!(
                     "A: fstat of fd{n} ({}) says {size} bytes, A's view has {}",
