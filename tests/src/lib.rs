@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod mount;
+pub mod posix;
 pub mod process;
 pub mod proxy;
 

@@ -122,6 +122,27 @@ impl Mount {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Whether the kernel granted FUSE passthrough to this mount (started with
+    /// `-o passthrough`), from its log line `FUSE passthrough granted=...`; `None` when the
+    /// mount did not log it within 10 s (the kernel sends INIT on the first request).
+    pub fn passthrough_granted(&self) -> Option<bool> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = strip_ansi(&self.log());
+            if log.contains("granted=true") {
+                return Some(true);
+            }
+            if log.contains("granted=false") {
+                return Some(false);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            let _ = std::fs::metadata(&self.dir);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The process id of `dfs-fuse` (for kill -9 / SIGSTOP tests).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -192,6 +213,24 @@ impl Drop for Mount {
 }
 
 pub use dfs_proto::mountinfo::is_mounted;
+
+/// `text` without terminal color codes (`ESC [ ... m`), as the mount's log has them.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
 
 /// Runs a shell command (`sh -c`), panicking with its output when it fails.
 pub fn sh(script: &str) -> String {
