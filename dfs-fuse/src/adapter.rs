@@ -378,8 +378,9 @@ impl Filesystem for Adapter {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let pt = self.pt.clone();
         self.spawn(move |fs, _| async move {
-            match fs.fsync(fh.0).await {
+            match pt.fsync(&fs, fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }

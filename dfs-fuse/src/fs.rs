@@ -44,7 +44,7 @@ pub struct OpenMode {
     pub write: bool,
     /// O_TRUNC: start from empty content, download nothing.
     pub truncate: bool,
-    /// O_APPEND: every write goes to the end.
+    /// O_APPEND (the kernel places every write at the end; recorded for completeness).
     pub append: bool,
 }
 
@@ -94,7 +94,6 @@ struct Handle {
     /// Shared state when this handle (or another on the inode) writes.
     write: Option<Arc<WriteState>>,
     writable: bool,
-    append: bool,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<WriteState>>>>;
@@ -720,7 +719,6 @@ impl DfsFs {
                 file: ws.file.clone(),
                 write: Some(ws),
                 writable: false,
-                append: false,
             });
             return Ok(Opened {
                 fh,
@@ -767,7 +765,6 @@ impl DfsFs {
             file,
             write: None,
             writable: false,
-            append: false,
         });
         Ok(Opened {
             fh,
@@ -1102,7 +1099,6 @@ impl DfsFs {
             file: ws.file.clone(),
             write: Some(ws),
             writable: true,
-            append: mode.append,
         });
         Ok(Opened {
             fh,
@@ -1143,11 +1139,9 @@ impl DfsFs {
                 tracing::debug!(%path, %e, "write refused: no lease");
                 lease_errno(&e)
             })?;
-        let offset = if handle.append {
-            ws.local_size()
-        } else {
-            offset
-        };
+        // The kernel already placed O_APPEND writes at its size, which is this mount's
+        // local size; and a page of a shared mapping written back through an O_APPEND
+        // descriptor belongs at its own offset, not at the end.
         ws.file
             .write_all_at(data, offset)
             .map_err(|e| io_errno(&e))?;
@@ -1267,7 +1261,15 @@ impl DfsFs {
                         self.cache.discard_dirty(&ws.meta);
                     }
                 }
-                None => self.cache.discard_dirty(&ws.meta),
+                // Nothing changed: the file still holds its base version (and may be the
+                // copy open descriptors read, adopted in place): it is that clean copy again.
+                None => {
+                    let base = ws.meta.base_version;
+                    if let Err(err) = self.cache.promote_dirty(&ws.meta, base) {
+                        tracing::debug!(%err, "could not keep the unchanged file in the cache");
+                        self.cache.discard_dirty(&ws.meta);
+                    }
+                }
             }
         }
         if published.is_err() {

@@ -217,6 +217,19 @@ impl Passthrough {
         result
     }
 
+    /// `fsync` with passthrough-aware change detection: writes the kernel made directly are
+    /// published too.
+    pub async fn fsync(&self, fs: &DfsFs, fh: u64) -> Result<(), fuser::Errno> {
+        let now = self.note_writes(fs, fh).await;
+        let result = fs.fsync(fh).await;
+        if let (Ok(()), Some(now)) = (&result, now) {
+            if let Some(mut h) = self.handles.get_mut(&fh) {
+                h.stamp = Some(now);
+            }
+        }
+        result
+    }
+
     /// The synchronous part of `release`: whether the handle's file changed since its last
     /// flush (writes the daemon never saw, e.g. through mmap), and forgets the handle.
     pub fn release_begin(&self, fh: u64) -> bool {

@@ -332,7 +332,6 @@ fn fsx_passes_on_the_mount() {
 /// Kernel passthrough (the cache file read and written by the kernel directly) is a different
 /// code path from the default plain path: exercise it too.
 #[test]
-#[ignore = "known bug: fsx hits SIGBUS on a mapread with -o passthrough (long tier, seed 963016256 at op 35,084); passthrough is off by default until it is fixed"]
 fn fsx_passes_on_the_mount_with_passthrough() {
     run_fsx(&["-o", "allow_other,default_permissions,passthrough"]);
 }
