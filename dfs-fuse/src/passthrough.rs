@@ -9,9 +9,10 @@
 //!   `FOPEN_DIRECT_IO` instead, i.e. the plain read/write path without the page cache;
 //! - passthrough and page-cached opens of one inode may not mix: while passthrough is active
 //!   every open is either passthrough or direct I/O, never page-cached;
-//! - the daemon does not see writes, so "changed" is decided at flush/release: a write handle
-//!   whose file's (size, mtime, ctime) differ from what they were at open (or at its last
-//!   successful flush) is marked changed and published; an unchanged one publishes nothing.
+//! - the daemon does not see writes, so "changed" is decided at flush/fsync/release, per
+//!   file: when its local file's (size, mtime, ctime) differ from what they were when its
+//!   first writer opened it (or at its last successful flush or fsync through any of its
+//!   descriptors), the write is marked changed and published; otherwise nothing is.
 //!   ext4's fine-grained timestamps (taken because we looked at them) make a same-size
 //!   rewrite visible too;
 //! - `fsync` is not passed through: the kernel still sends it to us, and it publishes.
@@ -54,8 +55,8 @@ struct PtHandle {
     /// Held so the kernel keeps the backing id until this handle is released.
     _backing: Arc<BackingId>,
     file: Arc<File>,
-    /// For write handles: the file as of open / the last successful flush.
-    stamp: Option<Stamp>,
+    ino: u64,
+    writable: bool,
 }
 
 /// How one open is answered.
@@ -79,6 +80,10 @@ pub struct Passthrough {
     used: AtomicBool,
     by_inode: Mutex<HashMap<u64, (FileKey, Weak<BackingId>)>>,
     handles: DashMap<u64, PtHandle>,
+    /// Per inode written here: its local file as of the first writer's open or the last
+    /// successful flush or fsync. Per file, not per descriptor: a write through one
+    /// descriptor is published by a flush or fsync of another.
+    stamps: DashMap<u64, Stamp>,
 }
 
 impl Passthrough {
@@ -90,6 +95,7 @@ impl Passthrough {
             used: AtomicBool::new(false),
             by_inode: Mutex::new(HashMap::new()),
             handles: DashMap::new(),
+            stamps: DashMap::new(),
         }
     }
 
@@ -148,13 +154,18 @@ impl Passthrough {
             },
         };
         drop(map);
-        let stamp = if writable { stamp(&file) } else { None };
+        if writable {
+            if let Some(now) = stamp(&file) {
+                self.stamps.entry(ino).or_insert(now);
+            }
+        }
         self.handles.insert(
             opened.fh,
             PtHandle {
                 _backing: backing.clone(),
                 file,
-                stamp,
+                ino,
+                writable,
             },
         );
         Choice::Backing(backing)
@@ -193,26 +204,37 @@ impl Passthrough {
 
     /// Before a flush or release of `fh`: tells `fs` about writes the kernel made directly.
     /// Returns the stamp to record once the flush succeeded.
-    async fn note_writes(&self, fs: &DfsFs, fh: u64) -> Option<Stamp> {
-        let (file, old) = {
+    async fn note_writes(&self, fs: &DfsFs, fh: u64) -> Option<(u64, Stamp)> {
+        let (file, ino) = {
             let h = self.handles.get(&fh)?;
-            (h.file.clone(), h.stamp?)
+            if !h.writable {
+                return None;
+            }
+            (h.file.clone(), h.ino)
         };
         let now = stamp(&file)?;
-        if now != old {
+        let old = self.stamps.get(&ino).map(|s| *s);
+        if old != Some(now) {
             fs.mark_changed(fh).await;
         }
-        Some(now)
+        Some((ino, now))
+    }
+
+    /// Records what a successful flush or fsync published.
+    fn published(&self, noted: Option<(u64, Stamp)>) {
+        if let Some((ino, now)) = noted {
+            if self.handles.iter().any(|h| h.ino == ino) {
+                self.stamps.insert(ino, now);
+            }
+        }
     }
 
     /// `flush` with passthrough-aware change detection.
     pub async fn flush(&self, fs: &DfsFs, fh: u64) -> Result<(), fuser::Errno> {
-        let now = self.note_writes(fs, fh).await;
+        let noted = self.note_writes(fs, fh).await;
         let result = fs.flush(fh).await;
-        if let (Ok(()), Some(now)) = (&result, now) {
-            if let Some(mut h) = self.handles.get_mut(&fh) {
-                h.stamp = Some(now);
-            }
+        if result.is_ok() {
+            self.published(noted);
         }
         result
     }
@@ -220,12 +242,10 @@ impl Passthrough {
     /// `fsync` with passthrough-aware change detection: writes the kernel made directly are
     /// published too.
     pub async fn fsync(&self, fs: &DfsFs, fh: u64) -> Result<(), fuser::Errno> {
-        let now = self.note_writes(fs, fh).await;
+        let noted = self.note_writes(fs, fh).await;
         let result = fs.fsync(fh).await;
-        if let (Ok(()), Some(now)) = (&result, now) {
-            if let Some(mut h) = self.handles.get_mut(&fh) {
-                h.stamp = Some(now);
-            }
+        if result.is_ok() {
+            self.published(noted);
         }
         result
     }
@@ -234,13 +254,16 @@ impl Passthrough {
     /// flush (writes the daemon never saw, e.g. through mmap), and forgets the handle.
     pub fn release_begin(&self, fh: u64) -> bool {
         let changed = match self.handles.get(&fh) {
-            Some(h) => match (h.stamp, stamp(&h.file)) {
-                (Some(old), Some(now)) => now != old,
-                _ => false,
-            },
-            None => false,
+            Some(h) if h.writable => {
+                let old = self.stamps.get(&h.ino).map(|s| *s);
+                stamp(&h.file).is_some_and(|now| old != Some(now))
+            }
+            _ => false,
         };
-        if self.handles.remove(&fh).is_some() {
+        if let Some((_, h)) = self.handles.remove(&fh) {
+            if !self.handles.iter().any(|o| o.ino == h.ino && o.writable) {
+                self.stamps.remove(&h.ino);
+            }
             // Forget inodes whose last passthrough handle this was (the map holds weak refs).
             let mut map = self.by_inode.lock().unwrap_or_else(|e| e.into_inner());
             map.retain(|_, (_, w)| w.strong_count() > 0);
