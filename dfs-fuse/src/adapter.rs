@@ -313,14 +313,19 @@ impl Filesystem for Adapter {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
         let data = data.to_vec();
         self.spawn(move |fs, _| async move {
-            match fs.write(fh.0, offset, &data).await {
+            let written = if write_flags.contains(WriteFlags::FUSE_WRITE_CACHE) {
+                fs.write_back(fh.0, offset, &data).await
+            } else {
+                fs.write(fh.0, offset, &data).await
+            };
+            match written {
                 Ok(n) => reply.written(n),
                 Err(e) => reply.error(e),
             }

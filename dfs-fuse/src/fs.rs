@@ -44,7 +44,7 @@ pub struct OpenMode {
     pub write: bool,
     /// O_TRUNC: start from empty content, download nothing.
     pub truncate: bool,
-    /// O_APPEND (the kernel places every write at the end; recorded for completeness).
+    /// O_APPEND: every write goes to the end.
     pub append: bool,
 }
 
@@ -94,6 +94,8 @@ struct Handle {
     /// Shared state when this handle (or another on the inode) writes.
     write: Option<Arc<WriteState>>,
     writable: bool,
+    /// O_APPEND: writes of this descriptor go to the end of the local file.
+    append: bool,
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Arc<WriteState>>>>;
@@ -719,6 +721,7 @@ impl DfsFs {
                 file: ws.file.clone(),
                 write: Some(ws),
                 writable: false,
+                append: false,
             });
             return Ok(Opened {
                 fh,
@@ -765,6 +768,7 @@ impl DfsFs {
             file,
             write: None,
             writable: false,
+            append: false,
         });
         Ok(Opened {
             fh,
@@ -1099,6 +1103,7 @@ impl DfsFs {
             file: ws.file.clone(),
             write: Some(ws),
             writable: true,
+            append: mode.append,
         });
         Ok(Opened {
             fh,
@@ -1126,6 +1131,22 @@ impl DfsFs {
 
     /// `write`: to the dirty file; fails with EIO once the lease is lost.
     pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        self.write_to(fh, offset, data, false).await
+    }
+
+    /// `write` of pages the kernel writes back from its page cache (a shared mapping): they
+    /// belong at their own offset, also through an O_APPEND descriptor.
+    pub async fn write_back(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, Errno> {
+        self.write_to(fh, offset, data, true).await
+    }
+
+    async fn write_to(
+        &self,
+        fh: u64,
+        offset: u64,
+        data: &[u8],
+        write_back: bool,
+    ) -> Result<u32, Errno> {
         let handle = self.handle(fh)?;
         let ws = match (&handle.write, handle.writable) {
             (Some(ws), true) => ws.clone(),
@@ -1139,13 +1160,29 @@ impl DfsFs {
                 tracing::debug!(%path, %e, "write refused: no lease");
                 lease_errno(&e)
             })?;
-        // The kernel already placed O_APPEND writes at its size, which is this mount's
-        // local size; and a page of a shared mapping written back through an O_APPEND
-        // descriptor belongs at its own offset, not at the end.
-        ws.file
-            .write_all_at(data, offset)
-            .map_err(|e| io_errno(&e))?;
+        // The kernel places an O_APPEND write at the size it knows, which lags the local file
+        // when an open here just moved the file to a newer version (the kernel does not ask
+        // for attributes before such a write): the local end is the truth. It then also
+        // drops the pages it filled at its own offset, and its size.
+        let mut at = offset;
+        let mut stale_kernel_size = false;
+        if handle.append && !write_back {
+            at = ws.local_size();
+            stale_kernel_size = at != offset;
+        }
+        ws.file.write_all_at(data, at).map_err(|e| io_errno(&e))?;
         inner.mark_changed();
+        drop(inner);
+        if stale_kernel_size {
+            tracing::debug!(
+                ino = ws.ino,
+                kernel = offset,
+                local = at,
+                "append placed at the local end"
+            );
+            // Not awaited: the kernel holds the written pages locked until this reply.
+            let _ = self.invalidate(ws.ino);
+        }
         Ok(data.len() as u32)
     }
 
