@@ -1,0 +1,401 @@
+//! The data and admin subcommands (`put`, `get`, `cat`, `ls`, `stat`, `mkdir`, `rm`, `mv`,
+//! `locks`, `fileservers`, `map`, `status`, `completions`) run as the built `dfs` binary
+//! against a real in-process cluster: round trips, JSON output, errors and exit codes, and
+//! interrupted or failing puts that must never leave a partial file visible.
+
+use dfs_tests::cluster::Cluster;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn dfs(cluster: &Cluster, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(args)
+        .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run dfs")
+}
+
+fn ok(cluster: &Cluster, args: &[&str]) -> String {
+    let out = dfs(cluster, args);
+    assert!(out.status.success(), "dfs {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// Asserts exit `code` and one `dfs: ...` line on stderr; returns the line.
+fn fails(cluster: &Cluster, args: &[&str], code: i32) -> String {
+    let out = dfs(cluster, args);
+    assert_eq!(out.status.code(), Some(code), "dfs {args:?}: {out:?}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "one line expected: {err:?}");
+    assert!(err.starts_with("dfs: "), "{err:?}");
+    err
+}
+
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 9) as u8)
+        .collect()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn put_get_cat_round_trip() {
+    let cluster = Cluster::start(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    let content = bytes(3 << 20, 7);
+    std::fs::write(&big, &content).unwrap();
+    let small = tmp.path().join("small.txt");
+    std::fs::write(&small, b"hello dfs\n").unwrap();
+
+    ok(&cluster, &["mkdir", "/docs"]);
+    ok(&cluster, &["put", s(&big), "/docs/big.bin"]);
+    ok(&cluster, &["put", s(&small), "/docs"]); // into the directory
+    let out = tmp.path().join("out.bin");
+    ok(&cluster, &["get", "/docs/big.bin", s(&out)]);
+    assert!(std::fs::read(&out).unwrap() == content, "bytes differ");
+    assert_eq!(ok(&cluster, &["cat", "/docs/small.txt"]), "hello dfs\n");
+
+    // Get into a directory; no temporary file is left next to the target.
+    let dir = tmp.path().join("into");
+    std::fs::create_dir(&dir).unwrap();
+    ok(
+        &cluster,
+        &["get", "/docs/small.txt", "/docs/big.bin", s(&dir)],
+    );
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["big.bin", "small.txt"]);
+
+    // Overwrite publishes a new version.
+    std::fs::write(&small, b"second\n").unwrap();
+    ok(&cluster, &["put", s(&small), "/docs/small.txt"]);
+    assert_eq!(ok(&cluster, &["cat", "/docs/small.txt"]), "second\n");
+
+    // stdin.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["put", "-", "/docs/stdin.txt"])
+        .env("DFS_NAMESERVER", &cluster.nameserver)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(ok(&cluster, &["cat", "/docs/stdin.txt"]), "piped\n");
+}
+
+#[test]
+fn recursive_trees_ls_stat_json() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("tree");
+    std::fs::create_dir_all(src.join("a/b")).unwrap();
+    std::fs::create_dir_all(src.join("empty")).unwrap();
+    std::fs::write(src.join("top.txt"), b"top").unwrap();
+    std::fs::write(src.join("a/one.bin"), bytes(100_000, 1)).unwrap();
+    std::fs::write(src.join("a/b/two.bin"), bytes(2 << 20, 2)).unwrap();
+
+    let err = fails(&cluster, &["put", s(&src), "/t"], 1);
+    assert!(err.contains("use -r"), "{err}");
+    ok(&cluster, &["put", "-r", s(&src), "/t"]);
+
+    let listing: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["ls", "-R", "--json", "/t"])).unwrap();
+    let mut paths: Vec<&str> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/t/a",
+            "/t/a/b",
+            "/t/a/b/two.bin",
+            "/t/a/one.bin",
+            "/t/empty",
+            "/t/top.txt"
+        ]
+    );
+    let plain = ok(&cluster, &["ls", "/t"]);
+    assert_eq!(plain, "a\nempty\ntop.txt\n");
+    let long = ok(&cluster, &["ls", "-l", "/t"]);
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("drwx") && l.ends_with(" a")),
+        "{long}"
+    );
+    assert!(
+        long.lines()
+            .any(|l| l.starts_with("-rw-") && l.contains(" 3 ")),
+        "{long}"
+    );
+
+    let stat: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["stat", "--json", "/t/a/b/two.bin"])).unwrap();
+    assert_eq!(stat["size"], 2 << 20);
+    assert_eq!(stat["kind"], "file");
+    assert_eq!(stat["servers"].as_array().unwrap().len(), 2);
+    assert!(ok(&cluster, &["stat", "/t/a"]).contains("kind: directory"));
+
+    let back = tmp.path().join("back");
+    ok(&cluster, &["get", "-r", "/t", s(&back)]);
+    for rel in ["top.txt", "a/one.bin", "a/b/two.bin"] {
+        assert!(
+            std::fs::read(src.join(rel)).unwrap() == std::fs::read(back.join(rel)).unwrap(),
+            "{rel} differs"
+        );
+    }
+    assert!(back.join("empty").is_dir());
+}
+
+#[test]
+fn mkdir_rm_mv() {
+    let cluster = Cluster::start(2);
+    fails(&cluster, &["mkdir", "/x/y"], 1);
+    ok(&cluster, &["mkdir", "-p", "/x/y/z"]);
+    ok(&cluster, &["mkdir", "-p", "/x/y/z"]);
+    let err = fails(&cluster, &["mkdir", "/x"], 1);
+    assert!(err.starts_with("dfs: /x: "), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"f").unwrap();
+    ok(&cluster, &["put", s(&f), "/x/y/z/f"]);
+    ok(&cluster, &["mv", "/x/y/z/f", "/x/g"]);
+    assert_eq!(ok(&cluster, &["cat", "/x/g"]), "f");
+    ok(&cluster, &["mv", "/x/g", "/x/y"]); // into a directory
+    assert_eq!(ok(&cluster, &["cat", "/x/y/g"]), "f");
+
+    let err = fails(&cluster, &["rm", "/x"], 1);
+    assert!(err.contains("use -r"), "{err}");
+    ok(&cluster, &["rm", "/x/y/g"]);
+    fails(&cluster, &["cat", "/x/y/g"], 1);
+    ok(&cluster, &["rm", "-r", "/x"]);
+    assert_eq!(ok(&cluster, &["ls", "/"]), "");
+}
+
+#[test]
+fn bad_input_is_one_line_and_the_right_exit_code() {
+    let cluster = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"data").unwrap();
+    ok(&cluster, &["mkdir", "/d"]);
+
+    // A missing local file: nothing is sent.
+    let missing = tmp.path().join("missing");
+    let err = fails(&cluster, &["put", s(&missing), "/d/m"], 1);
+    assert!(err.contains("missing: no such file"), "{err}");
+    fails(&cluster, &["stat", "/d/m"], 1);
+
+    // A remote directory given as a file.
+    let err = fails(&cluster, &["cat", "/d"], 1);
+    assert!(
+        err.starts_with("dfs: /d: ") && err.contains("directory"),
+        "{err}"
+    );
+    let err = fails(&cluster, &["get", "/d", s(&tmp.path().join("x"))], 1);
+    assert!(err.contains("use -r"), "{err}");
+
+    // A path the DFS rules refuse: a control character, a relative path.
+    let err = fails(&cluster, &["put", s(&f), "/d/bad\u{1}name"], 1);
+    assert!(err.contains("/d/bad"), "{err}");
+    assert_eq!(ok(&cluster, &["ls", "/d"]), "");
+    fails(&cluster, &["ls", "relative"], 1);
+
+    // Usage errors: several sources and a file target; unknown flags.
+    let err = fails(&cluster, &["put", s(&f), s(&f), "/d/file"], 2);
+    assert!(err.contains("not a directory"), "{err}");
+    fails(&cluster, &["ls", "--bogus"], 2);
+    fails(&cluster, &["put", s(&f)], 2);
+}
+
+#[test]
+fn a_nameserver_that_is_down_fails_fast_with_exit_1() {
+    // A port nobody listens on (bound, then closed).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"data").unwrap();
+    for args in [
+        vec!["ls", "/"],
+        vec!["put", s(&f), "/f"],
+        vec!["get", "/f", s(&f)],
+        vec!["status"],
+        vec!["locks"],
+    ] {
+        let started = Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(&args)
+            .args(["--nameserver", &url])
+            .output()
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(15), "{args:?} hung");
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("cannot reach"), "{err}");
+    }
+}
+
+#[test]
+fn ctrl_c_during_put_publishes_nothing() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    let c = std::ffi::CString::new(s(&fifo)).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["put", s(&fifo), "/slow"])
+        .env("DFS_NAMESERVER", &cluster.nameserver)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A slow source: some bytes, then nothing more until the interrupt.
+    let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+    use std::io::Write;
+    writer.write_all(&bytes(3 << 20, 3)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    drop(writer);
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    fails(&cluster, &["stat", "/slow"], 1);
+    assert_eq!(ok(&cluster, &["ls", "/"]), "");
+}
+
+#[test]
+fn a_dead_fileserver_during_put_never_leaves_a_partial_file() {
+    let cluster = Cluster::start(2);
+    // A fileserver that registered and then died: alive to the nameserver until its
+    // heartbeat times out, so puts are sent to it and their uploads there fail.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    cluster
+        .block_on(
+            cluster
+                .names()
+                .register(&dfs_proto::names::RegisterRequest {
+                    id: "dead".into(),
+                    url: format!("http://127.0.0.1:{dead}"),
+                    capacity_bytes: 1 << 40,
+                    free_bytes: 1 << 40,
+                    dirs: Vec::new(),
+                }),
+        )
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    for i in 0..4 {
+        let f = tmp.path().join(format!("f{i}"));
+        let content = bytes(1 << 20, i as u8);
+        std::fs::write(&f, &content).unwrap();
+        let target = format!("/f{i}");
+        let out = dfs(&cluster, &["put", s(&f), &target]);
+        if out.status.success() {
+            let back = tmp.path().join("back");
+            ok(&cluster, &["get", &target, s(&back)]);
+            assert!(std::fs::read(&back).unwrap() == content, "{target} differs");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(err.starts_with(&format!("dfs: {target}: ")), "{err}");
+            // Never a partial file: absent, or empty as created by the open.
+            let stat = dfs(&cluster, &["stat", "--json", &target]);
+            if stat.status.success() {
+                let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+                assert_eq!(v["size"], 0, "{v}");
+            }
+        }
+    }
+    let fileservers = ok(&cluster, &["fileservers", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&fileservers).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+}
+
+#[test]
+fn admin_views_and_completions() {
+    let cluster = Cluster::start(2);
+    let status = ok(&cluster, &["status"]);
+    assert!(status.contains("fileservers  2/2 alive"), "{status}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&cluster, &["status", "--json"])).unwrap();
+    assert_eq!(v["fileservers_alive"], 2);
+    assert_eq!(v["leases_held"], 0);
+
+    let locks: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["locks", "--json"])).unwrap();
+    assert!(locks["leases"].as_array().unwrap().is_empty());
+    assert!(ok(&cluster, &["locks"]).contains("no leases held"));
+
+    ok(&cluster, &["map", "set", "/photos", "--replication", "1"]);
+    let map: serde_json::Value = serde_json::from_str(&ok(&cluster, &["map", "--json"])).unwrap();
+    assert!(
+        map.as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["dir"] == "/photos" && l["replication"] == 1),
+        "{map}"
+    );
+    assert!(ok(&cluster, &["map"]).contains("/photos"));
+    fails(
+        &cluster,
+        &["map", "set", "/photos", "--replication", "lots"],
+        2,
+    );
+    fails(
+        &cluster,
+        &["map", "set", "/photos", "--replication", "0"],
+        1,
+    );
+
+    let table = ok(&cluster, &["fileservers"]);
+    assert_eq!(table.lines().count(), 3, "{table}");
+
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(&cluster, &["completions", shell]);
+        assert!(script.contains("put"), "{shell}");
+    }
+    fails(&cluster, &["completions", "tcsh"], 2);
+}
+
+#[test]
+fn every_subcommand_has_an_example_in_its_help() {
+    let cluster = Cluster::start(1);
+    for sub in [
+        "put",
+        "get",
+        "cat",
+        "ls",
+        "stat",
+        "mkdir",
+        "rm",
+        "mv",
+        "locks",
+        "fileservers",
+        "map",
+        "status",
+        "completions",
+    ] {
+        let help = ok(&cluster, &[sub, "--help"]);
+        assert!(help.contains("Example"), "{sub}: {help}");
+    }
+}
