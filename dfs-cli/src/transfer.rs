@@ -216,6 +216,10 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
         Ok(()) => file.close().map_err(|err| {
             let mut failed = CliError::io(target, &err);
             drop_kept_spool(&mut failed);
+            // The open created an empty entry for a new file; a failed put leaves no name.
+            if !existed {
+                let _ = client.remove_file(target);
+            }
             failed
         }),
         Err((err, local)) => {

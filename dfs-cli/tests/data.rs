@@ -281,11 +281,9 @@ fn ctrl_c_during_put_publishes_nothing() {
     assert_eq!(ok(&cluster, &["ls", "/"]), "");
 }
 
-#[test]
-fn a_dead_fileserver_during_put_never_leaves_a_partial_file() {
-    let cluster = Cluster::start(2);
-    // A fileserver that registered and then died: alive to the nameserver until its
-    // heartbeat times out, so puts are sent to it and their uploads there fail.
+/// Registers a fileserver that is dead (nothing listens at its URL): alive to the
+/// nameserver until its heartbeat times out, so puts are sent to it and uploads there fail.
+fn dead_fileserver(cluster: &Cluster) {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -304,32 +302,41 @@ fn a_dead_fileserver_during_put_never_leaves_a_partial_file() {
                 }),
         )
         .unwrap();
+}
+
+#[test]
+fn a_dead_fileserver_during_put_never_leaves_a_partial_file() {
     let tmp = tempfile::tempdir().unwrap();
-    for i in 0..4 {
-        let f = tmp.path().join(format!("f{i}"));
-        let content = bytes(1 << 20, i as u8);
-        std::fs::write(&f, &content).unwrap();
-        let target = format!("/f{i}");
-        let out = dfs(&cluster, &["put", s(&f), &target]);
-        if out.status.success() {
-            let back = tmp.path().join("back");
-            ok(&cluster, &["get", &target, s(&back)]);
-            assert!(std::fs::read(&back).unwrap() == content, "{target} differs");
-        } else {
-            assert_eq!(out.status.code(), Some(1), "{out:?}");
-            let err = String::from_utf8_lossy(&out.stderr);
-            assert!(err.starts_with(&format!("dfs: {target}: ")), "{err}");
-            // Never a partial file: absent, or empty as created by the open.
-            let stat = dfs(&cluster, &["stat", "--json", &target]);
-            if stat.status.success() {
-                let v: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
-                assert_eq!(v["size"], 0, "{v}");
+    // Two live fileservers and a dead one, replication 2: the client replaces the dead
+    // target and every put completes. One live and a dead one: every put fails clearly.
+    for (live, must_succeed) in [(2, true), (1, false)] {
+        let cluster = Cluster::start(live);
+        dead_fileserver(&cluster);
+        for i in 0..3 {
+            let f = tmp.path().join(format!("f{i}"));
+            let content = bytes(1 << 20, i as u8);
+            std::fs::write(&f, &content).unwrap();
+            let target = format!("/f{i}");
+            let out = dfs(&cluster, &["put", s(&f), &target]);
+            assert_eq!(out.status.success(), must_succeed, "{out:?}");
+            if must_succeed {
+                let back = tmp.path().join("back");
+                ok(&cluster, &["get", &target, s(&back)]);
+                assert!(std::fs::read(&back).unwrap() == content, "{target} differs");
+            } else {
+                assert_eq!(out.status.code(), Some(1), "{out:?}");
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(err.lines().count(), 1, "{err}");
+                assert!(err.starts_with(&format!("dfs: {target}: ")), "{err}");
+                assert!(!err.contains("kept"), "{err}");
+                // Never a partial file, nor an empty name left by the open.
+                fails(&cluster, &["stat", &target], 1);
             }
         }
+        let v: serde_json::Value =
+            serde_json::from_str(&ok(&cluster, &["fileservers", "--json"])).unwrap();
+        assert_eq!(v.as_array().unwrap().len(), live + 1, "{v}");
     }
-    let fileservers = ok(&cluster, &["fileservers", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&fileservers).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
 }
 
 #[test]
@@ -398,4 +405,59 @@ fn every_subcommand_has_an_example_in_its_help() {
         let help = ok(&cluster, &[sub, "--help"]);
         assert!(help.contains("Example"), "{sub}: {help}");
     }
+}
+
+/// A fileserver that registered and accepts connections but never answers: an upload to it
+/// stalls (until the client's stall timeout), holding a put inside `close()`.
+fn hung_fileserver(cluster: &Cluster) -> std::net::TcpListener {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    cluster
+        .block_on(
+            cluster
+                .names()
+                .register(&dfs_proto::names::RegisterRequest {
+                    id: "hung".into(),
+                    url: format!("http://127.0.0.1:{port}"),
+                    capacity_bytes: 1 << 40,
+                    free_bytes: 1 << 40,
+                    dirs: Vec::new(),
+                }),
+        )
+        .unwrap();
+    listener
+}
+
+#[test]
+fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
+    // One real fileserver and a hung one, replication 2: both are upload targets.
+    let cluster = Cluster::start(1);
+    let _hung = hung_fileserver(&cluster);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, bytes(2 << 20, 9)).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["put", s(&f), "/stuck"])
+        .env("DFS_NAMESERVER", &cluster.nameserver)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the put has opened the file (its entry exists), then interrupt.
+    let started = Instant::now();
+    while !dfs(&cluster, &["stat", "/stuck"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "put never opened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    fails(&cluster, &["stat", "/stuck"], 1);
+    // The abandoned lease is still listed until it expires.
+    let locks: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["locks", "--json"])).unwrap();
+    assert_eq!(locks["leases"][0]["paths"][0], "/stuck", "{locks}");
 }
