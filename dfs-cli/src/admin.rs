@@ -222,12 +222,12 @@ fn human(bytes: u64) -> String {
 /// The table of `dfs fileservers`.
 fn fileserver_table(lines: &[FileserverLine]) -> String {
     let mut text = format!(
-        "{:<16} {:<28} {:<5} {:>9} {:>9} {:>7}\n",
+        "{:<20} {:<26} {:<5} {:>9} {:>9} {:>7}\n",
         "ID", "URL", "ALIVE", "CAPACITY", "FREE", "BLOBS"
     );
     for l in lines {
         text.push_str(&format!(
-            "{:<16} {:<28} {:<5} {:>9} {:>9} {:>7}\n",
+            "{:<20} {:<26} {:<5} {:>9} {:>9} {:>7}\n",
             l.id,
             l.url,
             if l.alive { "yes" } else { "no" },

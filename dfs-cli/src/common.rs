@@ -50,9 +50,17 @@ pub struct CliError {
 impl CliError {
     /// A failure about `subject`.
     pub fn new(subject: impl fmt::Display, reason: impl fmt::Display) -> CliError {
+        let subject = subject.to_string();
+        let mut reason = one_line(&reason.to_string());
+        // "dfs: /a: /a is a directory" and "dfs: /a: no such file: /a" say it twice.
+        if let Some(rest) = reason.strip_suffix(&format!(": {subject}")) {
+            reason = rest.to_owned();
+        } else if let Some(rest) = reason.strip_prefix(&format!("{subject} ")) {
+            reason = rest.to_owned();
+        }
         CliError {
-            subject: subject.to_string(),
-            reason: one_line(&reason.to_string()),
+            subject: printable(&subject),
+            reason: printable(&reason),
             usage: false,
         }
     }
@@ -98,7 +106,8 @@ pub fn reason(err: &io::Error) -> String {
             .strip_prefix("request failed: error sending request for url (")
             .and_then(|rest| rest.split(&[')', '?'][..]).next())
         {
-            return format!("cannot reach {url} (server down or unreachable)");
+            let server = url.split("/v1/").next().unwrap_or(url);
+            return format!("cannot reach {server} (server down or unreachable)");
         }
         return match api.code {
             dfs_proto::ErrorCode::Unavailable | dfs_proto::ErrorCode::Internal
@@ -114,6 +123,20 @@ pub fn reason(err: &io::Error) -> String {
         io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
         _ => err.to_string(),
     }
+}
+
+/// `text` with control characters escaped (`\u{1}`), so that a refused name cannot
+/// break the one-line error or the terminal.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// The first line of `text`, so that an error is always one line.

@@ -157,7 +157,7 @@ fn print_line(
     write_out(
         out,
         format_args!(
-            "{kind}{} {:>12} v{:<5} {} {name}\n",
+            "{kind}{} {:>12} v{:<8} {} {name}\n",
             mode_string(meta.mode()),
             meta.len(),
             entry.version,

@@ -211,7 +211,8 @@ fn bad_input_is_one_line_and_the_right_exit_code() {
 
     // A path the DFS rules refuse: a control character, a relative path.
     let err = fails(&cluster, &["put", s(&f), "/d/bad\u{1}name"], 1);
-    assert!(err.contains("/d/bad"), "{err}");
+    assert!(err.starts_with("dfs: /d/bad\\u{1}name: "), "{err}");
+    assert!(err.contains("control character"), "{err}");
     assert_eq!(ok(&cluster, &["ls", "/d"]), "");
     fails(&cluster, &["ls", "relative"], 1);
 
