@@ -73,6 +73,9 @@ struct PutItem {
 pub fn put(client: &Client, args: &PutArgs) -> Result<(), CliError> {
     let (target, sources) = split_last(&args.paths)?;
     let target_is_dir = remote_is_dir(client, target)?;
+    if target.ends_with('/') && !target_is_dir {
+        return Err(CliError::new(target, "no such directory"));
+    }
     if sources.len() > 1 && !target_is_dir {
         return Err(CliError::usage(
             target,
@@ -203,6 +206,9 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
     let mut file = client
         .create(target)
         .map_err(|err| CliError::io(target, &err))?;
+    // Created by this open only if it was missing and is still the empty version 0 (not
+    // created and published by someone else in between): only then is removing it ours.
+    let existed = existed || file.entry().version != 0;
     // Interrupted from here on: the process ends without dropping `file` (no publish);
     // a file this put created is removed again so that no empty name is left behind.
     let _guard = (!existed).then(|| {

@@ -462,3 +462,35 @@ fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
         serde_json::from_str(&ok(&cluster, &["locks", "--json"])).unwrap();
     assert_eq!(locks["leases"][0]["paths"][0], "/stuck", "{locks}");
 }
+
+#[test]
+fn a_progress_bar_only_on_a_terminal() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    std::fs::write(&big, bytes(4 << 20, 5)).unwrap();
+    // Not a terminal (the tests' pipes): nothing on stderr.
+    let out = dfs(&cluster, &["put", s(&big), "/big"]);
+    assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
+    // A terminal, through script(1) when it is installed.
+    if !Path::new("/usr/bin/script").exists() {
+        return;
+    }
+    let command = format!(
+        "{} put {} /big2 --nameserver {}",
+        env!("CARGO_BIN_EXE_dfs"),
+        s(&big),
+        cluster.nameserver
+    );
+    let out = Command::new("/usr/bin/script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("1/1 files") || shown.contains("0/1 files"),
+        "{shown:?}"
+    );
+    assert!(ok(&cluster, &["stat", "--json", "/big2"]).contains("4194304"));
+}
