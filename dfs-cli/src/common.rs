@@ -212,6 +212,13 @@ impl Progress {
         }
     }
 
+    /// `bytes` counted for a transfer that failed or starts over are taken back.
+    pub fn bytes_back(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(bar.position().saturating_sub(bytes));
+        }
+    }
+
     /// One more file is done.
     pub fn file_done(&mut self) {
         self.files_done += 1;

@@ -151,7 +151,10 @@ fn run_cluster_command(
     let client = cluster.client()?;
     match command {
         Command::Put(args) => transfer::put(&client, &args),
-        Command::Get(args) => transfer::get(&client, &args),
+        Command::Get(args) => {
+            let downloader = transfer::Downloader::new(ns)?;
+            transfer::get(&client, &downloader, &args)
+        }
         Command::Cat(args) => transfer::cat(&client, &args),
         Command::Ls(args) => namespace::ls(&client, &args),
         Command::Stat(args) => namespace::stat(&client, &args),

@@ -6,15 +6,21 @@
 //! local source (a regular file is read directly; a pipe, FIFO or stdin is first read whole
 //! into an anonymous local temporary file), and when anything fails before `close()` the
 //! open remote file is abandoned without being dropped (its `Drop` would publish).
-//! A get streams into a temporary file next to the target and renames it into place.
+//! A get streams each file (through `dfs_client`'s protocol layer, checksum-verified) into
+//! a temporary file next to the target and renames it into place.
 
 use crate::common::{base_name, is_not_found, join, CliError, Progress};
 use crate::interrupt;
 use clap::Args;
 use dfs_client::blocking::{Client, File};
+use dfs_client::remote::Remote;
+use dfs_proto::names::EntryKind;
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::fs;
 use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Size of one copy step.
 const CHUNK: usize = 1 << 20;
@@ -334,10 +340,12 @@ struct GetItem {
     source: String,
     target: PathBuf,
     size: u64,
+    /// The remote file's permission bits, given to the local copy.
+    mode: u32,
 }
 
 /// Runs `dfs get`.
-pub fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
+pub fn get(client: &Client, downloader: &Downloader, args: &GetArgs) -> Result<(), CliError> {
     let (target, sources) = split_last(&args.paths)?;
     let target_path = Path::new(target);
     let target_is_dir = target_path.is_dir();
@@ -371,6 +379,7 @@ pub fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
                 source: source.clone(),
                 target: local,
                 size: meta.len(),
+                mode: meta.mode(),
             });
         }
     }
@@ -380,7 +389,7 @@ pub fn get(client: &Client, args: &GetArgs) -> Result<(), CliError> {
         fs::create_dir_all(dir).map_err(|err| CliError::io(dir.display(), &err))?;
     }
     for item in &items {
-        get_one(client, item, &progress)?;
+        get_one(downloader, item, &progress)?;
         progress.file_done();
     }
     progress.finish();
@@ -409,19 +418,85 @@ fn plan_remote_tree(
                 source,
                 target,
                 size: entry.metadata().len(),
+                mode: entry.metadata().mode(),
             });
         }
     }
     Ok(())
 }
 
-/// Gets one file: download (the client's open), stream into a temporary file next to the
-/// target, fsync, rename into place.
-fn get_one(client: &Client, item: &GetItem, progress: &Progress) -> Result<(), CliError> {
+/// Downloads for `get`: the protocol layer's [`Remote`] on a runtime of its own, so that a
+/// file is streamed straight into the temporary file next to its target (no spool copy in
+/// the temp directory, which may be too small) while the progress display follows it.
+pub struct Downloader {
+    runtime: tokio::runtime::Runtime,
+    remote: Remote,
+}
+
+impl Downloader {
+    /// A downloader for the cluster whose nameserver is at `nameserver`. Must be made after
+    /// [`crate::interrupt::install`] (its runtime thread must not take Ctrl-C).
+    pub fn new(nameserver: &str) -> Result<Downloader, CliError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|err| CliError::io("runtime", &err))?;
+        Ok(Downloader {
+            runtime,
+            remote: Remote::new(nameserver),
+        })
+    }
+
+    /// Streams the current version of `source` into `dest` (checksum-verified, trying every
+    /// fileserver that holds it), asking again when that version vanished everywhere
+    /// meanwhile (a newer publish replaced it), as `dfs_client`'s open does.
+    fn download(&self, source: &str, dest: &Path, progress: &Progress) -> io::Result<()> {
+        let path = DfsPath::parse(source).map_err(io::Error::from)?;
+        let mut attempt = 0;
+        loop {
+            let entry = self.runtime.block_on(self.remote.names.stat(&path))?;
+            if entry.kind == EntryKind::Dir {
+                return Err(ApiError::new(ErrorCode::IsDirectory, "is a directory").into());
+            }
+            let counted = std::cell::Cell::new(0u64);
+            let result = self.runtime.block_on(async {
+                let download = self.remote.download(&entry, dest);
+                tokio::pin!(download);
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tokio::select! {
+                        done = &mut download => break done,
+                        _ = tick.tick() => {
+                            let len = fs::metadata(dest).map_or(0, |m| m.len());
+                            progress.bytes(len.saturating_sub(counted.get()));
+                            counted.set(counted.get().max(len));
+                        }
+                    }
+                }
+            });
+            match result {
+                Ok(_) => {
+                    progress.bytes(entry.size.saturating_sub(counted.get()));
+                    return Ok(());
+                }
+                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
+                    attempt += 1;
+                    progress.bytes_back(counted.get());
+                    std::thread::sleep(Duration::from_millis(50 << (attempt - 1)));
+                }
+                Err(err) => {
+                    progress.bytes_back(counted.get());
+                    return Err(err.into());
+                }
+            }
+        }
+    }
+}
+
+/// Gets one file: stream it into a temporary file next to the target, fsync, rename into
+/// place (the target is the old file or the whole new one; Ctrl-C removes the temporary).
+fn get_one(downloader: &Downloader, item: &GetItem, progress: &Progress) -> Result<(), CliError> {
     let shown = item.target.display().to_string();
-    let mut file = client
-        .open(&item.source)
-        .map_err(|err| CliError::io(&item.source, &err))?;
     let parent = match item.target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
         _ => PathBuf::from("."),
@@ -431,7 +506,7 @@ fn get_one(client: &Client, item: &GetItem, progress: &Progress) -> Result<(), C
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut temp = tempfile::Builder::new()
+    let temp = tempfile::Builder::new()
         .prefix(&format!(".{name}.dfs-get-"))
         .tempfile_in(&parent)
         .map_err(|err| CliError::io(&shown, &err))?;
@@ -439,15 +514,14 @@ fn get_one(client: &Client, item: &GetItem, progress: &Progress) -> Result<(), C
     let _guard = interrupt::on_interrupt(move || {
         let _ = fs::remove_file(&temp_path);
     });
-    copy(&mut file, temp.as_file_mut(), progress, true).map_err(|(err, remote)| {
-        if remote {
-            CliError::io(&item.source, &err)
-        } else {
-            CliError::io(&shown, &err)
-        }
-    })?;
-    temp.as_file()
-        .sync_all()
+    downloader
+        .download(&item.source, temp.path(), progress)
+        .map_err(|err| CliError::io(&item.source, &err))?;
+    // The temporary file is private (0600); the copy gets the remote file's permissions.
+    let mode = fs::Permissions::from_mode(item.mode & 0o777);
+    fs::set_permissions(temp.path(), mode)
+        .and_then(|()| fs::File::open(temp.path()))
+        .and_then(|f| f.sync_all())
         .map_err(|err| CliError::io(&shown, &err))?;
     temp.persist(&item.target)
         .map_err(|err| CliError::io(&shown, &err.error))?;

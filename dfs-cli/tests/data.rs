@@ -59,6 +59,9 @@ fn put_get_cat_round_trip() {
     let out = tmp.path().join("out.bin");
     ok(&cluster, &["get", "/docs/big.bin", s(&out)]);
     assert!(std::fs::read(&out).unwrap() == content, "bytes differ");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "the remote file's mode");
     assert_eq!(ok(&cluster, &["cat", "/docs/small.txt"]), "hello dfs\n");
 
     // Get into a directory; no temporary file is left next to the target.
@@ -493,4 +496,21 @@ fn a_progress_bar_only_on_a_terminal() {
         "{shown:?}"
     );
     assert!(ok(&cluster, &["stat", "--json", "/big2"]).contains("4194304"));
+    let back = tmp.path().join("back.bin");
+    let command = format!(
+        "{} get /big2 {} --nameserver {}",
+        env!("CARGO_BIN_EXE_dfs"),
+        s(&back),
+        cluster.nameserver
+    );
+    let out = Command::new("/usr/bin/script")
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("/1 files"),
+        "{out:?}"
+    );
+    assert!(std::fs::read(&back).unwrap() == std::fs::read(&big).unwrap());
 }
