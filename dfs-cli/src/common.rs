@@ -205,6 +205,17 @@ impl Progress {
         }
     }
 
+    /// Says what the current file waits for (a put's upload and publish in `close()`,
+    /// which the byte count does not follow), until the next file.
+    pub fn stage(&self, what: &str) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(format!(
+                "{}/{} files, {what}",
+                self.files_done, self.files_total
+            ));
+        }
+    }
+
     /// `bytes` more bytes were moved.
     pub fn bytes(&self, bytes: u64) {
         if let Some(bar) = &self.bar {

@@ -188,17 +188,21 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
         .source
         .as_ref()
         .map_or_else(|| "-".to_owned(), |p| p.display().to_string());
-    let mut source: Box<dyn Read> = match &item.source {
+    // A staged source's bytes are counted while staged, a regular file's while copied.
+    let (mut source, count): (Box<dyn Read>, bool) = match &item.source {
         Some(path) => {
             let file = fs::File::open(path).map_err(|err| CliError::io(&shown, &err))?;
             let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
             if regular {
-                Box::new(file)
+                (Box::new(file), true)
             } else {
-                Box::new(stage(file, &shown, progress)?)
+                (Box::new(stage(file, &shown, progress)?), false)
             }
         }
-        None => Box::new(stage(io::stdin().lock(), &shown, progress)?),
+        None => (
+            Box::new(stage(io::stdin().lock(), &shown, progress)?),
+            false,
+        ),
     };
     let target = &item.target;
     let existed = match client.metadata(target) {
@@ -223,25 +227,23 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
             let _ = client.remove_file(&target);
         })
     });
-    let copied = copy(&mut source, &mut file, progress, item.source.is_some());
-    match copied {
-        Ok(()) => file.close().map_err(|err| {
-            let mut failed = CliError::io(target, &err);
-            drop_kept_spool(&mut failed);
-            // The open created an empty entry for a new file; a failed put leaves no name.
-            if !existed {
-                let _ = client.remove_file(target);
-            }
-            failed
-        }),
-        Err((err, local)) => {
-            abandon(file);
-            if !existed {
-                let _ = client.remove_file(target);
-            }
-            Err(CliError::io(if local { &shown } else { target }, &err))
+    if let Err((err, local)) = copy(&mut source, &mut file, progress, count) {
+        abandon(file);
+        if !existed {
+            let _ = client.remove_file(target);
         }
+        return Err(CliError::io(if local { &shown } else { target }, &err));
     }
+    progress.stage("publishing");
+    file.close().map_err(|err| {
+        let mut failed = CliError::io(target, &err);
+        drop_kept_spool(&mut failed);
+        // The open created an empty entry for a new file; a failed put leaves no name.
+        if !existed {
+            let _ = client.remove_file(target);
+        }
+        failed
+    })
 }
 
 /// A failed `close()` keeps the unpublished copy in a spool file and names it in the error,
