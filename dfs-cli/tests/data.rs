@@ -464,6 +464,12 @@ fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
     let locks: serde_json::Value =
         serde_json::from_str(&ok(&cluster, &["locks", "--json"])).unwrap();
     assert_eq!(locks["leases"][0]["paths"][0], "/stuck", "{locks}");
+    // Meanwhile another put of that file is refused at once, with the reason.
+    let err = fails(&cluster, &["put", s(&f), "/stuck"], 1);
+    assert!(
+        err.starts_with("dfs: /stuck: ") && err.contains("is locked by"),
+        "{err}"
+    );
 }
 
 #[test]
