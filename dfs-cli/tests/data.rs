@@ -520,3 +520,99 @@ fn a_progress_bar_only_on_a_terminal() {
     );
     assert!(std::fs::read(&back).unwrap() == std::fs::read(&big).unwrap());
 }
+
+/// A stand-in nameserver answering every request with one file `Entry` whose only location
+/// is `location`, so that a `get` of it downloads from there.
+fn fake_nameserver(location: String) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let location = location.clone();
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    // Read one request head (no bodies: only GETs come here).
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let body = serde_json::json!({
+                        "id": 7, "path": "/slow", "kind": "file", "size": 100 << 20,
+                        "mode": 420, "mtime_ns": 0, "version": 3, "checksum": "e3069283",
+                        "servers": ["hung"], "locations": [location],
+                    })
+                    .to_string();
+                    let reply = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn ctrl_c_during_get_leaves_no_temporary_file() {
+    // The file's only fileserver sends its reply head and then nothing: the download stalls.
+    let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let location = format!("http://{}", hung.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hung.incoming().flatten() {
+            use std::io::{BufRead, Write};
+            let mut stream = stream;
+            // The request head first, then a reply that stops after a few bytes.
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+                  content-length: 104857600\r\n\r\npartial",
+            );
+            held.push(stream);
+        }
+    });
+    let nameserver = fake_nameserver(location);
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("slow");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["get", "/slow", s(&target), "--nameserver", &nameserver])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the temporary file next to the target, then interrupt.
+    let started = Instant::now();
+    while std::fs::read_dir(tmp.path()).unwrap().count() == 0 {
+        if child.try_wait().unwrap().is_some() {
+            panic!("get ended: {:?}", child.wait_with_output());
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "get never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
