@@ -93,17 +93,15 @@ pub fn put(client: &Client, args: &PutArgs) -> Result<(), CliError> {
     let mut items = Vec::new();
     for source in sources {
         if source == "-" {
-            let name = if target_is_dir {
+            if target_is_dir {
                 return Err(CliError::usage(
                     "-",
                     "stdin needs a file name as the target",
                 ));
-            } else {
-                target.to_owned()
-            };
+            }
             items.push(PutItem {
                 source: None,
-                target: name,
+                target: target.to_owned(),
                 size: 0,
             });
             continue;
