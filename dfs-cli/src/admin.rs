@@ -59,6 +59,9 @@ pub struct MapArgs {
 pub enum MapCommand {
     /// Set (or with `default`, remove) the replication factor of a directory prefix; it
     /// takes effect at once (new writes, repair, the under-replicated list).
+    #[command(after_help = "Examples:
+  dfs map set /photos --replication 3
+  dfs map set /photos --replication default")]
     Set {
         /// The directory prefix (need not exist).
         #[arg(value_name = "DIR")]

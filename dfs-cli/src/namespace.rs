@@ -284,6 +284,12 @@ pub fn mkdir(client: &Client, args: &MkdirArgs) -> Result<(), CliError> {
 /// Runs `dfs rm`.
 pub fn rm(client: &Client, args: &RmArgs) -> Result<(), CliError> {
     for path in &args.paths {
+        if path.trim_end_matches('/').is_empty() {
+            return Err(CliError::usage(
+                path,
+                "refusing to remove the root directory",
+            ));
+        }
         let meta = client
             .metadata(path)
             .map_err(|err| CliError::io(path, &err))?;

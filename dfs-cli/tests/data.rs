@@ -185,6 +185,7 @@ fn mkdir_rm_mv() {
     assert!(err.contains("use -r"), "{err}");
     ok(&cluster, &["rm", "/x/y/g"]);
     fails(&cluster, &["cat", "/x/y/g"], 1);
+    fails(&cluster, &["rm", "-r", "/"], 2);
     ok(&cluster, &["rm", "-r", "/x"]);
     assert_eq!(ok(&cluster, &["ls", "/"]), "");
 }
@@ -405,8 +406,11 @@ fn every_subcommand_has_an_example_in_its_help() {
         "map",
         "status",
         "completions",
+        "map set",
     ] {
-        let help = ok(&cluster, &[sub, "--help"]);
+        let mut args: Vec<&str> = sub.split(' ').collect();
+        args.push("--help");
+        let help = ok(&cluster, &args);
         assert!(help.contains("Example"), "{sub}: {help}");
     }
 }
