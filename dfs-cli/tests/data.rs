@@ -620,3 +620,69 @@ fn ctrl_c_during_get_leaves_no_temporary_file() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// A real fileserver on a runtime of its own, registered with `cluster`; dropping the
+/// runtime kills it at once (connections cut mid-transfer, no goodbye).
+fn own_fileserver(cluster: &Cluster) -> tokio::runtime::Runtime {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let config = dfs_servers::fileserver::Config {
+        data: cluster.data.path().join("own-fileserver"),
+        nameserver: cluster.nameserver.clone(),
+        ..Default::default()
+    };
+    runtime.spawn(dfs_servers::fileserver::run(
+        listener,
+        config,
+        std::future::pending::<()>(),
+    ));
+    runtime
+}
+
+#[test]
+fn a_fileserver_killed_during_put_never_leaves_a_partial_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.bin");
+    let content = bytes(48 << 20, 11);
+    std::fs::write(&big, &content).unwrap();
+    // Replication 3: every put uploads to the fileserver that is about to die, and two
+    // copies are too few: the put fails and nothing is visible. Replication 2: the client
+    // replaces a dead target with the third fileserver and the put completes.
+    for (replication, delay_ms) in [(3, 0u64), (3, 40), (3, 120), (2, 40), (2, 120)] {
+        let cluster = Cluster::start(2);
+        let own = own_fileserver(&cluster);
+        cluster.wait_for_fileservers(3);
+        let factor = replication.to_string();
+        ok(&cluster, &["map", "set", "/", "--replication", &factor]);
+        let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
+            .args(["put", s(&big), "/big"])
+            .env("DFS_NAMESERVER", &cluster.nameserver)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        own.shutdown_background();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.success(), replication == 2, "{out:?}");
+        if out.status.success() {
+            let back = tmp.path().join("back.bin");
+            ok(&cluster, &["get", "/big", s(&back)]);
+            assert!(
+                std::fs::read(&back).unwrap() == content,
+                "published bytes differ"
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{out:?}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.starts_with("dfs: /big: "), "{err}");
+            fails(&cluster, &["stat", "/big"], 1);
+        }
+    }
+}
