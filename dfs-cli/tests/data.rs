@@ -686,3 +686,26 @@ fn a_fileserver_killed_during_put_never_leaves_a_partial_file() {
         }
     }
 }
+
+#[test]
+fn a_local_read_error_midway_publishes_nothing() {
+    // /proc/self/mem is a regular file whose first read fails (EIO): the put has opened the
+    // remote file and must give it up without the publish a dropped `File` would make.
+    if !Path::new("/proc/self/mem").exists() {
+        return;
+    }
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    let f = tmp.path().join("f");
+    std::fs::write(&f, b"original").unwrap();
+    ok(&cluster, &["put", s(&f), "/kept"]);
+    let err = fails(&cluster, &["put", "/proc/self/mem", "/kept"], 1);
+    assert!(err.starts_with("dfs: /proc/self/mem: "), "{err}");
+    assert_eq!(ok(&cluster, &["cat", "/kept"]), "original");
+    let stat: serde_json::Value =
+        serde_json::from_str(&ok(&cluster, &["stat", "--json", "/kept"])).unwrap();
+    assert_eq!(stat["size"], 8);
+    // A new name is not left behind either.
+    fails(&cluster, &["put", "/proc/self/mem", "/new"], 1);
+    fails(&cluster, &["stat", "/new"], 1);
+}
