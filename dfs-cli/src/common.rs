@@ -5,6 +5,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt;
 use std::io::{self, IsTerminal};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -27,10 +28,15 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
-    /// A blocking client of the cluster. Must be called after
-    /// [`crate::interrupt::install`], so that its runtime threads never take Ctrl-C.
-    pub fn client(&self) -> Result<dfs_client::blocking::Client, CliError> {
-        dfs_client::blocking::Client::new(&self.nameserver)
+    /// A blocking client of the cluster whose spool files (its local copies of open files)
+    /// go to `spool`, a directory of this process that is removed when it ends (also on
+    /// Ctrl-C), so that an abandoned put leaves nothing in the temp directory. Must be
+    /// called after [`crate::interrupt::install`], so that its runtime threads never take
+    /// Ctrl-C.
+    pub fn client(&self, spool: &Path) -> Result<dfs_client::blocking::Client, CliError> {
+        dfs_client::blocking::Client::builder(&self.nameserver)
+            .spool_dir(spool)
+            .build()
             .map_err(|err| CliError::io(&self.nameserver, &err))
     }
 }

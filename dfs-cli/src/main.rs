@@ -148,7 +148,15 @@ fn run_cluster_command(
         Command::Status(args) => return admin::status(ns, &args),
         _ => {}
     }
-    let client = cluster.client()?;
+    let spool = tempfile::Builder::new()
+        .prefix("dfs-spool-")
+        .tempdir()
+        .map_err(|err| common::CliError::io("temporary directory", &err))?;
+    let spool_path = spool.path().to_owned();
+    let _cleanup = interrupt::on_interrupt(move || {
+        let _ = std::fs::remove_dir_all(&spool_path);
+    });
+    let client = cluster.client(spool.path())?;
     match command {
         Command::Put(args) => transfer::put(&client, &args),
         Command::Get(args) => {

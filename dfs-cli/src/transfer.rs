@@ -267,8 +267,8 @@ fn drop_kept_spool(err: &mut CliError) {
 }
 
 /// Gives up a remote file without publishing it: a `dfs_client` file publishes on drop, so
-/// it is not dropped. Its write lease expires by itself (TTL plus lock-delay) and its spool
-/// file stays in the temp directory; the CLI ends right after, so nothing else leaks.
+/// it is not dropped. Its write lease expires by itself (TTL plus lock-delay); its spool
+/// file is in the process's own spool directory, removed when the command ends.
 fn abandon(file: File) {
     std::mem::forget(file);
 }

@@ -444,9 +444,11 @@ fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("f");
     std::fs::write(&f, bytes(2 << 20, 9)).unwrap();
+    let spools = tempfile::tempdir().unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(["put", s(&f), "/stuck"])
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("TMPDIR", spools.path())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -464,6 +466,9 @@ fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{out:?}");
     fails(&cluster, &["stat", "/stuck"], 1);
+    // Nor is the local copy left in the temp directory.
+    let left: Vec<_> = std::fs::read_dir(spools.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
     // The abandoned lease is still listed until it expires.
     let locks: serde_json::Value =
         serde_json::from_str(&ok(&cluster, &["locks", "--json"])).unwrap();
@@ -699,8 +704,21 @@ fn a_local_read_error_midway_publishes_nothing() {
     let f = tmp.path().join("f");
     std::fs::write(&f, b"original").unwrap();
     ok(&cluster, &["put", s(&f), "/kept"]);
-    let err = fails(&cluster, &["put", "/proc/self/mem", "/kept"], 1);
+    let spools = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
+        .args(["put", "/proc/self/mem", "/kept"])
+        .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("TMPDIR", spools.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.starts_with("dfs: /proc/self/mem: "), "{err}");
+    let left: Vec<_> = std::fs::read_dir(spools.path()).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "the abandoned local copy is removed: {left:?}"
+    );
     assert_eq!(ok(&cluster, &["cat", "/kept"]), "original");
     let stat: serde_json::Value =
         serde_json::from_str(&ok(&cluster, &["stat", "--json", "/kept"])).unwrap();
