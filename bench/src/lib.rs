@@ -4,6 +4,7 @@
 //! The servers run as separate processes (the `dfs-*server` binaries) so each one's memory can
 //! be measured; the mounts are `dfs-fuse` children. See docs/benchmarks.md.
 
+pub mod cli;
 pub mod cluster;
 pub mod fio;
 pub mod report;
@@ -45,8 +46,8 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// The command line, for the report.
     pub command: String,
-    /// Workloads to run (`W1`..`W8`, `memory`); empty runs all. What a selected workload
-    /// needs (W1 for W2-W4, W5 for W6-W8) runs too.
+    /// Workloads to run (`W1`..`W8`, `C1`, `C2`, `memory`); empty runs all. What a selected workload
+    /// needs (W1 for W2-W4, W5 for W6-W8, C1 for C2) runs too.
     pub only: Vec<String>,
 }
 
@@ -56,6 +57,7 @@ impl Options {
         let picked = |w: &str| self.only.iter().any(|o| o.eq_ignore_ascii_case(w));
         let needed_by: &[&str] = match name {
             "W1" => &["W2", "W2w", "W3", "W4"],
+            "C1" => &["C2"],
             "W5" => &["W6", "W7", "W8"],
             _ => &[],
         };
@@ -166,7 +168,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         drop_caches: opts.drop_caches,
     };
     workloads::prepare(&ctx)?;
-    if opts.runs_workload("W1") {
+    if opts.runs_workload("W1") || opts.runs_workload("C1") {
         util::make_file(&ctx.src, ctx.size, 0x5eed)?;
     }
     let mut rows = Vec::new();
@@ -200,6 +202,8 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         || workloads::w4(&ctx),
         &mut rows,
     )?;
+    step(opts, "C1 dfs put", || cli::c1(&ctx, bin_dir), &mut rows)?;
+    step(opts, "C2 dfs get", || cli::c2(&ctx, bin_dir), &mut rows)?;
     step(
         opts,
         "W5 create small files",

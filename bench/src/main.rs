@@ -55,7 +55,7 @@ struct Args {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these workloads, comma-separated (W1..W8, W2w, memory), plus what they need
+    /// Only these workloads, comma-separated (W1..W8, W2w, C1, C2, memory), plus what they need
     /// (W1 for W2-W4, W5 for W6-W8). For iterating on one path; not a full result.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,

@@ -46,7 +46,7 @@ impl Ctx<'_> {
     fn on_local(&self, name: &str) -> PathBuf {
         self.local.join(name)
     }
-    fn drop(&self) -> anyhow::Result<()> {
+    pub(crate) fn drop(&self) -> anyhow::Result<()> {
         drop_caches(self.drop_caches)
     }
     /// Times `work` on the mount and adds the fileserver counters it caused to `total`.
@@ -87,13 +87,19 @@ fn mib(bytes: u64) -> String {
 }
 
 /// The fileserver blob id the raw-curl reference uploads to: far from any id the nameserver hands out.
-fn unused_blob(run: usize) -> (u64, u64) {
+pub(crate) fn unused_blob(run: usize) -> (u64, u64) {
     let id = 0x0BE7_0000_0000_0000u64 | (u64::from(std::process::id()) << 16) | run as u64;
     (id, 1)
 }
 
 /// `curl -T FILE` (streamed PUT) with the checksum header, until the fileserver says durable.
-fn curl_upload(server: &str, file: &Path, id: u64, version: u64, sum: &str) -> anyhow::Result<()> {
+pub(crate) fn curl_upload(
+    server: &str,
+    file: &Path,
+    id: u64,
+    version: u64,
+    sum: &str,
+) -> anyhow::Result<()> {
     run(Command::new("curl")
         .args(["-sS", "-f", "-o", "/dev/null", "-H", "Expect:"])
         .arg("-H")
@@ -104,7 +110,12 @@ fn curl_upload(server: &str, file: &Path, id: u64, version: u64, sum: &str) -> a
 }
 
 /// `curl -o FILE` of one blob.
-fn curl_download(server: &str, id: u64, version: u64, dest: &Path) -> anyhow::Result<()> {
+pub(crate) fn curl_download(
+    server: &str,
+    id: u64,
+    version: u64,
+    dest: &Path,
+) -> anyhow::Result<()> {
     run(Command::new("curl")
         .args(["-sS", "-f", "-o"])
         .arg(dest)
