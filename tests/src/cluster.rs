@@ -66,6 +66,9 @@ impl Cluster {
         let mut ns_config = nameserver::Config {
             data: root.join("nameserver"),
             lockserver: Some(lock_url.clone()),
+            // As `dfs up` does: as many copies as there are fileservers, at most 2. A publish
+            // needs every copy the replication factor asks for.
+            replication: (fileservers as u32).clamp(1, 2),
             ..Default::default()
         };
         tune(&mut ns_config);
