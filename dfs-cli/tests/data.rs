@@ -315,7 +315,7 @@ fn a_dead_fileserver_during_put_never_leaves_a_partial_file() {
     // Two live fileservers and a dead one, replication 2: the client replaces the dead
     // target and every put completes. One live and a dead one: every put fails clearly.
     for (live, must_succeed) in [(2, true), (1, false)] {
-        let cluster = Cluster::start(live);
+        let cluster = Cluster::start_with(live, |c| c.replication = 2);
         dead_fileserver(&cluster);
         for i in 0..3 {
             let f = tmp.path().join(format!("f{i}"));
