@@ -32,6 +32,7 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
         panic!("FUSE is unusable here ({why}); set DFS_SKIP_FUSE=1 to skip this test");
     }
     for bin in [
+        "dfs",
         "dfs-fuse",
         "dfs-nameserver",
         "dfs-lockserver",
@@ -70,6 +71,10 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
     };
     let counters = |id: &str| row(id).counters.expect("counters recorded");
 
+    // The CLI's transfers ran against their curl references.
+    for id in ["C1", "C2"] {
+        assert_eq!(row(id).dfs_samples.len(), 1, "{id} ran once");
+    }
     let w1 = counters("W1");
     assert!(
         w1.bytes_in >= size,

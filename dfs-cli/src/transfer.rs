@@ -493,8 +493,9 @@ impl Downloader {
     }
 }
 
-/// Gets one file: stream it into a temporary file next to the target, fsync, rename into
-/// place (the target is the old file or the whole new one; Ctrl-C removes the temporary).
+/// Gets one file: stream it into a temporary file next to the target, rename into place
+/// (the target is the old file or the whole new one; Ctrl-C removes the temporary). Not
+/// fsynced, as `cp`, `curl -o` and `rsync` do not: the copy is as durable as theirs.
 fn get_one(downloader: &Downloader, item: &GetItem, progress: &Progress) -> Result<(), CliError> {
     let shown = item.target.display().to_string();
     let parent = match item.target.parent() {
@@ -519,10 +520,7 @@ fn get_one(downloader: &Downloader, item: &GetItem, progress: &Progress) -> Resu
         .map_err(|err| CliError::io(&item.source, &err))?;
     // The temporary file is private (0600); the copy gets the remote file's permissions.
     let mode = fs::Permissions::from_mode(item.mode & 0o777);
-    fs::set_permissions(temp.path(), mode)
-        .and_then(|()| fs::File::open(temp.path()))
-        .and_then(|f| f.sync_all())
-        .map_err(|err| CliError::io(&shown, &err))?;
+    fs::set_permissions(temp.path(), mode).map_err(|err| CliError::io(&shown, &err))?;
     temp.persist(&item.target)
         .map_err(|err| CliError::io(&shown, &err.error))?;
     Ok(())
