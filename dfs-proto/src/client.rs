@@ -17,6 +17,9 @@ use tokio::io::AsyncWriteExt;
 /// Chunk size for streamed uploads: large enough that per-chunk overhead vanishes.
 pub const STREAM_CHUNK: usize = 1 << 20;
 
+/// Bytes of a download gathered before one write to the local file.
+const DOWNLOAD_WRITE: usize = 1 << 20;
+
 /// How long a request may stay silent before it fails: a frozen or partitioned server must
 /// turn into an error (EIO at the mount), never a hang. A small JSON request must complete
 /// within it; a blob transfer must make progress within it (see [`Timeouts`]).
@@ -583,11 +586,21 @@ impl FileClient {
         let mut body = reply.bytes_stream();
         let mut sum = ChecksumWriter::default();
         let mut written = 0u64;
+        // The body arrives in chunks of a few KiB, and every write to a tokio file is a trip
+        // to the blocking pool: gather them into large writes.
+        let mut pending = Vec::with_capacity(DOWNLOAD_WRITE);
         while let Some(chunk) = transfer::next_chunk(&mut body, self.timeouts.stall).await {
             let chunk = chunk?;
             sum.update(&chunk);
             written += chunk.len() as u64;
-            dest.write_all(&chunk).await?;
+            pending.extend_from_slice(&chunk);
+            if pending.len() >= DOWNLOAD_WRITE {
+                dest.write_all(&pending).await?;
+                pending.clear();
+            }
+        }
+        if !pending.is_empty() {
+            dest.write_all(&pending).await?;
         }
         dest.flush().await?;
         if written != expected_size || sum.finish() != expected {
