@@ -14,8 +14,7 @@ use crate::interrupt;
 use clap::Args;
 use dfs_client::blocking::{Client, File};
 use dfs_client::remote::Remote;
-use dfs_proto::names::EntryKind;
-use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use dfs_proto::DfsPath;
 use std::fs;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -452,42 +451,31 @@ impl Downloader {
     /// meanwhile (a newer publish replaced it), as `dfs_client`'s open does.
     fn download(&self, source: &str, dest: &Path, progress: &Progress) -> io::Result<()> {
         let path = DfsPath::parse(source).map_err(io::Error::from)?;
-        let mut attempt = 0;
-        loop {
-            let entry = self.runtime.block_on(self.remote.names.stat(&path))?;
-            if entry.kind == EntryKind::Dir {
-                return Err(ApiError::new(ErrorCode::IsDirectory, "is a directory").into());
-            }
-            let counted = std::cell::Cell::new(0u64);
-            let result = self.runtime.block_on(async {
-                let download = self.remote.download(&entry, dest);
-                tokio::pin!(download);
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
-                loop {
-                    tokio::select! {
-                        done = &mut download => break done,
-                        _ = tick.tick() => {
-                            let len = fs::metadata(dest).map_or(0, |m| m.len());
-                            progress.bytes(len.saturating_sub(counted.get()));
-                            counted.set(counted.get().max(len));
-                        }
+        let counted = std::cell::Cell::new(0u64);
+        let result = self.runtime.block_on(async {
+            let download = self.remote.download_current(&path, dest);
+            tokio::pin!(download);
+            let mut tick = tokio::time::interval(Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    done = &mut download => break done,
+                    _ = tick.tick() => {
+                        // A retry starts the file again: count only bytes beyond the most seen.
+                        let len = fs::metadata(dest).map_or(0, |m| m.len());
+                        progress.bytes(len.saturating_sub(counted.get()));
+                        counted.set(counted.get().max(len));
                     }
                 }
-            });
-            match result {
-                Ok(_) => {
-                    progress.bytes(entry.size.saturating_sub(counted.get()));
-                    return Ok(());
-                }
-                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
-                    attempt += 1;
-                    progress.bytes_back(counted.get());
-                    std::thread::sleep(Duration::from_millis(50 << (attempt - 1)));
-                }
-                Err(err) => {
-                    progress.bytes_back(counted.get());
-                    return Err(err.into());
-                }
+            }
+        });
+        match result {
+            Ok(entry) => {
+                progress.bytes(entry.size.saturating_sub(counted.get()));
+                Ok(())
+            }
+            Err(err) => {
+                progress.bytes_back(counted.get());
+                Err(err.into())
             }
         }
     }

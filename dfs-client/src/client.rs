@@ -271,30 +271,9 @@ impl Client {
     /// Downloads the current version of `path` into a fresh spool file, asking again when a
     /// version vanished everywhere between the stat and the download (a newer publish).
     async fn download(&self, path: &DfsPath) -> io::Result<(Entry, tempfile::TempPath)> {
-        let remote = &self.shared.remote;
-        let mut attempt = 0;
-        loop {
-            let entry = remote.names.stat(path).await?;
-            if entry.kind == EntryKind::Dir {
-                return Err(ApiError::new(
-                    ErrorCode::IsDirectory,
-                    format!("{path} is a directory"),
-                )
-                .into());
-            }
-            let spool = self.shared.spool()?;
-            match remote.download(&entry, &spool).await {
-                Ok(_) => return Ok((entry, spool)),
-                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
-                    attempt += 1;
-                    tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
-                    // The newer version's publish is committed before the old one's blobs
-                    // are deleted, so a short pause finds it; the pauses add up to 750 ms.
-                    tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let spool = self.shared.spool()?;
+        let entry = self.shared.remote.download_current(path, &spool).await?;
+        Ok((entry, spool))
     }
 
     /// A read-only open: the current version in a spool file whose name is gone already

@@ -3,9 +3,10 @@
 
 use crate::write::Content;
 use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
-use dfs_proto::names::{Entry, FileserverRef};
-use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, ServerId, Version};
+use dfs_proto::names::{Entry, EntryKind, FileserverRef};
+use dfs_proto::{ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
 use std::path::Path;
+use std::time::Duration;
 use tokio::sync::OnceCell;
 
 /// What a publish announces after the uploads: who holds the blob, and its size and
@@ -18,6 +19,14 @@ pub struct Stored {
     pub size: u64,
     /// CRC-32C of the stored bytes (computed by the fileservers, checked by the uploader).
     pub checksum: Checksum,
+}
+
+/// How long to wait before asking the nameserver again for a file whose version just
+/// vanished from every location (`attempt` counts the previous retries), or `None` when it
+/// is time to give up. A newer version's publish is committed before the old version's blobs
+/// are deleted, so a short pause finds it; the pauses add up to 750 ms.
+pub fn pause_before_asking_again(attempt: u32) -> Option<Duration> {
+    (attempt < 4).then(|| Duration::from_millis(50 << attempt))
 }
 
 /// Clients of every server, sharing one connection pool.
@@ -72,6 +81,34 @@ impl Remote {
                 Ok(LockClient::with_http(&url, self.http.clone()))
             })
             .await
+    }
+
+    /// Streams the current version of `path` into `dest` (created or truncated) and returns
+    /// its entry, asking the nameserver again when that version vanished everywhere between
+    /// the stat and the download (see [`pause_before_asking_again`]).
+    pub async fn download_current(&self, path: &DfsPath, dest: &Path) -> Result<Entry, ApiError> {
+        let mut attempt = 0;
+        loop {
+            let entry = self.names.stat(path).await?;
+            if entry.kind == EntryKind::Dir {
+                return Err(ApiError::new(
+                    ErrorCode::IsDirectory,
+                    format!("{path} is a directory"),
+                ));
+            }
+            match self.download(&entry, dest).await {
+                Ok(_) => return Ok(entry),
+                Err(err) if err.code == ErrorCode::NotFound => {
+                    let Some(pause) = pause_before_asking_again(attempt) else {
+                        return Err(err);
+                    };
+                    attempt += 1;
+                    tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Streams the current version of `entry` into `dest` (created or truncated), trying

@@ -8,7 +8,7 @@ use crate::view::{Copy, Views};
 use crate::writer::{publish_errno, WriteInner, WriteState};
 use dashmap::DashMap;
 use dfs_client::leases::Leases;
-use dfs_client::remote::Remote;
+use dfs_client::remote::{pause_before_asking_again, Remote};
 use dfs_proto::names::{
     CreateRequest, Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest,
 };
@@ -777,7 +777,8 @@ impl DfsFs {
     }
 
     /// With passthrough, a newer version than the one open descriptors read is copied into
-    /// their file in place, which then becomes its clean copy; returns that file's path.
+    /// their file in place, which then becomes its clean copy and the view of that version;
+    /// returns that file's path.
     /// A read running meanwhile may see part of each version (as with any in-place rewrite
     /// of a local file); the plain path switches files between reads instead.
     fn refresh_in_place(&self, ino: u64, entry: &Entry) -> Option<PathBuf> {
@@ -799,6 +800,15 @@ impl DfsFs {
             Ok(()) => {
                 self.cache
                     .drop_other_versions(entry.id, Some(entry.version));
+                self.views.replace(
+                    ino,
+                    Copy {
+                        file,
+                        version: entry.version,
+                        mode: entry.mode,
+                        mtime_ns: entry.mtime_ns,
+                    },
+                );
                 Some(self.cache.clean_path(entry.id, entry.version))
             }
             Err(err) => {
@@ -818,12 +828,13 @@ impl DfsFs {
             self.check_same_file(ino, &entry)?;
             match self.fetch(&entry).await {
                 Ok((clean, cached)) => return Ok((entry, clean, cached)),
-                Err(err) if err.code == ErrorCode::NotFound && attempt < 4 => {
+                Err(err) if err.code == ErrorCode::NotFound => {
+                    let Some(pause) = pause_before_asking_again(attempt) else {
+                        return Err(errno(&err));
+                    };
                     attempt += 1;
                     tracing::debug!(%path, version = entry.version, %err, "version gone everywhere; asking again");
-                    // The newer version's publish is committed before the old one's blobs
-                    // are deleted, so a short pause finds it; the pauses add up to 750 ms.
-                    tokio::time::sleep(Duration::from_millis(50 << (attempt - 1))).await;
+                    tokio::time::sleep(pause).await;
                 }
                 Err(err) => return Err(errno(&err)),
             }
@@ -961,18 +972,7 @@ impl DfsFs {
                 lease.release(&self.leases).await;
                 return Err(errno(&e));
             }
-            let refreshed = self.refresh_in_place(ino, &entry).is_some();
-            if let (true, Some((file, _))) = (refreshed, self.views.current(ino)) {
-                self.views.replace(
-                    ino,
-                    Copy {
-                        file,
-                        version: entry.version,
-                        mode: entry.mode,
-                        mtime_ns: entry.mtime_ns,
-                    },
-                );
-            }
+            self.refresh_in_place(ino, &entry);
         }
         let (data_path, file) = match self.adopt_view(ino, &entry, &meta, mode.truncate) {
             Some(adopted) => adopted,
