@@ -41,6 +41,11 @@ pub enum ErrorCode {
     InvalidMove,
     /// The endpoint exists but not with this HTTP method.
     MethodNotAllowed,
+    /// No credential, or one the server cannot verify (bad signature, revoked, malformed).
+    Unauthenticated,
+    /// A valid credential without the right for this request (a read-only key writing, a
+    /// client key on a server-only endpoint, a capability for another blob).
+    Forbidden,
     /// No live fileserver can take the data, or the disk is full.
     NoSpace,
     /// A server this request depends on is unreachable; retrying later may work.
@@ -56,6 +61,8 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::InvalidPath | ErrorCode::NameTooLong => 400,
             ErrorCode::InvalidMove => 400,
             ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists
             | ErrorCode::NotEmpty
@@ -90,6 +97,7 @@ impl ErrorCode {
             ErrorCode::Stale | ErrorCode::Fenced => libc::ESTALE,
             ErrorCode::PayloadTooLarge => libc::EFBIG,
             ErrorCode::NoSpace => libc::ENOSPC,
+            ErrorCode::Unauthenticated | ErrorCode::Forbidden => libc::EACCES,
             ErrorCode::LeaseExpired
             | ErrorCode::ChecksumMismatch
             | ErrorCode::Unavailable
@@ -117,6 +125,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => K::FileTooLarge,
             ErrorCode::NoSpace => K::StorageFull,
             ErrorCode::ChecksumMismatch => K::InvalidData,
+            ErrorCode::Unauthenticated | ErrorCode::Forbidden => K::PermissionDenied,
             ErrorCode::LeaseExpired | ErrorCode::Unavailable | ErrorCode::Internal => K::Other,
         }
     }
@@ -124,6 +133,8 @@ impl ErrorCode {
     /// The code a bare HTTP status maps back to, for replies that carry no JSON body.
     pub fn from_http_status(status: u16) -> ErrorCode {
         match status {
+            401 => ErrorCode::Unauthenticated,
+            403 => ErrorCode::Forbidden,
             404 => ErrorCode::NotFound,
             405 => ErrorCode::MethodNotAllowed,
             409 => ErrorCode::AlreadyExists,

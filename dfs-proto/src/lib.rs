@@ -3,6 +3,7 @@
 //! Servers, the mount and the tests all depend on this crate so that a request has exactly one
 //! definition and an error has exactly one HTTP status and one errno.
 
+pub mod auth;
 pub mod checksum;
 pub mod client;
 pub mod error;
