@@ -261,10 +261,7 @@ impl ClusterKey {
     /// A fileserver's proof of its id: derived from the cluster key and the id, so only a
     /// holder of the cluster key can make it, and it names one fileserver.
     pub fn fileserver_proof(&self, server_id: &str, secret: &str) -> String {
-        self.sign(
-            "fileserver-id",
-            format!("{server_id}\n{secret}").as_bytes(),
-        )
+        self.sign("fileserver-id", format!("{server_id}\n{secret}").as_bytes())
     }
 }
 
@@ -685,7 +682,8 @@ mod tests {
         let key = ClusterKey::generate();
         let now = now_unix_ms();
         let cap = key.capability(7, 42, BlobOp::Read, now + 1000);
-        key.check_capability(&cap, 7, 42, BlobOp::Read, now).unwrap();
+        key.check_capability(&cap, 7, 42, BlobOp::Read, now)
+            .unwrap();
         for (id, v, op, at) in [
             (7, 43, BlobOp::Read, now),
             (8, 42, BlobOp::Read, now),

@@ -1,11 +1,13 @@
 //! Pieces every server shares: the HTTP serve loop, JSON extractors, config loading, tracing.
 
+pub mod auth;
 pub mod blocking;
 pub mod config;
 pub mod crash_backend;
 pub mod extract;
 pub mod http;
 
+pub use auth::{authenticated, Caller};
 pub use blocking::run_blocking;
 pub use config::load_config;
 pub use extract::{ApiJson, ApiQuery};

@@ -24,6 +24,13 @@ pub struct Config {
     pub dirs: Vec<DfsPath>,
     /// Largest upload accepted, in bytes; bigger bodies get 413.
     pub max_body_bytes: u64,
+    /// File holding the cluster key (`dfs keygen cluster`); every request must carry a
+    /// credential made from it.
+    pub cluster_key: Option<PathBuf>,
+    /// Accept every request without a credential. Only for a trusted machine or network.
+    pub insecure: bool,
+    /// Ids of client keys that are no longer accepted (see docs/security.md).
+    pub revoked_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -35,6 +42,9 @@ impl Default for Config {
             advertise: None,
             dirs: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            cluster_key: None,
+            insecure: true,
+            revoked_keys: Vec::new(),
         }
     }
 }

@@ -48,6 +48,12 @@ impl Fileserver {
         storage: Arc<dyn Storage>,
     ) -> anyhow::Result<Fileserver> {
         let local = listener.local_addr()?;
+        let verifier = Arc::new(crate::common::auth::verifier(
+            config.cluster_key.as_deref(),
+            config.insecure,
+            &config.revoked_keys,
+            "dfs-fileserver",
+        )?);
         let data = config.data.clone();
         let store = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String)> {
             let store = BlobStore::open(&data, storage)
@@ -81,6 +87,7 @@ impl Fileserver {
                 max_body_bytes: config.max_body_bytes,
                 files: FileClient::new(),
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
+                verifier,
             },
             identity: registration::Identity {
                 id,

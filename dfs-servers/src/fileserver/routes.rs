@@ -36,6 +36,8 @@ pub struct AppState {
     /// Verifications allowed at once: each reads a whole blob, so a burst of them must not
     /// take the disk from uploads and downloads.
     pub verifying: Arc<tokio::sync::Semaphore>,
+    /// Checks credentials and blob capabilities.
+    pub verifier: Arc<dfs_proto::auth::Verifier>,
 }
 
 /// Blob verifications run at once per fileserver; more wait their turn.
@@ -61,8 +63,8 @@ pub fn router(state: AppState) -> Router {
             state.stats.clone(),
             count_request,
         ))
-        .with_state(state);
-    crate::common::api_fallbacks(router)
+        .with_state(state.clone());
+    crate::common::authenticated(crate::common::api_fallbacks(router), state.verifier)
 }
 
 async fn count_request(State(stats): State<Arc<Stats>>, req: Request, next: Next) -> Response {

@@ -26,6 +26,13 @@ pub struct Config {
     /// After a restart every saved lease lives at least this long, so holders that could not
     /// renew while the server was down get the chance to; `null` means `ttl_ms`.
     pub restart_grace_ms: Option<u64>,
+    /// File holding the cluster key (`dfs keygen cluster`); every request must carry a
+    /// credential made from it.
+    pub cluster_key: Option<PathBuf>,
+    /// Accept every request without a credential. Only for a trusted machine or network.
+    pub insecure: bool,
+    /// Ids of client keys that are no longer accepted (see docs/security.md).
+    pub revoked_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -37,6 +44,9 @@ impl Default for Config {
             max_ttl_ms: 300_000,
             lock_delay_ms: 1_000,
             restart_grace_ms: None,
+            cluster_key: None,
+            insecure: true,
+            revoked_keys: Vec::new(),
         }
     }
 }

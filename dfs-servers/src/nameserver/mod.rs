@@ -54,6 +54,13 @@ pub struct Config {
     /// writer between its upload and its publish; short enough that failed publishes do not
     /// fill the disks.
     pub orphan_after_ms: u64,
+    /// File holding the cluster key (`dfs keygen cluster`); every request must carry a
+    /// credential made from it.
+    pub cluster_key: Option<PathBuf>,
+    /// Accept every request without a credential. Only for a trusted machine or network.
+    pub insecure: bool,
+    /// Ids of client keys that are no longer accepted (see docs/security.md).
+    pub revoked_keys: Vec<String>,
 }
 
 impl Default for Config {
@@ -69,6 +76,9 @@ impl Default for Config {
             repair_interval_ms: 1000,
             gc_interval_ms: 10_000,
             orphan_after_ms: 3_600_000,
+            cluster_key: None,
+            insecure: true,
+            revoked_keys: Vec::new(),
         }
     }
 }
@@ -168,6 +178,8 @@ pub struct State {
     /// Unpublished blobs GC has seen, and when it first saw each (in memory: a restart only
     /// makes them wait longer).
     pub orphans: orphans::Orphans,
+    /// Checks credentials, and signs blob capabilities with the cluster key.
+    pub verifier: Arc<dfs_proto::auth::Verifier>,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -197,6 +209,12 @@ pub async fn run_then(
     ready: impl FnOnce(),
 ) -> anyhow::Result<()> {
     config.validate()?;
+    let verifier = Arc::new(common::auth::verifier(
+        config.cluster_key.as_deref(),
+        config.insecure,
+        &config.revoked_keys,
+        "dfs-nameserver",
+    )?);
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data, now_ns())).await??;
     let registry = Arc::new(registry::Registry::new(Duration::from_millis(
@@ -217,9 +235,10 @@ pub async fn run_then(
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),
+        verifier: verifier.clone(),
     });
     let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
-    let router = routes::router(state.clone());
+    let router = common::authenticated(routes::router(state.clone()), verifier);
     ready();
     let served = common::serve(listener, router, shutdown).await;
     for task in &tasks {
