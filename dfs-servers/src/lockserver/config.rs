@@ -26,6 +26,10 @@ pub struct Config {
     /// After a restart every saved lease lives at least this long, so holders that could not
     /// renew while the server was down get the chance to; `null` means `ttl_ms`.
     pub restart_grace_ms: Option<u64>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); unset serves plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -37,6 +41,8 @@ impl Default for Config {
             max_ttl_ms: 300_000,
             lock_delay_ms: 1_000,
             restart_grace_ms: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -92,7 +98,8 @@ impl Config {
     about = "DFS lockserver: write leases with fencing tokens"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
+    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
+    /// tls_cert, tls_key).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:7001].
@@ -107,6 +114,9 @@ pub struct Args {
     /// Delay after an expiry before the paths are free, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub lock_delay_ms: Option<u64>,
+    /// Serving over TLS.
+    #[command(flatten)]
+    pub tls: crate::common::tls::TlsArgs,
 }
 
 impl Args {
@@ -126,6 +136,7 @@ impl Args {
         if let Some(delay) = self.lock_delay_ms {
             config.lock_delay_ms = delay;
         }
+        self.tls.apply(&mut config.tls_cert, &mut config.tls_key);
         config.validate()?;
         Ok(config)
     }

@@ -30,6 +30,7 @@ pub const STORE_FILE: &str = "locks.redb";
 pub struct LockServer {
     table: Shared,
     sweep_every: Duration,
+    tls: Option<crate::common::tls::ServerTls>,
 }
 
 impl LockServer {
@@ -46,18 +47,27 @@ impl LockServer {
             Ok(LockTable::open(store, &cfg)?)
         })
         .await??;
-        Ok(LockServer::with_table(table, &config))
+        LockServer::with_table(table, &config)
     }
 
-    /// Serves an already loaded table (tests use it with a store on a simulated disk).
-    pub fn with_table(table: LockTable, config: &Config) -> LockServer {
+    /// Serves an already loaded table (tests use it with a store on a simulated disk); fails
+    /// only when the TLS certificate or key cannot be loaded.
+    pub fn with_table(table: LockTable, config: &Config) -> anyhow::Result<LockServer> {
+        let tls =
+            crate::common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         // Sweep often enough that dead leases leave the disk soon after their lock-delay.
         let sweep_every = Duration::from_millis((config.ttl_ms + config.lock_delay_ms) / 4)
             .clamp(Duration::from_millis(25), Duration::from_secs(1));
-        LockServer {
+        Ok(LockServer {
             table: Arc::new(Mutex::new(table)),
             sweep_every,
-        }
+            tls,
+        })
+    }
+
+    /// Whether it serves https (it was given a certificate and key).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Answers requests on `listener` until `shutdown` resolves, then closes the store.
@@ -67,8 +77,8 @@ impl LockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
-        let served =
-            crate::common::serve(listener, routes::router(self.table.clone()), shutdown).await;
+        let router = routes::router(self.table.clone());
+        let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;
         // Release the database file now, even if a stray connection still holds the table,
