@@ -2,6 +2,7 @@
 //! loading, tracing.
 
 pub mod blocking;
+pub mod certs;
 pub mod config;
 pub mod crash_backend;
 pub mod extract;
