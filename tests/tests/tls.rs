@@ -77,13 +77,19 @@ fn a_client_without_the_ca_gets_a_certificate_error() {
     let err = cluster.block_on(client.metadata("/")).unwrap_err();
     let text = err.to_string();
     assert!(text.contains("certificate"), "{text}");
-    assert!(text.contains("--ca"), "the error says how to fix it: {text}");
+    assert!(
+        text.contains("--ca"),
+        "the error says how to fix it: {text}"
+    );
 
     // The typed client says the same, with a code that is not the server's fault.
     let names = NameClient::new(&cluster.nameserver);
     let err = cluster.block_on(names.cluster()).unwrap_err();
     assert_eq!(err.code, ErrorCode::Unavailable);
-    assert!(err.message.contains(dfs_proto::error::CERTIFICATE_HINT), "{err}");
+    assert!(
+        err.message.contains(dfs_proto::error::CERTIFICATE_HINT),
+        "{err}"
+    );
 
     // A CA of another cluster does not help either.
     let other = tempfile::tempdir().unwrap();
