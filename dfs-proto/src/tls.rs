@@ -109,11 +109,19 @@ fn ca_roots(path: &Path) -> io::Result<RootCertStore> {
     Ok(roots)
 }
 
+/// The ring crypto provider, also made rustls's process default the first time, so that a
+/// `reqwest::Client` built elsewhere in the process without our settings still works
+/// instead of panicking for want of a provider (reqwest is built without one of its own).
+pub fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    // Err means a provider was installed already, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
 /// TLS 1.2 and 1.3 over ring, trusting `roots`, without client certificates (clients prove
 /// who they are with their DFS key, not at the TLS layer).
 fn client_config(roots: RootCertStore) -> io::Result<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let config = ClientConfig::builder_with_provider(ring_provider())
         .with_safe_default_protocol_versions()
         .map_err(io::Error::other)?
         .with_root_certificates(roots)

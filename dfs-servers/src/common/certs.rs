@@ -130,3 +130,28 @@ fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn ensure_makes_the_files_once_and_keeps_the_key_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = LocalCerts::ensure(dir.path()).unwrap();
+        let ca = std::fs::read_to_string(&first.ca).unwrap();
+        assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+        let mode = std::fs::metadata(&first.key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A second run reuses them: clients given ca.pem keep trusting the cluster.
+        let again = LocalCerts::ensure(dir.path()).unwrap();
+        assert_eq!(again, first);
+        assert_eq!(std::fs::read_to_string(&again.ca).unwrap(), ca);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            3,
+            "no CA key on disk"
+        );
+    }
+}

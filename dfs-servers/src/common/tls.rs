@@ -56,7 +56,7 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<TlsAcceptor> {
     );
     let key = PrivateKeyDer::from_pem_file(key)
         .with_context(|| format!("cannot read a private key from {}", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = dfs_proto::tls::ring_provider();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
@@ -158,4 +158,33 @@ pub fn server_http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> 
     };
     tls.http_client()
         .context("cannot set up TLS for requests to other servers")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::certs::LocalCerts;
+
+    #[test]
+    fn half_a_tls_config_is_refused() {
+        let err = acceptor(Some(Path::new("/c.pem")), None).unwrap_err();
+        assert!(err.to_string().contains("tls_key"), "{err}");
+        let err = acceptor(None, Some(Path::new("/k.pem"))).unwrap_err();
+        assert!(err.to_string().contains("tls_cert"), "{err}");
+        assert!(acceptor(None, None).unwrap().is_none());
+    }
+
+    #[test]
+    fn generated_certificates_load_and_a_foreign_key_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let ours = LocalCerts::ensure(&dir.path().join("a")).unwrap();
+        assert!(acceptor(Some(&ours.cert), Some(&ours.key))
+            .unwrap()
+            .is_some());
+        let other = LocalCerts::ensure(&dir.path().join("b")).unwrap();
+        let err = acceptor(Some(&ours.cert), Some(&other.key)).unwrap_err();
+        assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
+        let err = acceptor(Some(&ours.ca), Some(&dir.path().join("none"))).unwrap_err();
+        assert!(format!("{err:#}").contains("none"), "{err:#}");
+    }
 }
