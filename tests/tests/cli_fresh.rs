@@ -269,9 +269,23 @@ fn dfs_up_tls_runs_the_cluster_and_the_mount_over_https() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate") && err.contains("--ca"), "{err}");
 
-    // A second mount joins with `-o ca=`.
+    // A second mount joins with `-o ca=`; without it the mount refuses, saying why.
     let (mnt2, cache2) = (root.join("mnt2"), root.join("cache2"));
     std::fs::create_dir(&mnt2).unwrap();
+    let out = Command::new(&bin)
+        .arg("mount")
+        .arg(&url)
+        .arg(&mnt2)
+        .arg("-o")
+        .arg(format!("cache_dir={}", cache2.display()))
+        .env("PATH", SYSTEM_PATH)
+        .env_remove("DFS_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!is_mounted(&mnt2));
     let out = Command::new(&bin)
         .arg("mount")
         .arg(&url)
