@@ -25,9 +25,25 @@ pub struct ClusterArgs {
         value_name = "URL"
     )]
     pub nameserver: String,
+    /// PEM certificate of the CA that signed the servers' certificates, for an https://
+    /// cluster (default: the public web roots).
+    #[arg(long, global = true, env = "DFS_CA", value_name = "FILE")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl ClusterArgs {
+    /// Makes `--ca` the trust of every client this process builds (the data commands' and
+    /// the admin views' alike).
+    pub fn install_tls(&self) -> Result<(), CliError> {
+        let tls = dfs_proto::tls::TlsConfig {
+            ca: self.ca.clone(),
+        };
+        tls.install_default().map_err(|err| {
+            let subject = self.ca.as_deref().unwrap_or(std::path::Path::new("--ca"));
+            CliError::new(subject.display(), err)
+        })
+    }
+
     /// A blocking client of the cluster whose spool files (its local copies of open files)
     /// go to `spool`, a directory of this process that is removed when it ends (also on
     /// Ctrl-C), so that an abandoned put leaves nothing in the temp directory. Must be
@@ -113,6 +129,12 @@ pub fn reason(err: &io::Error) -> String {
             .and_then(|rest| rest.split(&[')', '?'][..]).next())
         {
             let server = url.split("/v1/").next().unwrap_or(url);
+            if api.message.contains(dfs_proto::error::CERTIFICATE_HINT) {
+                return format!(
+                    "cannot reach {server}: {}",
+                    dfs_proto::error::CERTIFICATE_HINT
+                );
+            }
             return format!("cannot reach {server} (server down or unreachable)");
         }
         return match api.code {

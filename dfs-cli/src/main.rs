@@ -140,6 +140,7 @@ fn run_cluster_command(
 ) -> Result<(), common::CliError> {
     // Before any thread exists: an interrupted transfer must end without unwinding.
     interrupt::install();
+    cluster.install_tls()?;
     let ns = cluster.nameserver.as_str();
     match command {
         Command::Locks(args) => return admin::locks(ns, &args),

@@ -6,6 +6,7 @@
 use anyhow::{bail, Context};
 use dfs_proto::client::NameClient;
 use dfs_proto::mountinfo::is_mounted;
+use dfs_servers::common::certs::LocalCerts;
 use dfs_servers::{common, fileserver, lockserver, nameserver};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -34,6 +35,11 @@ pub struct UpArgs {
     /// take free ports on 127.0.0.1.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7000")]
     pub listen: String,
+    /// Run every server and the mount over https, with a local CA and a certificate for
+    /// 127.0.0.1/localhost made in DATA/tls (and kept there for later runs). Other clients
+    /// join with `--ca DATA/tls/ca.pem`.
+    #[arg(long)]
+    pub tls: bool,
     /// Extra mount options, after `--`, as for `dfs mount` (e.g. `-- -o lock_wait=5`).
     #[arg(last = true, value_name = "MOUNT_ARGS")]
     pub fuse_args: Vec<String>,
@@ -77,6 +83,15 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     mount.mountpoint = mountpoint.clone();
     mount.cache_dir = data.join("cache");
+    let certs = if args.tls {
+        let dir = data.join("tls");
+        let certs = LocalCerts::ensure(&dir)
+            .with_context(|| format!("cannot make TLS certificates in {}", dir.display()))?;
+        mount.ca = Some(certs.ca.clone());
+        Some(certs)
+    } else {
+        None
+    };
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,7 +109,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut interrupted = signal_rx.clone();
     let started = runtime.block_on(async {
         tokio::select! {
-            started = start_servers(&args, &data, stop_rx) => Some(started),
+            started = start_servers(&args, &data, certs.as_ref(), stop_rx) => Some(started),
             _ = interrupted.wait_for(|signalled| *signalled) => None,
         }
     });
@@ -118,6 +133,12 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             mountpoint.display(),
             data.display()
         );
+        if let Some(certs) = &certs {
+            eprintln!(
+                "dfs: over TLS; other clients need --ca {}",
+                certs.ca.display()
+            );
+        }
         // A Ctrl-C while the mount was starting came before the mount listened for it.
         if *signal_rx.borrow() {
             // SAFETY: raise(3) has no memory-safety preconditions.
@@ -164,16 +185,23 @@ fn mount_config(
 async fn start_servers(
     args: &UpArgs,
     data: &Path,
+    certs: Option<&LocalCerts>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
+    let tls = certs.is_some();
+    let cert = certs.map(|c| c.cert.clone());
+    let key = certs.map(|c| c.key.clone());
+    let ca = certs.map(|c| c.ca.clone());
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
 
     let (lock_listener, lock_addr) = common::bind("127.0.0.1:0").await?;
-    let lock_url = format!("http://{lock_addr}");
+    let lock_url = common::base_url(lock_addr, tls);
     let lock_config = lockserver::Config {
         data: data.join("lockserver"),
+        tls_cert: cert.clone(),
+        tls_key: key.clone(),
         ..Default::default()
     };
     tokio::spawn(report(
@@ -182,9 +210,12 @@ async fn start_servers(
     ));
 
     let (ns_listener, ns_addr) = common::bind(&args.listen).await?;
-    let ns_url = format!("http://{ns_addr}");
+    let ns_url = common::base_url(ns_addr, tls);
     let ns_config = nameserver::Config {
         data: data.join("nameserver"),
+        tls_cert: cert.clone(),
+        tls_key: key.clone(),
+        ca: ca.clone(),
         lockserver: Some(lock_url),
         replication: args.fileservers.min(REPLICATION) as u32,
         ..Default::default()
@@ -199,6 +230,9 @@ async fn start_servers(
         let fs_config = fileserver::Config {
             data: data.join(format!("fileserver{i}")),
             nameserver: ns_url.clone(),
+            tls_cert: cert.clone(),
+            tls_key: key.clone(),
+            ca: ca.clone(),
             ..Default::default()
         };
         tokio::spawn(report(
@@ -207,7 +241,8 @@ async fn start_servers(
         ));
     }
 
-    let names = NameClient::new(&ns_url);
+    let http = dfs_proto::tls::TlsConfig { ca }.http_client()?;
+    let names = NameClient::with_http(&ns_url, http);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let alive = names

@@ -63,6 +63,13 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::ca`].
+    pub fn ca(self, ca: impl AsRef<std::path::Path>) -> io::Result<ClientBuilder> {
+        Ok(ClientBuilder {
+            inner: self.inner.ca(ca)?,
+        })
+    }
+
     /// The client, with its runtime (fails only when no thread can be started).
     pub fn build(self) -> io::Result<Client> {
         let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -8,10 +8,12 @@ use crate::file::{File, Writer};
 use crate::leases::Leases;
 use crate::remote::Remote;
 use crate::write::WriteSession;
+use dfs_proto::client::http_client;
 use dfs_proto::names::{Entry, EntryKind, OpenWriteRequest, RenameRequest};
+use dfs_proto::tls::TlsConfig;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -77,9 +79,18 @@ pub struct ClientBuilder {
     session: Option<String>,
     lock_wait: Duration,
     spool_dir: Option<PathBuf>,
+    http: Option<reqwest::Client>,
 }
 
 impl ClientBuilder {
+    /// Trusts only the CA certificate(s) in the PEM file `ca` for `https://` servers: a
+    /// cluster whose certificates a private CA signed (`--ca`, `DFS_CA`). Reads the file now,
+    /// so a wrong path fails here rather than at the first request.
+    pub fn ca(mut self, ca: impl AsRef<Path>) -> io::Result<ClientBuilder> {
+        self.http = Some(TlsConfig::with_ca(ca.as_ref()).http_client()?);
+        Ok(self)
+    }
+
     /// Names this client at the lockserver (default: `dfs-client@host:pid:random`), so
     /// `dfs locks` shows who holds a lease. Two clients with one session name share leases:
     /// give each writer its own.
@@ -110,9 +121,11 @@ impl ClientBuilder {
 
     /// The client. Connects lazily: nothing is sent before the first call.
     pub fn build(self) -> Client {
+        let http = self.http.unwrap_or_else(http_client);
+        let remote = Remote::with_http(&self.nameserver, http);
         let remote = Arc::new(match &self.lockserver {
-            Some(lock) => Remote::with_lockserver(&self.nameserver, lock),
-            None => Remote::new(&self.nameserver),
+            Some(lock) => remote.fixed_lockserver(lock),
+            None => remote,
         });
         let session = self.session.unwrap_or_else(Leases::session_name);
         Client {
@@ -140,7 +153,14 @@ impl Client {
             session: None,
             lock_wait: Duration::ZERO,
             spool_dir: None,
+            http: None,
         }
+    }
+
+    /// A client of the `https://` cluster at `url` whose certificates the CA in the PEM file
+    /// `ca` signed (as `Client::builder(url).ca(ca)?.build()`).
+    pub fn with_ca(url: &str, ca: impl AsRef<Path>) -> io::Result<Client> {
+        Ok(Client::builder(url).ca(ca)?.build())
     }
 
     /// The cluster clients underneath (the protocol layer), for what this API does not cover.

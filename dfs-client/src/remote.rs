@@ -52,7 +52,12 @@ pub struct Capacity {
 impl Remote {
     /// Clients for the cluster whose nameserver is at `nameserver`.
     pub fn new(nameserver: &str) -> Remote {
-        let http = http_client();
+        Remote::with_http(nameserver, http_client())
+    }
+
+    /// Clients sharing `http`, e.g. one that trusts the cluster's CA
+    /// ([`dfs_proto::tls::TlsConfig::http_client`]).
+    pub fn with_http(nameserver: &str, http: reqwest::Client) -> Remote {
         Remote {
             names: NameClient::with_http(nameserver, http.clone()),
             files: FileClient::with_http(http.clone()),
@@ -63,11 +68,13 @@ impl Remote {
 
     /// Uses a known lockserver instead of asking the nameserver (tests, fixed setups).
     pub fn with_lockserver(nameserver: &str, lockserver: &str) -> Remote {
-        let remote = Remote::new(nameserver);
-        let _ = remote
-            .lock
-            .set(LockClient::with_http(lockserver, remote.http.clone()));
-        remote
+        Remote::new(nameserver).fixed_lockserver(lockserver)
+    }
+
+    /// This remote, using the lockserver at `url` instead of asking the nameserver.
+    pub fn fixed_lockserver(self, url: &str) -> Remote {
+        let _ = self.lock.set(LockClient::with_http(url, self.http.clone()));
+        self
     }
 
     /// The lockserver client, learning its URL from the nameserver on first use.

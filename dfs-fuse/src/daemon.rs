@@ -41,6 +41,7 @@ pub fn run_mount(args: Args, program: &str, reexec: Vec<OsString>) -> ExitCode {
     // Absolute paths: a daemon moves to / once ready.
     cfg.mountpoint = std::path::absolute(&cfg.mountpoint).unwrap_or(cfg.mountpoint);
     cfg.cache_dir = std::path::absolute(&cfg.cache_dir).unwrap_or(cfg.cache_dir);
+    cfg.ca = cfg.ca.map(|ca| std::path::absolute(&ca).unwrap_or(ca));
     if cfg.ready_fd.is_some() {
         // A daemon: stderr becomes its log file once the mount is ready.
         init_logging_with(DEFAULT_LOG_FILTER, false);

@@ -55,6 +55,10 @@ pub struct Args {
     /// Seconds the kernel may resolve a name without asking (also `-o entry_timeout=`).
     #[arg(long, value_name = "SECONDS")]
     pub entry_timeout: Option<f64>,
+    /// PEM certificate of the CA that signed the servers' certificates, for an https://
+    /// cluster (also `-o ca=FILE`; default: the public web roots).
+    #[arg(long, value_name = "FILE", env = "DFS_CA")]
+    pub ca: Option<PathBuf>,
     /// Internal: the readiness pipe of a daemonising parent.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -93,6 +97,8 @@ pub struct MountConfig {
     pub passthrough_flags: Vec<String>,
     /// Readiness pipe of a daemonising parent.
     pub ready_fd: Option<i32>,
+    /// The CA that https:// servers' certificates must chain to (`None`: the web roots).
+    pub ca: Option<PathBuf>,
     /// Ask the kernel for FUSE passthrough (`-o passthrough`). Off by default until the mmap
     /// SIGBUS that fsx found on that path is fixed; falls back to the plain path when the
     /// kernel or our privileges do not allow it.
@@ -149,14 +155,16 @@ impl Args {
             passthrough_flags: Vec::new(),
             ready_fd: self.ready_fd,
             kernel_passthrough: false,
+            ca: None,
         };
         if !cfg.nameserver.starts_with("http://") && !cfg.nameserver.starts_with("https://") {
             return Err(format!(
-                "nameserver must be an http:// URL, got {:?}",
+                "nameserver must be an http:// or https:// URL, got {:?}",
                 cfg.nameserver
             ));
         }
         let mut cache_dir = None;
+        let mut ca = None;
         for opt in self.options.iter().flat_map(|o| o.split(',')) {
             let opt = opt.trim();
             if opt.is_empty() || IGNORED.contains(&opt) || opt.starts_with("x-") {
@@ -168,6 +176,7 @@ impl Args {
             };
             match key {
                 "cache_dir" => cache_dir = Some(PathBuf::from(need(key, value)?)),
+                "ca" => ca = Some(PathBuf::from(need(key, value)?)),
                 "cache_size" => cfg.cache_size = parse_size(need(key, value)?)?,
                 "lock_wait" => cfg.lock_wait = parse_secs(need(key, value)?)?,
                 "attr_timeout" => cfg.attr_timeout = parse_secs(need(key, value)?)?,
@@ -190,6 +199,7 @@ impl Args {
         if let Some(dir) = self.cache_dir.or(cache_dir) {
             cfg.cache_dir = dir;
         }
+        cfg.ca = self.ca.or(ca);
         if let Some(size) = self.cache_size {
             cfg.cache_size = size;
         }
@@ -387,6 +397,17 @@ mod tests {
         assert!(!p.kernel_passthrough);
         let p = parse(&["http://ns", "/m", "-o", "nopassthrough,passthrough"]).unwrap();
         assert!(p.kernel_passthrough);
+    }
+
+    #[test]
+    fn the_ca_comes_from_a_flag_or_an_o_option() {
+        let o = parse(&["https://ns:7000", "/m", "-o", "ca=/etc/dfs/ca.pem"]).unwrap();
+        assert_eq!(o.ca, Some(PathBuf::from("/etc/dfs/ca.pem")));
+        let flag = parse(&["https://ns:7000", "/m", "--ca", "/etc/dfs/ca.pem"]).unwrap();
+        assert_eq!(o, flag);
+        let both = parse(&["https://ns", "/m", "-o", "ca=/a.pem", "--ca", "/b.pem"]).unwrap();
+        assert_eq!(both.ca, Some(PathBuf::from("/b.pem")), "the flag wins");
+        assert!(parse(&["https://ns", "/m", "-o", "ca"]).is_err());
     }
 
     #[test]

@@ -76,7 +76,9 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
             None => tracing::warn!(file = %data.display(), "unsent changes from an earlier run"),
         }
     }
-    let remote = Arc::new(Remote::new(&cfg.nameserver));
+    let tls = dfs_proto::tls::TlsConfig { ca: cfg.ca.clone() };
+    let http = tls.http_client().context("cannot set up TLS")?;
+    let remote = Arc::new(Remote::with_http(&cfg.nameserver, http));
     let leases = Leases::new(
         remote.clone(),
         Leases::session_name_for("dfs-fuse"),

@@ -34,20 +34,39 @@ pub const REPLY_AFTER_BODY: Duration = Duration::from_secs(60);
 pub const WHOLE_BLOB_OP: Duration = Duration::from_secs(30 * 60);
 
 /// A pooled HTTP client tuned for DFS: TCP_NODELAY (small requests take ~0.2 ms instead of
-/// ~40 ms), keep-alive, no proxies, bounded connect time.
+/// ~40 ms), keep-alive, no proxies, bounded connect time; `https://` URLs are checked against
+/// the process's default trust ([`crate::tls::TlsConfig::install_default`], else the web
+/// roots).
 ///
 /// It sets no read timeout: reqwest's counts from when a request is sent, so it would cut off
 /// any upload that streams longer than the timeout. Each call bounds its own silence instead
 /// (a total timeout for small JSON requests, progress watchdogs for blob transfers).
 pub fn http_client() -> reqwest::Client {
+    match crate::tls::process_default() {
+        Ok(tls) => http_client_with(&tls),
+        // Only the web roots can fail here, and they are compiled in: a client that speaks
+        // plain HTTP is still useful, and any https request then fails with its own error.
+        Err(_) => builder()
+            .build()
+            .expect("a reqwest client without TLS always builds"),
+    }
+}
+
+/// [`http_client`] trusting what `tls` trusts (a cluster CA, see [`crate::tls::TlsConfig`]).
+pub fn http_client_with(tls: &rustls::ClientConfig) -> reqwest::Client {
+    builder()
+        .tls_backend_preconfigured(tls.clone())
+        .build()
+        .expect("a reqwest client with a ready rustls config and no proxy always builds")
+}
+
+fn builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .no_proxy()
         .pool_max_idle_per_host(64)
         .pool_idle_timeout(Duration::from_secs(30))
         .connect_timeout(Duration::from_secs(3))
-        .build()
-        .expect("a reqwest client with no TLS and no proxy always builds")
 }
 
 /// Time limits of blob transfers. A transfer fails on silence, never on length: an upload

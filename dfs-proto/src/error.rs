@@ -233,8 +233,33 @@ impl From<reqwest::Error> for ApiError {
         if err.is_decode() {
             return ApiError::internal(format!("undecodable reply: {err}"));
         }
-        ApiError::unavailable(format!("request failed: {err}"))
+        ApiError::unavailable(format!("request failed: {}", with_causes(&err)))
     }
+}
+
+/// What a client should check when the server's certificate was refused.
+pub const CERTIFICATE_HINT: &str =
+    "the server's TLS certificate is not trusted: give the cluster's CA with --ca FILE or DFS_CA";
+
+/// `err` followed by its causes, so that "error sending request" says why (connection
+/// refused, an untrusted certificate, ...), with a hint when TLS verification failed.
+fn with_causes(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(inner) = cause {
+        let line = inner.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = inner.source();
+    }
+    if text.contains("invalid peer certificate") {
+        text.push_str(" (");
+        text.push_str(CERTIFICATE_HINT);
+        text.push(')');
+    }
+    text
 }
 
 #[cfg(feature = "axum")]

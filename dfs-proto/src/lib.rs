@@ -12,6 +12,7 @@ pub mod locks;
 pub mod mountinfo;
 pub mod names;
 pub mod path;
+pub mod tls;
 mod transfer;
 
 pub use checksum::Checksum;

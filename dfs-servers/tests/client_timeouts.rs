@@ -76,6 +76,7 @@ async fn an_upload_longer_than_the_stall_limit_succeeds_while_it_makes_progress(
     // off a slow upload although every chunk arrived in time.
     let old = FileClient::with_http(
         reqwest::Client::builder()
+            .tls_backend_preconfigured((*dfs_proto::tls::process_default().unwrap()).clone())
             .read_timeout(STALL)
             .build()
             .unwrap(),

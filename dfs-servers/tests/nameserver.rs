@@ -865,7 +865,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
     let c = &ns.client;
     c.mkdir(&p("/a"), None).await.unwrap();
     mkfile(c, "/a/f").await;
-    let http = reqwest::Client::new();
+    let http = dfs_proto::client::http_client();
     let before_list = c.list(&p("/a")).await.unwrap();
     let before_cluster = c.cluster().await.unwrap();
 

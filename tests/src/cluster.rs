@@ -17,6 +17,9 @@ pub struct Cluster {
     pub fileservers: Vec<String>,
     /// Where every server keeps its data (kept on failure when `DFS_KEEP_DATA=1`).
     pub data: tempfile::TempDir,
+    /// The CA that signed the servers' certificate when the cluster speaks https
+    /// ([`Cluster::start_tls`]); its clients must trust it.
+    pub ca: Option<PathBuf>,
     runtime: Option<tokio::runtime::Runtime>,
     stops: Vec<oneshot::Sender<()>>,
 }
@@ -39,6 +42,22 @@ impl Cluster {
         tune: impl FnOnce(&mut nameserver::Config),
         tune_locks: impl FnOnce(&mut lockserver::Config),
     ) -> Cluster {
+        Cluster::start_inner(fileservers, tune, tune_locks, false)
+    }
+
+    /// Like [`Cluster::start`], every server over https with a certificate from a fresh
+    /// local CA (in `data/tls`, see [`Cluster::ca`]); the servers trust it for their calls to
+    /// each other.
+    pub fn start_tls(fileservers: usize) -> Cluster {
+        Cluster::start_inner(fileservers, |_| {}, |_| {}, true)
+    }
+
+    fn start_inner(
+        fileservers: usize,
+        tune: impl FnOnce(&mut nameserver::Config),
+        tune_locks: impl FnOnce(&mut lockserver::Config),
+        tls: bool,
+    ) -> Cluster {
         crate::init_test_logging();
         let data = tempfile::Builder::new()
             .prefix("dfs-cluster-")
@@ -51,10 +70,19 @@ impl Cluster {
             .expect("a tokio runtime");
         let mut stops = Vec::new();
         let root = data.path().to_path_buf();
+        let certs = tls.then(|| {
+            dfs_servers::common::certs::LocalCerts::ensure(&root.join("tls"))
+                .expect("a local CA and server certificate")
+        });
+        let cert = certs.as_ref().map(|c| c.cert.clone());
+        let key = certs.as_ref().map(|c| c.key.clone());
+        let ca = certs.as_ref().map(|c| c.ca.clone());
 
-        let (lock_listener, lock_url) = runtime.block_on(bind());
+        let (lock_listener, lock_url) = runtime.block_on(bind(tls));
         let mut lock_config = lockserver::Config {
             data: root.join("lockserver"),
+            tls_cert: cert.clone(),
+            tls_key: key.clone(),
             ..Default::default()
         };
         tune_locks(&mut lock_config);
@@ -62,9 +90,12 @@ impl Cluster {
             lockserver::run(lock_listener, lock_config, stop)
         }));
 
-        let (ns_listener, ns_url) = runtime.block_on(bind());
+        let (ns_listener, ns_url) = runtime.block_on(bind(tls));
         let mut ns_config = nameserver::Config {
             data: root.join("nameserver"),
+            tls_cert: cert.clone(),
+            tls_key: key.clone(),
+            ca: ca.clone(),
             lockserver: Some(lock_url.clone()),
             // As `dfs up` does: as many copies as there are fileservers, at most 2. A publish
             // needs every copy the replication factor asks for.
@@ -78,10 +109,13 @@ impl Cluster {
 
         let mut fs_urls = Vec::new();
         for i in 0..fileservers {
-            let (fs_listener, fs_url) = runtime.block_on(bind());
+            let (fs_listener, fs_url) = runtime.block_on(bind(tls));
             let fs_config = fileserver::Config {
                 data: root.join(format!("fileserver{i}")),
                 nameserver: ns_url.clone(),
+                tls_cert: cert.clone(),
+                tls_key: key.clone(),
+                ca: ca.clone(),
                 ..Default::default()
             };
             stops.push(spawn_server(&runtime, move |stop| {
@@ -95,6 +129,7 @@ impl Cluster {
             lockserver: lock_url,
             fileservers: fs_urls,
             data,
+            ca,
             runtime: Some(runtime),
             stops,
         };
@@ -102,9 +137,18 @@ impl Cluster {
         cluster
     }
 
-    /// A nameserver client for this cluster.
+    /// A nameserver client for this cluster (trusting its CA when it speaks https).
     pub fn names(&self) -> NameClient {
-        NameClient::new(&self.nameserver)
+        NameClient::with_http(&self.nameserver, self.http())
+    }
+
+    /// An HTTP client for this cluster's servers (trusting its CA when it speaks https).
+    pub fn http(&self) -> reqwest::Client {
+        dfs_proto::tls::TlsConfig {
+            ca: self.ca.clone(),
+        }
+        .http_client()
+        .expect("the cluster's CA loads")
     }
 
     /// Runs a future on the cluster's runtime (for typed-client calls from sync tests).
@@ -160,11 +204,11 @@ impl Drop for Cluster {
     }
 }
 
-async fn bind() -> (tokio::net::TcpListener, String) {
+async fn bind(tls: bool) -> (tokio::net::TcpListener, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1:0");
-    let url = format!("http://{}", listener.local_addr().expect("local addr"));
+    let url = dfs_servers::common::base_url(listener.local_addr().expect("local addr"), tls);
     (listener, url)
 }
 

@@ -67,6 +67,11 @@ impl Up {
     /// Starts `dfs up MNT --data DATA --listen 127.0.0.1:0` from `bin` with [`SYSTEM_PATH`]
     /// and returns once the mount appears in `/proc/self/mountinfo`.
     fn start(bin: &Path, root: &Path, log: &str) -> Up {
+        Up::start_with(bin, root, log, &[])
+    }
+
+    /// [`Up::start`] with more options of `dfs up` (e.g. `--tls`).
+    fn start_with(bin: &Path, root: &Path, log: &str, extra: &[&str]) -> Up {
         let mnt = root.join("mnt");
         let log = root.join(log);
         let child = Command::new(bin)
@@ -75,6 +80,7 @@ impl Up {
             .arg("--data")
             .arg(root.join("data"))
             .args(["--listen", "127.0.0.1:0"])
+            .args(extra)
             .current_dir(root)
             .env("PATH", SYSTEM_PATH)
             .env("RUST_LOG", "warn")
@@ -201,9 +207,111 @@ fn dfs_up_works_from_a_lone_dfs_binary() {
     assert!(!is_mounted(&again.mnt));
 }
 
-/// Whether nothing listens on the `http://host:port` of `url` any more.
+/// Whether nothing listens on the `http(s)://host:port` of `url` any more.
 fn nothing_listens(url: &str) -> bool {
-    std::net::TcpStream::connect(url.trim_start_matches("http://")).is_err()
+    let addr = url.split("://").nth(1).unwrap_or(url);
+    std::net::TcpStream::connect(addr).is_err()
+}
+
+#[test]
+fn dfs_up_tls_runs_the_cluster_and_the_mount_over_https() {
+    if !fuse_ok() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("dfs-up-tls-")
+        .tempdir()
+        .expect("a temp dir");
+    let root = tmp.path();
+    let bin = dfs_tests::bin_path("dfs");
+    let mut up = Up::start_with(&bin, root, "up.log", &["--tls"]);
+    let url = up.nameserver();
+    assert!(url.starts_with("https://"), "{url}");
+    let ca = root.join("data/tls/ca.pem");
+    assert!(ca.exists(), "dfs up --tls keeps its CA in DATA/tls");
+
+    let content = b"over https, end to end\n".repeat(1000);
+    std::fs::write(up.mnt.join("tls.txt"), &content).expect("write through the mount");
+    assert_eq!(std::fs::read(up.mnt.join("tls.txt")).unwrap(), content);
+
+    // Every server registered and answers over https; a client with the CA reads the file.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = dfs_client::Client::with_ca(&url, &ca).unwrap();
+    assert_eq!(runtime.block_on(client.read("/tls.txt")).unwrap(), content);
+    let http = dfs_proto::tls::TlsConfig::with_ca(&ca)
+        .http_client()
+        .unwrap();
+    let info = runtime
+        .block_on(NameClient::with_http(&url, http).cluster())
+        .unwrap();
+    assert!(info
+        .fileservers
+        .iter()
+        .all(|f| f.url.starts_with("https://") && f.alive));
+
+    // `dfs cat --ca` reads it; without the CA the CLI says what is wrong.
+    let cat = |extra: &[&str]| {
+        Command::new(&bin)
+            .args(["cat", "/tls.txt", "--nameserver", &url])
+            .args(extra)
+            .env_remove("DFS_CA")
+            .output()
+            .unwrap()
+    };
+    let out = cat(&["--ca", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(out.stdout, content);
+    let out = cat(&[]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate") && err.contains("--ca"), "{err}");
+
+    // A second mount joins with `-o ca=`; without it the mount refuses, saying why.
+    let (mnt2, cache2) = (root.join("mnt2"), root.join("cache2"));
+    std::fs::create_dir(&mnt2).unwrap();
+    let out = Command::new(&bin)
+        .arg("mount")
+        .arg(&url)
+        .arg(&mnt2)
+        .arg("-o")
+        .arg(format!("cache_dir={}", cache2.display()))
+        .env("PATH", SYSTEM_PATH)
+        .env_remove("DFS_CA")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!is_mounted(&mnt2));
+    let out = Command::new(&bin)
+        .arg("mount")
+        .arg(&url)
+        .arg(&mnt2)
+        .arg("-o")
+        .arg(format!(
+            "ca={},cache_dir={}",
+            ca.display(),
+            cache2.display()
+        ))
+        .env("PATH", SYSTEM_PATH)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(mnt2.join("tls.txt")).unwrap(), content);
+    assert!(Command::new("umount")
+        .arg(&mnt2)
+        .status()
+        .unwrap()
+        .success());
+    wait_until("the unmount", Duration::from_secs(20), || {
+        !is_mounted(&mnt2)
+    });
+
+    assert!(up.interrupt().success(), "{}", up.log());
+    assert!(nothing_listens(&url));
 }
 
 #[test]

@@ -10,6 +10,6 @@ async fn main() -> anyhow::Result<()> {
     let config = Args::parse().into_config()?;
     let (listener, local) = common::bind(&config.listen).await?;
     let server = Fileserver::start(listener, config).await?;
-    common::announce_ready("dfs-fileserver", local);
+    common::announce_ready("dfs-fileserver", local, server.tls());
     server.serve(common::shutdown_signal()).await
 }

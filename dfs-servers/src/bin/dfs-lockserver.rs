@@ -10,6 +10,6 @@ async fn main() -> anyhow::Result<()> {
     let config = Args::parse().into_config()?;
     let server = LockServer::open(config.clone()).await?;
     let (listener, local) = bind(&config.listen).await?;
-    announce_ready("dfs-lockserver", local);
+    announce_ready("dfs-lockserver", local, server.tls());
     server.serve(listener, shutdown_signal()).await
 }

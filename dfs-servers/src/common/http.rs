@@ -13,12 +13,24 @@ use tokio::net::TcpListener;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish
-/// (up to 5 s).
-///
-/// Every accepted socket gets TCP_NODELAY: without it a small reply waits ~40 ms for Nagle.
+/// (up to 5 s). Plain HTTP; see [`serve_with_tls`].
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    serve_with_tls(listener, router, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (from [`super::tls::acceptor`]).
+///
+/// Every accepted socket gets TCP_NODELAY: without it a small reply waits ~40 ms for Nagle.
+/// The TLS handshake runs in the connection's task, bounded by
+/// [`super::tls::HANDSHAKE_TIMEOUT`], so a client that never speaks holds only its own task.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<super::tls::ServerTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
@@ -36,15 +48,17 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(router.clone());
-                let mut builder = hyper::server::conn::http1::Builder::new();
-                builder
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .keep_alive(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = conn.await {
+                    let served = match tls {
+                        None => watcher.watch(connection(stream, service)).await,
+                        Some(acceptor) => match super::tls::handshake(&acceptor, stream).await {
+                            Some(stream) => watcher.watch(connection(stream, service)).await,
+                            None => return,
+                        },
+                    };
+                    if let Err(err) = served {
                         tracing::debug!(%err, "connection ended with an error");
                     }
                 });
@@ -55,6 +69,22 @@ pub async fn serve(
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     Ok(())
+}
+
+/// One HTTP/1.1 connection with keep-alive and the header-read timeout, over any stream.
+fn connection<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+) -> hyper::server::conn::http1::Connection<TokioIo<S>, TowerToHyperService<Router>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    builder.serve_connection(TokioIo::new(stream), service)
 }
 
 /// JSON answers for unknown routes (404) and wrong methods (405), instead of empty bodies.
@@ -75,13 +105,20 @@ pub async fn bind(addr: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
+/// The base URL of a server listening on `local`: `https://` when it serves TLS.
+pub fn base_url(local: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{local}")
+}
+
 /// Prints the one line scripts and tests wait for, once the server can take requests:
-/// `<name> listening on http://<addr>`.
-pub fn announce_ready(name: &str, local: SocketAddr) {
+/// `<name> listening on http://<addr>` (`https://` when `tls`).
+pub fn announce_ready(name: &str, local: SocketAddr, tls: bool) {
     use std::io::Write;
-    tracing::info!("{name} listening on http://{local}");
+    let url = base_url(local, tls);
+    tracing::info!("{name} listening on {url}");
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "{name} listening on http://{local}");
+    let _ = writeln!(out, "{name} listening on {url}");
     let _ = out.flush();
 }
 

@@ -18,6 +18,7 @@ pub struct Config {
     /// Base URL of the nameserver to register with; empty runs stand-alone (no registration).
     pub nameserver: String,
     /// URL clients should use to reach this server; default `http://<actual listen addr>`
+    /// (`https://` with `tls_cert`)
     /// (with `127.0.0.1` when listening on an unspecified address).
     pub advertise: Option<String>,
     /// Directories this server asks the nameserver to place on it (may be empty).
@@ -31,6 +32,14 @@ pub struct Config {
     pub insecure: bool,
     /// Ids of client keys that are no longer accepted (see docs/security.md).
     pub revoked_keys: Vec<String>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); unset serves plain HTTP.
+    /// With it the default `advertise` URL is `https://`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signed the nameserver's and the other fileservers'
+    /// certificates, for registering and fetching copies over https.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +54,9 @@ impl Default for Config {
             cluster_key: None,
             insecure: true,
             revoked_keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
         }
     }
 }
@@ -57,7 +69,8 @@ impl Default for Config {
     about = "DFS fileserver: stores immutable file versions"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes).
+    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes,
+    /// tls_cert, tls_key, ca).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:7100.
@@ -78,6 +91,12 @@ pub struct Args {
     /// Largest upload accepted, in bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<u64>,
+    /// Serving over TLS.
+    #[command(flatten)]
+    pub tls: crate::common::tls::TlsArgs,
+    /// PEM CA certificate that signed the other servers' certificates (for https URLs).
+    #[arg(long, value_name = "FILE", env = "DFS_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -101,6 +120,10 @@ impl Args {
         }
         if let Some(max) = self.max_body_bytes {
             config.max_body_bytes = max;
+        }
+        self.tls.apply(&mut config.tls_cert, &mut config.tls_key);
+        if let Some(ca) = self.ca {
+            config.ca = Some(ca);
         }
         Ok(config)
     }

@@ -33,6 +33,7 @@ pub struct Fileserver {
     state: routes::AppState,
     identity: registration::Identity,
     nameserver: Option<NameClient>,
+    tls: Option<crate::common::tls::ServerTls>,
 }
 
 impl Fileserver {
@@ -54,6 +55,9 @@ impl Fileserver {
             &config.revoked_keys,
             "dfs-fileserver",
         )?);
+        let tls =
+            crate::common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+        let http = crate::common::tls::server_http_client(config.ca.as_deref())?;
         let data = config.data.clone();
         let store = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String)> {
             let store = BlobStore::open(&data, storage)
@@ -70,13 +74,13 @@ impl Fileserver {
             url => {
                 reqwest::Url::parse(url)
                     .with_context(|| format!("nameserver {url:?} is not a URL"))?;
-                Some(NameClient::new(url))
+                Some(NameClient::with_http(url, http.clone()))
             }
         };
         let url = config
             .advertise
             .clone()
-            .unwrap_or_else(|| default_url(local));
+            .unwrap_or_else(|| default_url(local, tls.is_some()));
         let store = Arc::new(store);
         tracing::info!(id = %id, url = %url, blobs = store.list().len(), "fileserver store open");
         Ok(Fileserver {
@@ -85,7 +89,7 @@ impl Fileserver {
                 store,
                 stats: Arc::default(),
                 max_body_bytes: config.max_body_bytes,
-                files: FileClient::new(),
+                files: FileClient::with_http(http),
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,
             },
@@ -95,6 +99,7 @@ impl Fileserver {
                 dirs: config.dirs,
             },
             nameserver,
+            tls,
         })
     }
 
@@ -106,6 +111,11 @@ impl Fileserver {
     /// The URL it registers under.
     pub fn url(&self) -> &str {
         &self.identity.url
+    }
+
+    /// Whether it serves https (it was given a certificate and key).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Serves until `shutdown` resolves, registering and heartbeating in the background.
@@ -120,8 +130,8 @@ impl Fileserver {
                 self.state.store.clone(),
             ))
         });
-        let result =
-            crate::common::serve(self.listener, routes::router(self.state), shutdown).await;
+        let router = routes::router(self.state);
+        let result = crate::common::serve_with_tls(self.listener, router, self.tls, shutdown).await;
         if let Some(task) = heartbeat {
             task.abort();
         }
@@ -129,12 +139,12 @@ impl Fileserver {
     }
 }
 
-fn default_url(local: SocketAddr) -> String {
+fn default_url(local: SocketAddr, tls: bool) -> String {
     let mut addr = local;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    format!("http://{addr}")
+    crate::common::base_url(addr, tls)
 }
 
 /// Runs a fileserver on `listener` until `shutdown` resolves.

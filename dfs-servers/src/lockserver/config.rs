@@ -33,6 +33,10 @@ pub struct Config {
     pub insecure: bool,
     /// Ids of client keys that are no longer accepted (see docs/security.md).
     pub revoked_keys: Vec<String>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); unset serves plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -47,6 +51,8 @@ impl Default for Config {
             cluster_key: None,
             insecure: true,
             revoked_keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -102,7 +108,8 @@ impl Config {
     about = "DFS lockserver: write leases with fencing tokens"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
+    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
+    /// tls_cert, tls_key).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:7001].
@@ -117,6 +124,9 @@ pub struct Args {
     /// Delay after an expiry before the paths are free, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub lock_delay_ms: Option<u64>,
+    /// Serving over TLS.
+    #[command(flatten)]
+    pub tls: crate::common::tls::TlsArgs,
 }
 
 impl Args {
@@ -136,6 +146,7 @@ impl Args {
         if let Some(delay) = self.lock_delay_ms {
             config.lock_delay_ms = delay;
         }
+        self.tls.apply(&mut config.tls_cert, &mut config.tls_key);
         config.validate()?;
         Ok(config)
     }

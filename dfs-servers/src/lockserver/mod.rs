@@ -31,6 +31,7 @@ pub struct LockServer {
     table: Shared,
     sweep_every: Duration,
     verifier: Arc<dfs_proto::auth::Verifier>,
+    tls: Option<crate::common::tls::ServerTls>,
 }
 
 impl LockServer {
@@ -50,8 +51,11 @@ impl LockServer {
         LockServer::with_table(table, &config)
     }
 
-    /// Serves an already loaded table (tests use it with a store on a simulated disk).
+    /// Serves an already loaded table (tests use it with a store on a simulated disk); fails
+    /// when the TLS certificate, its key or the cluster key cannot be loaded.
     pub fn with_table(table: LockTable, config: &Config) -> anyhow::Result<LockServer> {
+        let tls =
+            crate::common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         let verifier = Arc::new(crate::common::auth::verifier(
             config.cluster_key.as_deref(),
             config.insecure,
@@ -65,7 +69,13 @@ impl LockServer {
             table: Arc::new(Mutex::new(table)),
             sweep_every,
             verifier,
+            tls,
         })
+    }
+
+    /// Whether it serves https (it was given a certificate and key).
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Answers requests on `listener` until `shutdown` resolves, then closes the store.
@@ -75,12 +85,9 @@ impl LockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
-        let served = crate::common::serve(
-            listener,
-            crate::common::authenticated(routes::router(self.table.clone()), self.verifier),
-            shutdown,
-        )
-        .await;
+        let router =
+            crate::common::authenticated(routes::router(self.table.clone()), self.verifier);
+        let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;
         // Release the database file now, even if a stray connection still holds the table,

@@ -61,6 +61,13 @@ pub struct Config {
     pub insecure: bool,
     /// Ids of client keys that are no longer accepted (see docs/security.md).
     pub revoked_keys: Vec<String>,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); unset serves plain HTTP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signed the fileservers' certificates, for repair
+    /// copies, listings and deletes over https.
+    pub ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -79,6 +86,9 @@ impl Default for Config {
             cluster_key: None,
             insecure: true,
             revoked_keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            ca: None,
         }
     }
 }
@@ -117,7 +127,8 @@ impl Config {
     about = "DFS nameserver: namespace and fileserver map"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, lockserver, replication, min_replicas, ...).
+    /// JSON config file (keys: listen, data, lockserver, replication, min_replicas, tls_cert,
+    /// tls_key, ca, ...).
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Address to listen on (default 127.0.0.1:7000).
@@ -135,6 +146,12 @@ pub struct Args {
     /// Fewest acknowledged copies a publish accepts (default: the replication factor).
     #[arg(long)]
     pub min_replicas: Option<u32>,
+    /// Serving over TLS.
+    #[command(flatten)]
+    pub tls: common::tls::TlsArgs,
+    /// PEM CA certificate that signed the fileservers' certificates (for https URLs).
+    #[arg(long, value_name = "FILE", env = "DFS_CA")]
+    pub ca: Option<PathBuf>,
 }
 
 impl Args {
@@ -155,6 +172,10 @@ impl Args {
         }
         if let Some(min) = self.min_replicas {
             config.min_replicas = Some(min);
+        }
+        self.tls.apply(&mut config.tls_cert, &mut config.tls_key);
+        if let Some(ca) = self.ca {
+            config.ca = Some(ca);
         }
         config.validate()?;
         Ok(config)
@@ -215,6 +236,8 @@ pub async fn run_then(
         &config.revoked_keys,
         "dfs-nameserver",
     )?);
+    let tls = common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
+    let http = common::tls::server_http_client(config.ca.as_deref())?;
     let data = config.data.clone();
     let store = tokio::task::spawn_blocking(move || store::Store::open(&data, now_ns())).await??;
     let registry = Arc::new(registry::Registry::new(Duration::from_millis(
@@ -231,7 +254,7 @@ pub async fn run_then(
         store,
         registry,
         config,
-        files: FileClient::new(),
+        files: FileClient::with_http(http),
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),
@@ -240,7 +263,7 @@ pub async fn run_then(
     let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
     let router = common::authenticated(routes::router(state.clone()), verifier);
     ready();
-    let served = common::serve(listener, router, shutdown).await;
+    let served = common::serve_with_tls(listener, router, tls, shutdown).await;
     for task in &tasks {
         task.abort();
     }
@@ -256,8 +279,9 @@ pub async fn run_then(
 pub async fn main_with(args: Args) -> anyhow::Result<()> {
     let config = args.into_config()?;
     let (listener, local) = common::bind(&config.listen).await?;
+    let tls = config.tls_cert.is_some();
     run_then(listener, config, common::shutdown_signal(), move || {
-        common::announce_ready("dfs-nameserver", local)
+        common::announce_ready("dfs-nameserver", local, tls)
     })
     .await
 }

@@ -445,7 +445,7 @@ async fn verify_reports_good_missing_and_removes_corrupt_blobs() {
         .iter()
         .all(|b| b.version != 4));
     // Bad ids are a 400 like everywhere else.
-    let http = reqwest::Client::new();
+    let http = dfs_proto::client::http_client();
     for bad_id in ["-1", "abc", "18446744073709551616"] {
         let reply = http
             .post(format!("{}/v1/blobs/{bad_id}/1/verify", fs.url))
