@@ -673,7 +673,7 @@ impl Stub {
                             checksum: Checksum::of(b),
                         })
                         .collect();
-                    Json(BlobList { blobs })
+                    Json(BlobList { blobs, next_after: None })
                 }),
             )
             .route(

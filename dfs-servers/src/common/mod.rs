@@ -5,6 +5,7 @@ pub mod config;
 pub mod crash_backend;
 pub mod extract;
 pub mod http;
+pub mod limits;
 
 pub use blocking::run_blocking;
 pub use config::load_config;

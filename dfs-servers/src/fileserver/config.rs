@@ -22,8 +22,18 @@ pub struct Config {
     pub advertise: Option<String>,
     /// Directories this server asks the nameserver to place on it (may be empty).
     pub dirs: Vec<DfsPath>,
-    /// Largest upload accepted, in bytes; bigger bodies get 413.
+    /// Largest upload accepted, in bytes; a bigger `Content-Length` gets 413 before a byte
+    /// of the body is read.
     pub max_body_bytes: u64,
+    /// Time a client has to send a whole JSON request body; a slower one gets 408.
+    pub body_deadline_ms: u64,
+    /// An upload is never cut off for being slow before this long, so a short stall at its
+    /// start (TCP slow start, a busy client) is forgiven.
+    pub upload_grace_ms: u64,
+    /// After `upload_grace_ms`, an upload whose average rate since its start is below this
+    /// is cut off and nothing is stored: a trickle cannot hold a connection and a temp file.
+    /// 0 turns the check off.
+    pub upload_min_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -35,6 +45,9 @@ impl Default for Config {
             advertise: None,
             dirs: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            body_deadline_ms: crate::common::limits::DEFAULT_BODY_DEADLINE_MS,
+            upload_grace_ms: 20_000,
+            upload_min_bytes_per_sec: 16 << 10,
         }
     }
 }

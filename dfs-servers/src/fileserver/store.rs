@@ -13,7 +13,7 @@ use bytes::Bytes;
 use dfs_proto::checksum::ChecksumWriter;
 use dfs_proto::files::{BlobCheck, BlobInfo, BlobState};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     storage: Arc<dyn Storage>,
-    index: Mutex<HashMap<Key, Slot>>,
+    /// Ordered, so a listing page starts where the previous one ended.
+    index: Mutex<BTreeMap<Key, Slot>>,
     tmp_seq: AtomicU64,
     /// Fan-out directories known to exist durably; created on first use.
     fans: Mutex<HashSet<String>>,
@@ -124,7 +125,7 @@ impl BlobStore {
         if !leftovers.is_empty() {
             s.sync_dir(&store.tmp)?;
         }
-        let mut index = HashMap::new();
+        let mut index = BTreeMap::new();
         let mut fans = HashSet::new();
         for fan_dir in s.list(&store.blobs)? {
             let name = fan_dir.name;
@@ -161,7 +162,7 @@ impl BlobStore {
         Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Key, Slot>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -226,6 +227,23 @@ impl BlobStore {
             .collect();
         all.sort_by_key(|i| (i.file_id, i.version));
         all
+    }
+
+    /// Up to `limit` committed blobs after `after` in (file_id, version) order, and whether
+    /// more follow: one page of `GET /v1/blobs`, taken without copying the whole index.
+    pub fn list_page(&self, after: Option<Key>, limit: usize) -> (Vec<BlobInfo>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let index = self.lock();
+        let mut ready = index
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, slot)| match slot {
+                Slot::Ready(info) => Some(info),
+                Slot::Busy => None,
+            });
+        let page: Vec<BlobInfo> = ready.by_ref().take(limit).cloned().collect();
+        let more = ready.next().is_some();
+        (page, more)
     }
 
     /// Opens a committed blob for reading. Blocking (one `open`).

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Everything the lockserver can be told; every key is optional.
 ///
-/// Example `locks.json`: `{"listen": "0.0.0.0:7001", "data": "/var/lib/dfs/locks", "ttl_ms": 10000}`.
+/// Example `locks.json`: `{"listen": "127.0.0.1:7001", "data": "/var/lib/dfs/locks", "ttl_ms": 10000}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -26,17 +26,34 @@ pub struct Config {
     /// After a restart every saved lease lives at least this long, so holders that could not
     /// renew while the server was down get the chance to; `null` means `ttl_ms`.
     pub restart_grace_ms: Option<u64>,
+    /// Time a client has to send a whole request body; a slower one is cut off with 408.
+    pub body_deadline_ms: u64,
+    /// Live leases one client (session name) may hold at once; more are refused with 429-like
+    /// `busy`, so one client cannot grow the table and the store without bound.
+    pub max_leases_per_client: usize,
+    /// Live leases in the whole table, whoever holds them: the memory bound that holds even
+    /// against a client that invents a new name per request.
+    pub max_leases: usize,
+    /// Paths one lease may name (a rename needs two).
+    pub max_paths_per_lease: usize,
+    /// Total bytes of the paths one lease names (each path is at most 4096 bytes anyway).
+    pub max_lease_path_bytes: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "0.0.0.0:7001".to_owned(),
+            listen: "127.0.0.1:7001".to_owned(),
             data: PathBuf::from("./data/lockserver"),
             ttl_ms: 10_000,
             max_ttl_ms: 300_000,
             lock_delay_ms: 1_000,
             restart_grace_ms: None,
+            body_deadline_ms: crate::common::limits::DEFAULT_BODY_DEADLINE_MS,
+            max_leases_per_client: 1024,
+            max_leases: 100_000,
+            max_paths_per_lease: 64,
+            max_lease_path_bytes: 16 * 1024,
         }
     }
 }
@@ -60,6 +77,14 @@ impl Config {
     /// Refuses settings that would make leases meaningless, at start rather than at first use.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.ttl_ms > 0, "ttl_ms must be greater than 0");
+        anyhow::ensure!(
+            self.max_leases_per_client >= 1
+                && self.max_leases >= 1
+                && self.max_paths_per_lease >= 1
+                && self.max_lease_path_bytes >= 1,
+            "max_leases_per_client, max_leases, max_paths_per_lease and max_lease_path_bytes \
+             must be positive"
+        );
         anyhow::ensure!(
             self.max_ttl_ms >= self.ttl_ms,
             "max_ttl_ms ({}) must be at least ttl_ms ({})",
@@ -95,7 +120,7 @@ pub struct Args {
     /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:7001].
+    /// Address to listen on [default: 127.0.0.1:7001].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
     /// Data directory [default: ./data/lockserver].

@@ -30,6 +30,7 @@ pub const STORE_FILE: &str = "locks.redb";
 pub struct LockServer {
     table: Shared,
     sweep_every: Duration,
+    body_deadline_ms: u64,
 }
 
 impl LockServer {
@@ -57,6 +58,7 @@ impl LockServer {
         LockServer {
             table: Arc::new(Mutex::new(table)),
             sweep_every,
+            body_deadline_ms: config.body_deadline_ms,
         }
     }
 
@@ -67,8 +69,8 @@ impl LockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
-        let served =
-            crate::common::serve(listener, routes::router(self.table.clone()), shutdown).await;
+        let router = routes::router(self.table.clone(), self.body_deadline_ms);
+        let served = crate::common::serve(listener, router, shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;
         // Release the database file now, even if a stray connection still holds the table,

@@ -54,6 +54,9 @@ pub struct Config {
     /// writer between its upload and its publish; short enough that failed publishes do not
     /// fill the disks.
     pub orphan_after_ms: u64,
+    /// Time a client has to send a whole request body; a slower one is cut off with 408, so
+    /// slow senders cannot hold connections and memory (docs/security.md, Limits).
+    pub body_deadline_ms: u64,
 }
 
 impl Default for Config {
@@ -69,6 +72,7 @@ impl Default for Config {
             repair_interval_ms: 1000,
             gc_interval_ms: 10_000,
             orphan_after_ms: 3_600_000,
+            body_deadline_ms: common::limits::DEFAULT_BODY_DEADLINE_MS,
         }
     }
 }

@@ -6,6 +6,7 @@ use super::namespace::{self, Garbage};
 use super::placement;
 use super::store::Read;
 use super::{now_ns, State};
+use crate::common::limits::{limit_body, BodyLimits};
 use crate::common::{api_fallbacks, ApiJson, ApiQuery};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -42,6 +43,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/fileservers/heartbeat", post(heartbeat))
         .route("/v1/dirs/replication", post(dir_replication))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits::new(MAX_BODY, state.config.body_deadline_ms),
+            limit_body,
+        ))
         .with_state(state);
     api_fallbacks(router)
 }
