@@ -84,6 +84,11 @@ pub struct BlobCheck {
     /// The blob as recorded (size and checksum it should have), unless `missing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded: Option<BlobInfo>,
+    /// The length and checksum of the bytes actually read now (unless `missing`), so the
+    /// nameserver's scrub compares its own checksum with what is on the disk, not only with
+    /// what the fileserver recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<BlobInfo>,
 }
 
 /// Reply of `GET /v1/stats`: counters that prove what was (not) transferred.

@@ -703,7 +703,7 @@ type Model = BTreeMap<u64, (String, Vec<DfsPath>)>;
 
 fn leases_of(table: &LockTable) -> Model {
     table
-        .list()
+        .list(None, usize::MAX)
         .leases
         .into_iter()
         .map(|l| (l.token, (l.client, l.paths)))

@@ -291,6 +291,7 @@ impl BlobStore {
         let missing = BlobCheck {
             state: BlobState::Missing,
             recorded: None,
+            computed: None,
         };
         let info = loop {
             match self.lock().get(&key) {
@@ -322,10 +323,16 @@ impl BlobStore {
             len += n as u64;
         }
         let found = sum.finish();
+        let computed = Some(BlobInfo {
+            size: len,
+            checksum: found,
+            ..info.clone()
+        });
         if len == info.size && found == info.checksum {
             return Ok(BlobCheck {
                 state: BlobState::Good,
                 recorded: Some(info),
+                computed,
             });
         }
         tracing::error!(
@@ -345,6 +352,7 @@ impl BlobStore {
         Ok(BlobCheck {
             state: BlobState::Corrupt,
             recorded: Some(info),
+            computed,
         })
     }
 
