@@ -169,7 +169,11 @@ async fn huge_content_length_is_refused_before_the_body_is_read() {
             answer.contains(r#""code":"payload_too_large""#),
             "{line}: {answer}"
         );
-        assert!(at - sent < Duration::from_secs(2), "{line}: {:?}", at - sent);
+        assert!(
+            at - sent < Duration::from_secs(2),
+            "{line}: {:?}",
+            at - sent
+        );
     }
     let stored = FileClient::new().list(&files).await.unwrap();
     assert!(stored.blobs.is_empty());
@@ -221,7 +225,12 @@ async fn too_many_leases_for_one_client_are_refused() {
     };
     let mut held = Vec::new();
     for i in 0..3 {
-        held.push(client.acquire(&acquire("greedy", &format!("/f{i}"))).await.unwrap());
+        held.push(
+            client
+                .acquire(&acquire("greedy", &format!("/f{i}")))
+                .await
+                .unwrap(),
+        );
     }
     let err = client.acquire(&acquire("greedy", "/f3")).await.unwrap_err();
     assert_eq!(err.code, ErrorCode::Busy, "{err}");

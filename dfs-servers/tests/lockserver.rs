@@ -901,7 +901,12 @@ fn leases_dead_before_a_restart_stay_dead() {
     drop(table);
     // After a power loss and a restart with a long grace, only the live lease comes back.
     let mut table = LockTable::open(Store::with_backend(disk.backend()).unwrap(), &config).unwrap();
-    let tokens: Vec<u64> = table.list(None, usize::MAX).leases.iter().map(|l| l.token).collect();
+    let tokens: Vec<u64> = table
+        .list(None, usize::MAX)
+        .leases
+        .iter()
+        .map(|l| l.token)
+        .collect();
     assert_eq!(tokens, vec![live.token]);
     let other = table.acquire(&req("other", &["/s"])).unwrap();
     assert!(other.token > dead.token);

@@ -95,7 +95,10 @@ async fn scrub_drops_a_deleted_or_overwritten_copy_and_repair_restores_it() {
     let c = ns.client.clone();
     let servers = live_fileservers(&ns, dir.path(), 2).await;
     let ids: Vec<String> = servers.iter().map(|s| s.0.clone()).collect();
-    let data = |id: &str| dir.path().join(format!("fs{}", ids.iter().position(|i| i == id).unwrap()));
+    let data = |id: &str| {
+        dir.path()
+            .join(format!("fs{}", ids.iter().position(|i| i == id).unwrap()))
+    };
 
     let gone = b"a copy whose file is deleted".to_vec();
     let forged = b"a copy whose bytes are overwritten".to_vec();

@@ -27,7 +27,8 @@ fn removing_the_cache_under_an_open_file_fails_its_close_and_the_mount_recovers(
     std::fs::write(mount.path("before.txt"), b"published before").unwrap();
 
     let mut open = std::fs::File::create(mount.path("open.txt")).unwrap();
-    open.write_all(b"written while the cache is removed").unwrap();
+    open.write_all(b"written while the cache is removed")
+        .unwrap();
     std::fs::remove_dir_all(&mount.cache_dir).unwrap();
 
     let err = close(open).expect_err("close of a file whose local copy was deleted");
@@ -49,7 +50,10 @@ fn removing_the_cache_under_an_open_file_fails_its_close_and_the_mount_recovers(
         b"published before"
     );
     std::fs::write(mount.path("open.txt"), b"second try").unwrap();
-    assert_eq!(std::fs::read(mount.path("open.txt")).unwrap(), b"second try");
+    assert_eq!(
+        std::fs::read(mount.path("open.txt")).unwrap(),
+        b"second try"
+    );
     for sub in ["clean", "dirty", "tmp"] {
         assert!(mount.cache_dir.join(sub).is_dir(), "{sub}/ recreated");
     }

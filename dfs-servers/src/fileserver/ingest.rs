@@ -135,7 +135,10 @@ where
 {
     let mut buf = BytesMut::new();
     let mut total = 0u64;
-    let pace = Pace::new(st.limits.upload_grace_ms, st.limits.upload_min_bytes_per_sec);
+    let pace = Pace::new(
+        st.limits.upload_grace_ms,
+        st.limits.upload_min_bytes_per_sec,
+    );
     loop {
         let stall = Instant::now() + BODY_CHUNK_TIMEOUT;
         let deadline = pace.deadline(total).map_or(stall, |d| d.min(stall));

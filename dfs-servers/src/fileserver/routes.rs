@@ -4,6 +4,8 @@ use super::ingest::ingest;
 use super::range::{parse_range, RangeRequest};
 use super::stats::Stats;
 use super::store::BlobStore;
+use crate::common::limits::{limit_body, BodyLimits};
+use crate::common::ApiQuery;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -13,8 +15,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dfs_proto::client::FileClient;
-use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::ApiQuery;
 use dfs_proto::files::{
     BlobCheck, BlobCursor, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats,
 };
@@ -157,13 +157,10 @@ async fn list(
     };
     let limit = q.limit.unwrap_or(MAX_LIST_PAGE).clamp(1, MAX_LIST_PAGE) as usize;
     let (blobs, more) = st.store.list_page(after, limit);
-    let next_after = blobs
-        .last()
-        .filter(|_| more)
-        .map(|b| BlobCursor {
-            file_id: b.file_id,
-            version: b.version,
-        });
+    let next_after = blobs.last().filter(|_| more).map(|b| BlobCursor {
+        file_id: b.file_id,
+        version: b.version,
+    });
     Ok(Json(BlobList { blobs, next_after }))
 }
 

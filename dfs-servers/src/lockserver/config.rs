@@ -28,7 +28,7 @@ pub struct Config {
     pub restart_grace_ms: Option<u64>,
     /// Time a client has to send a whole request body; a slower one is cut off with 408.
     pub body_deadline_ms: u64,
-    /// Live leases one client (session name) may hold at once; more are refused with 429-like
+    /// Leases one client (session name) may hold at once; more are refused with `busy` (423),
     /// `busy`, so one client cannot grow the table and the store without bound.
     pub max_leases_per_client: usize,
     /// Live leases in the whole table, whoever holds them: the memory bound that holds even

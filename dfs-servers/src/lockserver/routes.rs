@@ -75,7 +75,9 @@ async fn list(
     State(table): State<Shared>,
     ApiQuery(q): ApiQuery<LeaseListQuery>,
 ) -> Result<Json<LeaseList>, ApiError> {
-    let limit = q.limit.map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));
+    let limit = q
+        .limit
+        .map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));
     with_table(&table, move |t| Ok(t.list(q.after, limit)))
         .await
         .map(Json)

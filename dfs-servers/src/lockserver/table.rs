@@ -70,8 +70,6 @@ struct Limits {
     path_bytes: usize,
 }
 
-/// Refusals of the size bounds are `busy` when waiting may help (leases run out) and
-/// `payload_too_large` when the request itself is too big.
 
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
@@ -330,7 +328,8 @@ impl LockTable {
         Ok(lease)
     }
 
-    /// Refuses a lease naming too many paths or too many path bytes, before anything else.
+    /// Refuses a lease naming too many paths or too many path bytes, before anything else:
+    /// `payload_too_large`, because waiting will not help (a full table is `busy`).
     fn check_size(&self, req: &AcquireRequest) -> Result<(), ApiError> {
         let paths = self.limits.paths;
         if req.paths.len() > paths {
