@@ -29,7 +29,7 @@ pub struct Config {
     /// Time a client has to send a whole request body; a slower one is cut off with 408.
     pub body_deadline_ms: u64,
     /// Leases one client (session name) may hold at once; more are refused with `busy` (423),
-    /// `busy`, so one client cannot grow the table and the store without bound.
+    /// so one client cannot grow the table and the store without bound.
     pub max_leases_per_client: usize,
     /// Live leases in the whole table, whoever holds them: the memory bound that holds even
     /// against a client that invents a new name per request.
