@@ -120,7 +120,9 @@ async fn scrub_drops_a_deleted_or_overwritten_copy_and_repair_restores_it() {
             .iter()
             .map(|u| u.path.as_str())
             .collect();
-        under.contains(&"/gone") && under.contains(&"/forged")
+        under.contains(&"/gone")
+            && under.contains(&"/forged")
+            && info.under_replicated_count == under.len() as u64
     })
     .await;
     let gone_now = c.stat(&p("/gone")).await.unwrap().servers;

@@ -70,7 +70,6 @@ struct Limits {
     path_bytes: usize,
 }
 
-
 fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
