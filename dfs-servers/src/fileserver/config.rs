@@ -60,7 +60,8 @@ impl Default for Config {
     about = "DFS fileserver: stores immutable file versions"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes).
+    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes,
+    /// body_deadline_ms, upload_grace_ms, upload_min_bytes_per_sec).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:7100.

@@ -117,7 +117,9 @@ impl Config {
     about = "DFS lockserver: write leases with fencing tokens"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
+    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
+    /// body_deadline_ms, max_leases_per_client, max_leases, max_paths_per_lease,
+    /// max_lease_path_bytes).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7001].
