@@ -362,14 +362,13 @@ pub fn status(nameserver: &str, args: &StatusArgs) -> Result<(), CliError> {
                 fs.last_seen_ms_ago / 1000
             ));
         }
-        text.push_str(&format!(
-            "under-replicated files  {}\n",
-            status.under_replicated.len()
-        ));
+        // The nameserver names at most 1000; its count has them all (an older one: none).
+        let under = (info.under_replicated_count as usize).max(status.under_replicated.len());
+        text.push_str(&format!("under-replicated files  {under}\n"));
         for u in status.under_replicated.iter().take(10) {
             text.push_str(&format!("  {} {}/{}\n", u.path, u.live_copies, u.wanted));
         }
-        if status.under_replicated.len() > 10 {
+        if under > 10 {
             text.push_str("  ...\n");
         }
         text.push_str(&format!(

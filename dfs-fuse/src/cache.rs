@@ -93,6 +93,9 @@ pub struct Cache {
     _lock: File,
 }
 
+/// The cache's subdirectories, made at start and again if someone removes them while mounted.
+const SUBDIRS: [&str; 3] = ["clean", "dirty", "tmp"];
+
 /// How long a new mount waits for the previous one to let go of the cache: right after
 /// `umount` returns, the old daemon may still be flushing the cache and recording its end.
 /// (Unit tests that check the refusal wait less.)
@@ -122,7 +125,7 @@ impl Cache {
     /// Opens (creating) the cache at `root`, takes its lock, empties `tmp/` and re-indexes
     /// clean files. Fails when another mount uses the same directory.
     pub fn open(root: &Path, max_bytes: u64) -> io::Result<Cache> {
-        for sub in ["clean", "dirty", "tmp"] {
+        for sub in SUBDIRS {
             std::fs::create_dir_all(root.join(sub))?;
         }
         let lock = File::create(root.join("LOCK"))?;
@@ -203,6 +206,45 @@ impl Cache {
         &self.root
     }
 
+    /// Makes the cache's directories again when someone removed them (or the whole cache
+    /// directory) while mounted, so the mount keeps working: new files can be created and
+    /// opens download again. Copies that were in them are gone; the index forgets each one
+    /// when it is next looked up.
+    pub fn recreate_dirs(&self) -> io::Result<()> {
+        let mut made = false;
+        for sub in SUBDIRS {
+            let dir = self.root.join(sub);
+            if !dir.is_dir() {
+                std::fs::create_dir_all(&dir)?;
+                made = true;
+            }
+        }
+        if made {
+            tracing::warn!(
+                cache = %self.root.display(),
+                "the cache directories were removed while mounted; recreated them"
+            );
+            // The state record went with them: without it the next start would not know
+            // whether to trust the copies made from now on.
+            if let Err(err) = cache_state::mark_running(&self.root) {
+                tracing::warn!(%err, "cannot record the recreated cache's state");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `op`; when it fails with `NotFound` (a cache directory was removed under the
+    /// mount), recreates the directories and runs it once more.
+    fn retry_missing<T>(&self, op: impl Fn() -> io::Result<T>) -> io::Result<T> {
+        match op() {
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                self.recreate_dirs()?;
+                op()
+            }
+            other => other,
+        }
+    }
+
     fn index(&self) -> std::sync::MutexGuard<'_, Index> {
         self.index.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -227,9 +269,14 @@ impl Cache {
     /// A fresh name under `tmp/` for a download in progress.
     pub fn temp_path(&self) -> PathBuf {
         let n = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        self.root
-            .join("tmp")
-            .join(format!("{}-{n}", std::process::id()))
+        let dir = self.root.join("tmp");
+        // One stat per download, so a removed cache directory does not fail every open.
+        if !dir.is_dir() {
+            if let Err(err) = self.recreate_dirs() {
+                tracing::warn!(%err, "cannot recreate the cache directories");
+            }
+        }
+        dir.join(format!("{}-{n}", std::process::id()))
     }
 
     /// Moves a finished download (or published dirty file) into place as (id, version), and
@@ -237,7 +284,7 @@ impl Cache {
     pub fn insert(&self, id: FileId, version: Version, from: &Path) -> io::Result<PathBuf> {
         let size = std::fs::metadata(from)?.len();
         let dest = self.clean_path(id, version);
-        std::fs::rename(from, &dest)?;
+        self.retry_missing(|| std::fs::rename(from, &dest))?;
         self.index().insert((id, version), size);
         self.evict(size);
         Ok(dest)
@@ -306,6 +353,10 @@ impl Cache {
 
     /// Creates the dirty file for a writer: a copy of `base` (a clean file), or empty.
     pub fn create_dirty(&self, meta: &DirtyMeta, base: Option<&Path>) -> io::Result<PathBuf> {
+        self.retry_missing(|| self.create_dirty_once(meta, base))
+    }
+
+    fn create_dirty_once(&self, meta: &DirtyMeta, base: Option<&Path>) -> io::Result<PathBuf> {
         let (data, side) = self.dirty_paths(meta.file_id, meta.token);
         let json = meta_json(meta)?;
         match base {
@@ -632,6 +683,28 @@ mod tests {
         cache.promote_dirty(&meta(4, 2), 5).unwrap();
         let clean = cache.lookup(4, 5).unwrap();
         assert!(xattr::get(&clean, META_XATTR).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_removed_cache_directory_is_recreated_on_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cache");
+        let cache = Cache::open(&root, 1 << 20).unwrap();
+        put(&cache, 1, 1, 10);
+        std::fs::remove_dir_all(&root).unwrap();
+        // A stale index entry is forgotten, a download lands, a writer gets its dirty file.
+        assert!(cache.lookup(1, 1).is_none());
+        put(&cache, 1, 2, 10);
+        assert!(cache.lookup(1, 2).is_some());
+        let data = cache.create_dirty(&meta(3, 1), None).unwrap();
+        assert!(data.exists());
+        assert!(root.join(cache_state::STATE_FILE).exists());
+        // Removed again between a download's start and its end: the rename still lands.
+        let tmp = cache.temp_path();
+        std::fs::write(&tmp, b"x").unwrap();
+        std::fs::remove_dir_all(root.join("clean")).unwrap();
+        cache.insert(4, 1, &tmp).unwrap();
+        assert!(cache.contains(4, 1));
     }
 
     #[test]

@@ -94,6 +94,22 @@ impl WriteState {
         if !inner.changed || self.unlinked.load(Ordering::Acquire) {
             return Ok(());
         }
+        if let Err(err) = std::fs::metadata(&self.data_path) {
+            if err.kind() == std::io::ErrorKind::NotFound {
+                // Someone removed the cache directory (or this file in it) while it was open:
+                // the changes are gone with it. Say so, rather than a bare i/o error.
+                tracing::error!(
+                    %path,
+                    dirty = %self.data_path.display(),
+                    "the local copy of this file was deleted from the cache directory while \
+                     open; its unpublished changes are lost and close fails with EIO"
+                );
+                return Err(ApiError::internal(format!(
+                    "local copy {} was deleted while open",
+                    self.data_path.display()
+                )));
+            }
+        }
         let dirty = DirtyCopy { ws: self, cache };
         inner
             .publish(self.file_id, path, &dirty, leases, remote)

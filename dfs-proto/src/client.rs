@@ -2,8 +2,8 @@
 
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
-use crate::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
-use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseRequest};
+use crate::files::{BlobCheck, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats};
+use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
 use crate::names::*;
 use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
@@ -379,9 +379,30 @@ impl LockClient {
             .map(drop)
     }
 
-    /// Every live lease.
+    /// One page of live leases (the server bounds its size).
+    pub async fn list_page(&self, query: &LeaseListQuery) -> Result<LeaseList, ApiError> {
+        self.api.get("/v1/locks", query).await
+    }
+
+    /// Every live lease, following pages; `next_token` is the last page's.
     pub async fn list(&self) -> Result<LeaseList, ApiError> {
-        self.api.get("/v1/locks", &()).await
+        let mut query = LeaseListQuery::default();
+        let mut all = Vec::new();
+        loop {
+            let page = self.list_page(&query).await?;
+            all.extend(page.leases);
+            match page.next_after {
+                // A server that does not move forward would loop for ever: stop instead.
+                Some(next) if query.after.is_none_or(|a| next > a) => query.after = Some(next),
+                _ => {
+                    return Ok(LeaseList {
+                        leases: all,
+                        next_token: page.next_token,
+                        next_after: None,
+                    })
+                }
+            }
+        }
     }
 
     /// Answers when the lockserver is up.
@@ -703,15 +724,44 @@ impl FileClient {
         decode(reply).await
     }
 
-    /// Everything `server` stores.
-    pub async fn list(&self, server: &str) -> Result<BlobList, ApiError> {
+    /// One page of what `server` stores (the server bounds its size).
+    pub async fn list_page(
+        &self,
+        server: &str,
+        query: &BlobListQuery,
+    ) -> Result<BlobList, ApiError> {
         let reply = self
             .http
             .get(format!("{}/v1/blobs", base(server)))
+            .query(query)
             .timeout(self.timeouts.stall)
             .send()
             .await?;
         decode(reply).await
+    }
+
+    /// Everything `server` stores, following pages.
+    pub async fn list(&self, server: &str) -> Result<BlobList, ApiError> {
+        let mut query = BlobListQuery::default();
+        let mut blobs = Vec::new();
+        loop {
+            let page = self.list_page(server, &query).await?;
+            blobs.extend(page.blobs);
+            let last = query.after_file_id.zip(query.after_version);
+            match page.next_after {
+                // A server that does not move forward would loop for ever: stop instead.
+                Some(next) if last.is_none_or(|l| (next.file_id, next.version) > l) => {
+                    query.after_file_id = Some(next.file_id);
+                    query.after_version = Some(next.version);
+                }
+                _ => {
+                    return Ok(BlobList {
+                        blobs,
+                        next_after: None,
+                    })
+                }
+            }
+        }
     }
 
     /// Transfer counters of `server`.

@@ -16,11 +16,39 @@ pub struct BlobInfo {
     pub checksum: Checksum,
 }
 
-/// Reply of `GET /v1/blobs`: everything this fileserver stores.
+/// Query of `GET /v1/blobs`: one bounded page in (file_id, version) order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobListQuery {
+    /// With `after_version`: blobs strictly after (after_file_id, after_version), the
+    /// previous page's `next_after`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_file_id: Option<FileId>,
+    /// See `after_file_id`; both or neither.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_version: Option<Version>,
+    /// Page size; the server caps it (default and most: 10,000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// Where the next page of a blob listing starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobCursor {
+    /// The last file id of the page.
+    pub file_id: FileId,
+    /// The last version of the page.
+    pub version: Version,
+}
+
+/// Reply of `GET /v1/blobs`: one page of what this fileserver stores.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BlobList {
-    /// All stored versions.
+    /// Stored versions, in (file_id, version) order.
     pub blobs: Vec<BlobInfo>,
+    /// Set when more follow: ask again with `after_file_id`/`after_version` from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<BlobCursor>,
 }
 
 /// Body of `POST /v1/blobs/{file_id}/{version}/fetch`: copy a version from another fileserver
@@ -56,6 +84,11 @@ pub struct BlobCheck {
     /// The blob as recorded (size and checksum it should have), unless `missing`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded: Option<BlobInfo>,
+    /// The length and checksum of the bytes actually read now (unless `missing`), so the
+    /// nameserver's scrub compares its own checksum with what is on the disk, not only with
+    /// what the fileserver recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed: Option<BlobInfo>,
 }
 
 /// Reply of `GET /v1/stats`: counters that prove what was (not) transferred.

@@ -41,11 +41,26 @@ pub struct LeaseRequest {
     pub client: String,
 }
 
-/// Reply of `GET /v1/locks`.
+/// Query of `GET /v1/locks`: one bounded page, so no answer grows with the table.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseListQuery {
+    /// Leases with a token strictly greater than this (the previous page's `next_after`).
+    #[serde(default)]
+    pub after: Option<u64>,
+    /// Page size; the server caps it (and also ends a page early at about 1 MiB of paths).
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+/// Reply of `GET /v1/locks`: one page of live leases, by token.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseList {
-    /// Every lease not yet expired.
+    /// Leases not yet expired, in token order.
     pub leases: Vec<Lease>,
     /// The next token the counter will give.
     pub next_token: u64,
+    /// Set when more leases follow: ask again with `after` set to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<u64>,
 }

@@ -316,6 +316,10 @@ pub struct ClusterInfo {
     pub fileservers: Vec<FileserverStatus>,
     /// The directory -> fileserver map.
     pub map: Vec<DirMapping>,
-    /// Files with too few live copies.
+    /// Files with too few live copies: the first 1000 (so the answer stays bounded when a
+    /// dead fileserver leaves every file short); `under_replicated_count` has them all.
     pub under_replicated: Vec<UnderReplicated>,
+    /// How many files have too few live copies in all.
+    #[serde(default)]
+    pub under_replicated_count: u64,
 }

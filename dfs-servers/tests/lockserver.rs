@@ -703,7 +703,7 @@ type Model = BTreeMap<u64, (String, Vec<DfsPath>)>;
 
 fn leases_of(table: &LockTable) -> Model {
     table
-        .list()
+        .list(None, usize::MAX)
         .leases
         .into_iter()
         .map(|l| (l.token, (l.client, l.paths)))
@@ -806,7 +806,7 @@ fn crash_at(k: u64, keep: fn(u64, usize) -> bool) -> bool {
         "crash at op {k} (in flight: {:?}): expected {model:?}, got {got:?}",
         in_flight.as_ref().map(|(s, _)| s)
     );
-    let list = table.list();
+    let list = table.list(None, usize::MAX);
     assert!(
         list.next_token > max_acked,
         "crash at op {k}: counter went back"
@@ -901,7 +901,12 @@ fn leases_dead_before_a_restart_stay_dead() {
     drop(table);
     // After a power loss and a restart with a long grace, only the live lease comes back.
     let mut table = LockTable::open(Store::with_backend(disk.backend()).unwrap(), &config).unwrap();
-    let tokens: Vec<u64> = table.list().leases.iter().map(|l| l.token).collect();
+    let tokens: Vec<u64> = table
+        .list(None, usize::MAX)
+        .leases
+        .iter()
+        .map(|l| l.token)
+        .collect();
     assert_eq!(tokens, vec![live.token]);
     let other = table.acquire(&req("other", &["/s"])).unwrap();
     assert!(other.token > dead.token);

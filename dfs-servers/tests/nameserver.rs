@@ -673,7 +673,10 @@ impl Stub {
                             checksum: Checksum::of(b),
                         })
                         .collect();
-                    Json(BlobList { blobs })
+                    Json(BlobList {
+                        blobs,
+                        next_after: None,
+                    })
                 }),
             )
             .route(

@@ -8,6 +8,7 @@ pub mod config;
 pub mod crash_backend;
 pub mod extract;
 pub mod http;
+pub mod limits;
 pub mod tls;
 
 pub use auth::{authenticated, Caller};

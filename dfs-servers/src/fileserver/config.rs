@@ -23,7 +23,8 @@ pub struct Config {
     pub advertise: Option<String>,
     /// Directories this server asks the nameserver to place on it (may be empty).
     pub dirs: Vec<DfsPath>,
-    /// Largest upload accepted, in bytes; bigger bodies get 413.
+    /// Largest upload accepted, in bytes; a bigger `Content-Length` gets 413 before a byte
+    /// of the body is read.
     pub max_body_bytes: u64,
     /// File holding the cluster key (`dfs keygen cluster`); every request must carry a
     /// credential made from it.
@@ -40,6 +41,15 @@ pub struct Config {
     /// PEM certificate of the CA that signed the nameserver's and the other fileservers'
     /// certificates, for registering and fetching copies over https.
     pub ca: Option<PathBuf>,
+    /// Time a client has to send a whole JSON request body; a slower one gets 408.
+    pub body_deadline_ms: u64,
+    /// An upload is never cut off for being slow before this long, so a short stall at its
+    /// start (TCP slow start, a busy client) is forgiven.
+    pub upload_grace_ms: u64,
+    /// After `upload_grace_ms`, an upload whose average rate since its start is below this
+    /// is cut off and nothing is stored: a trickle cannot hold a connection and a temp file.
+    /// 0 turns the check off.
+    pub upload_min_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -57,6 +67,9 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             ca: None,
+            body_deadline_ms: crate::common::limits::DEFAULT_BODY_DEADLINE_MS,
+            upload_grace_ms: 20_000,
+            upload_min_bytes_per_sec: 16 << 10,
         }
     }
 }
@@ -70,7 +83,8 @@ impl Default for Config {
 )]
 pub struct Args {
     /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes,
-    /// tls_cert, tls_key, ca).
+    /// tls_cert, tls_key, ca,
+    /// body_deadline_ms, upload_grace_ms, upload_min_bytes_per_sec).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:7100.

@@ -10,6 +10,7 @@ use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
 use futures_util::{Stream, StreamExt};
 use std::fmt::Display;
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// Size of each disk write: few syscalls, bounded memory (a handful per upload in flight).
 pub const WRITE_CHUNK: usize = 1 << 20;
@@ -72,6 +73,55 @@ where
     }
 }
 
+/// The minimum average rate of a body: after `grace`, at least `min_rate` bytes a second
+/// since the start, so a sender trickling a byte now and then is cut off however short each
+/// gap is (the per-chunk [`BODY_CHUNK_TIMEOUT`] only catches a sender that stops).
+#[derive(Clone, Copy, Debug)]
+pub struct Pace {
+    start: Instant,
+    grace: Duration,
+    /// Bytes a second; 0 is no minimum.
+    min_rate: u64,
+}
+
+impl Pace {
+    /// A pace that starts now.
+    pub fn new(grace_ms: u64, min_rate: u64) -> Pace {
+        Pace {
+            start: Instant::now(),
+            grace: Duration::from_millis(grace_ms),
+            min_rate,
+        }
+    }
+
+    /// When a body that has sent `total` bytes so far falls below the rate, unless more
+    /// arrives before: the later of the grace's end and the moment `total` bytes is exactly
+    /// the minimum. `None` without a minimum.
+    pub fn deadline(&self, total: u64) -> Option<Instant> {
+        if self.min_rate == 0 {
+            return None;
+        }
+        let earned = Duration::from_secs_f64(total as f64 / self.min_rate as f64);
+        Some(self.start + self.grace.max(earned))
+    }
+
+    /// The error that ends a body cut off at a deadline (`too_slow`: the rate's, else the
+    /// per-chunk stall's).
+    fn refusal(&self, too_slow: bool, total: u64) -> ApiError {
+        if !too_slow {
+            return ApiError::bad_request("request body stalled");
+        }
+        let secs = self.start.elapsed().as_secs_f64();
+        tracing::info!(total, secs, "upload below the minimum rate; cut off");
+        ApiError::bad_request(format!(
+            "upload too slow: {total} bytes in {secs:.1} s, below the minimum of {} bytes/s \
+             (after {} ms); nothing stored",
+            self.min_rate,
+            self.grace.as_millis()
+        ))
+    }
+}
+
 /// Pumps the body to the writer. `Err(None)` means the writer hung up.
 async fn feed<S, E>(
     st: &AppState,
@@ -85,10 +135,16 @@ where
 {
     let mut buf = BytesMut::new();
     let mut total = 0u64;
+    let pace = Pace::new(
+        st.limits.upload_grace_ms,
+        st.limits.upload_min_bytes_per_sec,
+    );
     loop {
-        let next = tokio::time::timeout(BODY_CHUNK_TIMEOUT, body.next())
+        let stall = Instant::now() + BODY_CHUNK_TIMEOUT;
+        let deadline = pace.deadline(total).map_or(stall, |d| d.min(stall));
+        let next = tokio::time::timeout_at(deadline, body.next())
             .await
-            .map_err(|_| Some(ApiError::bad_request("request body stalled")))?;
+            .map_err(|_| Some(pace.refusal(deadline < stall, total)))?;
         let chunk = match next {
             None => break,
             Some(Ok(chunk)) => chunk,

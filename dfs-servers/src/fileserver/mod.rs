@@ -89,6 +89,11 @@ impl Fileserver {
                 store,
                 stats: Arc::default(),
                 max_body_bytes: config.max_body_bytes,
+                limits: routes::Limits {
+                    body_deadline_ms: config.body_deadline_ms,
+                    upload_grace_ms: config.upload_grace_ms,
+                    upload_min_bytes_per_sec: config.upload_min_bytes_per_sec,
+                },
                 files: FileClient::with_http(http),
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,

@@ -4,6 +4,8 @@ use super::ingest::ingest;
 use super::range::{parse_range, RangeRequest};
 use super::stats::Stats;
 use super::store::BlobStore;
+use crate::common::limits::{limit_body, BodyLimits};
+use crate::common::ApiQuery;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -13,7 +15,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use dfs_proto::client::FileClient;
-use dfs_proto::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
+use dfs_proto::files::{
+    BlobCheck, BlobCursor, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats,
+};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version, CHECKSUM_HEADER};
 use futures_util::StreamExt;
 use std::sync::Arc;
@@ -31,6 +35,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Largest body accepted.
     pub max_body_bytes: u64,
+    /// Body deadline and upload rate.
+    pub limits: Limits,
     /// Client used by `fetch` to read from other fileservers.
     pub files: FileClient,
     /// Verifications allowed at once: each reads a whole blob, so a burst of them must not
@@ -40,25 +46,47 @@ pub struct AppState {
     pub verifier: Arc<dfs_proto::auth::Verifier>,
 }
 
+/// Largest JSON request body (a fetch request is a URL and a checksum).
+pub const MAX_JSON_BODY: usize = 64 << 10;
+
+/// Limits a hostile client must not get around (from [`super::Config`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Deadline of a whole JSON request body.
+    pub body_deadline_ms: u64,
+    /// An upload is never cut off for its rate before this long.
+    pub upload_grace_ms: u64,
+    /// After the grace, an upload (or a repair copy) averaging less than this is cut off.
+    pub upload_min_bytes_per_sec: u64,
+}
+
 /// Blob verifications run at once per fileserver; more wait their turn.
 pub const MAX_VERIFYING: usize = 2;
 
 /// The fileserver's routes, with JSON fallbacks and a request counter.
 pub fn router(state: AppState) -> Router {
     let blob = "/v1/blobs/{file_id}/{version}";
-    let router = Router::new()
+    // Small JSON bodies: refused up front when too big, cut off when too slow.
+    let json = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/stats", get(stats))
         .route("/v1/blobs", get(list))
-        .route(
-            blob,
-            get(get_blob)
-                .head(head_blob)
-                .put(put_blob)
-                .delete(delete_blob),
-        )
         .route("/v1/blobs/{file_id}/{version}/fetch", post(fetch_blob))
         .route("/v1/blobs/{file_id}/{version}/verify", post(verify_blob))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits::new(MAX_JSON_BODY, state.limits.body_deadline_ms),
+            limit_body,
+        ));
+    // Blob bodies: `max_body_bytes` and a minimum average rate (see `ingest`).
+    let blobs = Router::new().route(
+        blob,
+        get(get_blob)
+            .head(head_blob)
+            .put(put_blob)
+            .delete(delete_blob),
+    );
+    let router = json
+        .merge(blobs)
         .layer(axum::middleware::from_fn_with_state(
             state.stats.clone(),
             count_request,
@@ -113,10 +141,29 @@ async fn stats(State(st): State<AppState>) -> Json<FileserverStats> {
     Json(st.stats.snapshot())
 }
 
-async fn list(State(st): State<AppState>) -> Json<BlobList> {
-    Json(BlobList {
-        blobs: st.store.list(),
-    })
+/// Default and largest page of `GET /v1/blobs` (a blob's entry is under 100 bytes of JSON).
+pub const MAX_LIST_PAGE: u32 = 10_000;
+
+async fn list(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<BlobListQuery>,
+) -> Result<Json<BlobList>, ApiError> {
+    let after = match (q.after_file_id, q.after_version) {
+        (Some(f), Some(v)) => Some((f, v)),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(
+                "after_file_id and after_version go together",
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(MAX_LIST_PAGE).clamp(1, MAX_LIST_PAGE) as usize;
+    let (blobs, more) = st.store.list_page(after, limit);
+    let next_after = blobs.last().filter(|_| more).map(|b| BlobCursor {
+        file_id: b.file_id,
+        version: b.version,
+    });
+    Ok(Json(BlobList { blobs, next_after }))
 }
 
 async fn put_blob(

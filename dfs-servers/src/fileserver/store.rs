@@ -13,7 +13,7 @@ use bytes::Bytes;
 use dfs_proto::checksum::ChecksumWriter;
 use dfs_proto::files::{BlobCheck, BlobInfo, BlobState};
 use dfs_proto::{ApiError, Checksum, ErrorCode, FileId, Version};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -44,7 +44,8 @@ pub struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
     storage: Arc<dyn Storage>,
-    index: Mutex<HashMap<Key, Slot>>,
+    /// Ordered, so a listing page starts where the previous one ended.
+    index: Mutex<BTreeMap<Key, Slot>>,
     tmp_seq: AtomicU64,
     /// Fan-out directories known to exist durably; created on first use.
     fans: Mutex<HashSet<String>>,
@@ -124,7 +125,7 @@ impl BlobStore {
         if !leftovers.is_empty() {
             s.sync_dir(&store.tmp)?;
         }
-        let mut index = HashMap::new();
+        let mut index = BTreeMap::new();
         let mut fans = HashSet::new();
         for fan_dir in s.list(&store.blobs)? {
             let name = fan_dir.name;
@@ -161,7 +162,7 @@ impl BlobStore {
         Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Key, Slot>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<Key, Slot>> {
         self.index.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -228,6 +229,23 @@ impl BlobStore {
         all
     }
 
+    /// Up to `limit` committed blobs after `after` in (file_id, version) order, and whether
+    /// more follow: one page of `GET /v1/blobs`, taken without copying the whole index.
+    pub fn list_page(&self, after: Option<Key>, limit: usize) -> (Vec<BlobInfo>, bool) {
+        use std::ops::Bound;
+        let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let index = self.lock();
+        let mut ready = index
+            .range((start, Bound::Unbounded))
+            .filter_map(|(_, slot)| match slot {
+                Slot::Ready(info) => Some(info),
+                Slot::Busy => None,
+            });
+        let page: Vec<BlobInfo> = ready.by_ref().take(limit).cloned().collect();
+        let more = ready.next().is_some();
+        (page, more)
+    }
+
     /// Opens a committed blob for reading. Blocking (one `open`).
     pub fn open_blob(
         &self,
@@ -273,6 +291,7 @@ impl BlobStore {
         let missing = BlobCheck {
             state: BlobState::Missing,
             recorded: None,
+            computed: None,
         };
         let info = loop {
             match self.lock().get(&key) {
@@ -304,10 +323,16 @@ impl BlobStore {
             len += n as u64;
         }
         let found = sum.finish();
+        let computed = Some(BlobInfo {
+            size: len,
+            checksum: found,
+            ..info.clone()
+        });
         if len == info.size && found == info.checksum {
             return Ok(BlobCheck {
                 state: BlobState::Good,
                 recorded: Some(info),
+                computed,
             });
         }
         tracing::error!(
@@ -327,6 +352,7 @@ impl BlobStore {
         Ok(BlobCheck {
             state: BlobState::Corrupt,
             recorded: Some(info),
+            computed,
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Everything the lockserver can be told; every key is optional.
 ///
-/// Example `locks.json`: `{"listen": "0.0.0.0:7001", "data": "/var/lib/dfs/locks", "ttl_ms": 10000}`.
+/// Example `locks.json`: `{"listen": "127.0.0.1:7001", "data": "/var/lib/dfs/locks", "ttl_ms": 10000}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -37,12 +37,24 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Time a client has to send a whole request body; a slower one is cut off with 408.
+    pub body_deadline_ms: u64,
+    /// Leases one client (session name) may hold at once; more are refused with `busy` (423),
+    /// so one client cannot grow the table and the store without bound.
+    pub max_leases_per_client: usize,
+    /// Live leases in the whole table, whoever holds them: the memory bound that holds even
+    /// against a client that invents a new name per request.
+    pub max_leases: usize,
+    /// Paths one lease may name (a rename needs two).
+    pub max_paths_per_lease: usize,
+    /// Total bytes of the paths one lease names (each path is at most 4096 bytes anyway).
+    pub max_lease_path_bytes: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            listen: "0.0.0.0:7001".to_owned(),
+            listen: "127.0.0.1:7001".to_owned(),
             data: PathBuf::from("./data/lockserver"),
             ttl_ms: 10_000,
             max_ttl_ms: 300_000,
@@ -53,6 +65,11 @@ impl Default for Config {
             revoked_keys: Vec::new(),
             tls_cert: None,
             tls_key: None,
+            body_deadline_ms: crate::common::limits::DEFAULT_BODY_DEADLINE_MS,
+            max_leases_per_client: 1024,
+            max_leases: 100_000,
+            max_paths_per_lease: 64,
+            max_lease_path_bytes: 16 * 1024,
         }
     }
 }
@@ -76,6 +93,14 @@ impl Config {
     /// Refuses settings that would make leases meaningless, at start rather than at first use.
     pub fn validate(&self) -> anyhow::Result<()> {
         anyhow::ensure!(self.ttl_ms > 0, "ttl_ms must be greater than 0");
+        anyhow::ensure!(
+            self.max_leases_per_client >= 1
+                && self.max_leases >= 1
+                && self.max_paths_per_lease >= 1
+                && self.max_lease_path_bytes >= 1,
+            "max_leases_per_client, max_leases, max_paths_per_lease and max_lease_path_bytes \
+             must be positive"
+        );
         anyhow::ensure!(
             self.max_ttl_ms >= self.ttl_ms,
             "max_ttl_ms ({}) must be at least ttl_ms ({})",
@@ -109,10 +134,12 @@ impl Config {
 )]
 pub struct Args {
     /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
-    /// tls_cert, tls_key).
+    /// tls_cert, tls_key,
+    /// body_deadline_ms, max_leases_per_client, max_leases, max_paths_per_lease,
+    /// max_lease_path_bytes).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address to listen on [default: 0.0.0.0:7001].
+    /// Address to listen on [default: 127.0.0.1:7001].
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen: Option<String>,
     /// Data directory [default: ./data/lockserver].

@@ -32,6 +32,7 @@ pub struct LockServer {
     sweep_every: Duration,
     verifier: Arc<dfs_proto::auth::Verifier>,
     tls: Option<crate::common::tls::ServerTls>,
+    body_deadline_ms: u64,
 }
 
 impl LockServer {
@@ -70,6 +71,7 @@ impl LockServer {
             sweep_every,
             verifier,
             tls,
+            body_deadline_ms: config.body_deadline_ms,
         })
     }
 
@@ -85,8 +87,10 @@ impl LockServer {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
-        let router =
-            crate::common::authenticated(routes::router(self.table.clone()), self.verifier);
+        let router = crate::common::authenticated(
+            routes::router(self.table.clone(), self.body_deadline_ms),
+            self.verifier,
+        );
         let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;
         sweeper.abort();
         let _ = sweeper.await;

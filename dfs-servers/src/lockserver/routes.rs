@@ -1,11 +1,13 @@
 //! HTTP routes of the lockserver: thin handlers that run one [`LockTable`] call each.
 
 use super::table::LockTable;
-use crate::common::{api_fallbacks, ApiJson};
+use super::table::MAX_PAGE;
+use crate::common::limits::{limit_body, BodyLimits};
+use crate::common::{api_fallbacks, ApiJson, ApiQuery};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dfs_proto::locks::{AcquireRequest, Lease, LeaseList, LeaseRequest};
+use dfs_proto::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
 use dfs_proto::ApiError;
 use std::sync::{Arc, Mutex};
 
@@ -28,8 +30,8 @@ pub async fn with_table<T: Send + 'static>(
     .await
 }
 
-/// Every lockserver endpoint, with JSON 404/405 answers and a body limit.
-pub fn router(table: Shared) -> Router {
+/// Every lockserver endpoint, with JSON 404/405 answers, a body limit and a body deadline.
+pub fn router(table: Shared, body_deadline_ms: u64) -> Router {
     let router = Router::new()
         .route("/v1/locks/acquire", post(acquire))
         .route("/v1/locks/renew", post(renew))
@@ -37,6 +39,10 @@ pub fn router(table: Shared) -> Router {
         .route("/v1/locks", get(list))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits::new(MAX_BODY_BYTES, body_deadline_ms),
+            limit_body,
+        ))
         .with_state(table);
     api_fallbacks(router)
 }
@@ -65,8 +71,16 @@ async fn release(
     Ok(Json(serde_json::json!({})))
 }
 
-async fn list(State(table): State<Shared>) -> Result<Json<LeaseList>, ApiError> {
-    with_table(&table, |t| Ok(t.list())).await.map(Json)
+async fn list(
+    State(table): State<Shared>,
+    ApiQuery(q): ApiQuery<LeaseListQuery>,
+) -> Result<Json<LeaseList>, ApiError> {
+    let limit = q
+        .limit
+        .map_or(MAX_PAGE, |l| (l as usize).clamp(1, MAX_PAGE));
+    with_table(&table, move |t| Ok(t.list(q.after, limit)))
+        .await
+        .map(Json)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most paths one acquire may name; a rename needs two, nothing sane needs hundreds.
 pub const MAX_PATHS: usize = 256;
+/// A page of `GET /v1/locks` ends once its paths total this many bytes.
+pub const PAGE_PATH_BYTES: usize = 1 << 20;
+/// Default and largest number of leases on one page of `GET /v1/locks`.
+pub const MAX_PAGE: usize = 1000;
 /// Longest client (session) name, in bytes.
 pub const MAX_CLIENT_BYTES: usize = 256;
 
@@ -52,6 +56,18 @@ pub struct LockTable {
     next_token: u64,
     leases: BTreeMap<u64, Held>,
     by_path: HashMap<DfsPath, u64>,
+    /// Leases held per client (live or in their lock-delay), for `max_leases_per_client`.
+    per_client: HashMap<String, usize>,
+    limits: Limits,
+}
+
+/// The size bounds of the table (from [`Config`]), so no client can grow it without limit.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    per_client: usize,
+    total: usize,
+    paths: usize,
+    path_bytes: usize,
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -114,6 +130,13 @@ impl LockTable {
             next_token,
             leases: BTreeMap::new(),
             by_path: HashMap::new(),
+            per_client: HashMap::new(),
+            limits: Limits {
+                per_client: config.max_leases_per_client,
+                total: config.max_leases,
+                paths: config.max_paths_per_lease.min(MAX_PATHS),
+                path_bytes: config.max_lease_path_bytes,
+            },
         };
         // Oldest first, so if two saved leases ever named one path the newer grant wins.
         for (token, saved) in leases {
@@ -140,6 +163,7 @@ impl LockTable {
                     table.by_path.insert(path.clone(), token);
                 }
             }
+            *table.per_client.entry(held.client.clone()).or_default() += 1;
             table.leases.insert(token, held);
         }
         tracing::info!(
@@ -165,6 +189,12 @@ impl LockTable {
 
     fn forget(&mut self, token: u64) {
         if let Some(held) = self.leases.remove(&token) {
+            if let Some(n) = self.per_client.get_mut(&held.client) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_client.remove(&held.client);
+                }
+            }
             for path in &held.paths {
                 if self.by_path.get(path) == Some(&token) {
                     self.by_path.remove(path);
@@ -216,11 +246,7 @@ impl LockTable {
         if req.paths.is_empty() {
             return Err(ApiError::bad_request("paths must not be empty"));
         }
-        if req.paths.len() > MAX_PATHS {
-            return Err(ApiError::bad_request(format!(
-                "at most {MAX_PATHS} paths per acquire"
-            )));
-        }
+        self.check_size(req)?;
         let wanted: BTreeSet<&DfsPath> = req.paths.iter().collect();
         if wanted.len() != req.paths.len() {
             return Err(ApiError::bad_request("paths must not repeat"));
@@ -271,6 +297,7 @@ impl LockTable {
             return Ok(lease);
         }
 
+        self.check_room(&req.client)?;
         let token = self.next_token;
         self.next_token = token
             .checked_add(1)
@@ -293,10 +320,52 @@ impl LockTable {
         for path in &held.paths {
             self.by_path.insert(path.clone(), token);
         }
+        *self.per_client.entry(held.client.clone()).or_default() += 1;
         let lease = Self::reply(token, &held, now);
         self.leases.insert(token, held);
         tracing::debug!(token, client = %req.client, "lease granted");
         Ok(lease)
+    }
+
+    /// Refuses a lease naming too many paths or too many path bytes, before anything else:
+    /// `payload_too_large`, because waiting will not help (a full table is `busy`).
+    fn check_size(&self, req: &AcquireRequest) -> Result<(), ApiError> {
+        let paths = self.limits.paths;
+        if req.paths.len() > paths {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("at most {paths} paths per lease"),
+            ));
+        }
+        let bytes: usize = req.paths.iter().map(|p| p.as_str().len()).sum();
+        if bytes > self.limits.path_bytes {
+            return Err(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                format!(
+                    "the paths of one lease may total at most {} bytes, these total {bytes}",
+                    self.limits.path_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a new lease when `client` already holds its share, or the table is full.
+    fn check_room(&self, client: &str) -> Result<(), ApiError> {
+        let held = self.per_client.get(client).copied().unwrap_or(0);
+        if held >= self.limits.per_client {
+            return Err(busy(format!(
+                "client {client:?} already holds {held} leases (the most one client may hold)"
+            )));
+        }
+        if self.leases.len() >= self.limits.total {
+            tracing::warn!(leases = self.leases.len(), "lease table full");
+            return Err(busy(format!(
+                "the lockserver holds {} leases, its limit",
+                self.leases.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Extends a live lease by its TTL; anything else is `lease_expired` and changes nothing.
@@ -335,17 +404,30 @@ impl LockTable {
         Ok(())
     }
 
-    /// Every live lease, by token, and the next token.
-    pub fn list(&self) -> LeaseList {
+    /// One page of live leases with tokens after `after`: at most `limit` leases and about
+    /// [`PAGE_PATH_BYTES`] of paths, so the answer stays small however big the table is.
+    pub fn list(&self, after: Option<u64>, limit: usize) -> LeaseList {
         let now = Instant::now();
+        let start = after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        let mut leases = Vec::new();
+        let mut bytes = 0usize;
+        let mut next_after = None;
+        let live = self
+            .leases
+            .range((start, std::ops::Bound::Unbounded))
+            .filter(|(_, held)| held.live(now));
+        for (token, held) in live {
+            if leases.len() >= limit.max(1) || (bytes >= PAGE_PATH_BYTES && !leases.is_empty()) {
+                next_after = leases.last().map(|l: &Lease| l.token);
+                break;
+            }
+            bytes += held.paths.iter().map(|p| p.as_str().len()).sum::<usize>();
+            leases.push(Self::reply(*token, held, now));
+        }
         LeaseList {
-            leases: self
-                .leases
-                .iter()
-                .filter(|(_, held)| held.live(now))
-                .map(|(token, held)| Self::reply(*token, held, now))
-                .collect(),
+            leases,
             next_token: self.next_token,
+            next_after,
         }
     }
 

@@ -69,12 +69,23 @@ pub async fn verify_and_drop(
     size: u64,
     checksum: dfs_proto::Checksum,
 ) -> Result<Check, ApiError> {
+    let mut other_content = false;
     let check = match state.files.verify(url, file, version).await {
         Ok(BlobCheck {
             state: BlobState::Good,
             recorded: Some(info),
-        }) if info.size == size && info.checksum == checksum => Check::Good,
+            computed,
+        }) if info.size == size
+            && info.checksum == checksum
+            // An older fileserver does not report what it read; its `good` is taken as is.
+            && computed.as_ref().is_none_or(|c| c.size == size && c.checksum == checksum) =>
+        {
+            Check::Good
+        }
         Ok(found) => {
+            // A `good` blob with other content (stored under this key by someone else) stays
+            // on the server unless deleted, and would block the repair copy to it.
+            other_content = found.state == BlobState::Good;
             tracing::warn!(%server, file, version, ?found, "holder lost its copy");
             Check::Bad
         }
@@ -87,6 +98,11 @@ pub async fn verify_and_drop(
         let sid = server.clone();
         if blocking(state, move |s| remove(s, file, version, &sid)).await? {
             tracing::warn!(%server, file, version, "no longer counted as a holder");
+            if other_content {
+                if let Err(err) = state.files.delete(url, file, version).await {
+                    tracing::warn!(%server, file, version, %err, "cannot delete a wrong copy");
+                }
+            }
         }
     }
     Ok(check)

@@ -3,8 +3,9 @@
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
 //! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
-//! replication repair and garbage collection, `holders` adding and dropping holders, and
-//! `orphans` the timing of uploads that were never published.
+//! replication repair and garbage collection, `holders` adding and dropping holders,
+//! `orphans` the timing of uploads that were never published, and `scrub` the periodic check
+//! of every stored copy against the namespace's checksums.
 
 pub mod holders;
 pub mod maintenance;
@@ -13,6 +14,7 @@ pub mod orphans;
 pub mod placement;
 pub mod registry;
 pub mod routes;
+pub mod scrub;
 pub mod store;
 
 use crate::common;
@@ -68,6 +70,16 @@ pub struct Config {
     /// PEM certificate of the CA that signed the fileservers' certificates, for repair
     /// copies, listings and deletes over https.
     pub ca: Option<PathBuf>,
+    /// Time a client has to send a whole request body; a slower one is cut off with 408, so
+    /// slow senders cannot hold connections and memory (docs/security.md, Limits).
+    pub body_deadline_ms: u64,
+    /// Pause between two scrub passes, which have every holder re-read its copy of each
+    /// current version and drop the ones that are missing or differ (then repaired); 0 turns
+    /// the scrub off.
+    pub scrub_interval_ms: u64,
+    /// Bytes a second the scrub has the fileservers read, so it never takes the disks from
+    /// the clients.
+    pub scrub_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -89,6 +101,9 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             ca: None,
+            body_deadline_ms: common::limits::DEFAULT_BODY_DEADLINE_MS,
+            scrub_interval_ms: 24 * 3_600_000,
+            scrub_bytes_per_sec: 32 << 20,
         }
     }
 }
@@ -260,7 +275,10 @@ pub async fn run_then(
         orphans: orphans::Orphans::default(),
         verifier: verifier.clone(),
     });
-    let tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
+    let mut tasks = maintenance::spawn(state.clone(), garbage_rx, inventory_rx);
+    if state.config.scrub_interval_ms > 0 {
+        tasks.push(tokio::spawn(scrub::run(state.clone())));
+    }
     let router = common::authenticated(routes::router(state.clone()), verifier);
     ready();
     let served = common::serve_with_tls(listener, router, tls, shutdown).await;

@@ -6,6 +6,7 @@ use super::namespace::{self, Garbage};
 use super::placement;
 use super::store::Read;
 use super::{now_ns, State};
+use crate::common::limits::{limit_body, BodyLimits};
 use crate::common::{api_fallbacks, ApiJson, ApiQuery};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -17,6 +18,8 @@ use std::sync::Arc;
 
 /// Largest request body accepted; metadata requests are tiny.
 pub const MAX_BODY: usize = 256 * 1024;
+/// Most under-replicated files named in `GET /v1/cluster` and `GET /`; the count has all.
+pub const MAX_UNDER_LISTED: usize = 1000;
 /// Default and largest page of a listing.
 pub const MAX_PAGE: u32 = 1000;
 
@@ -42,6 +45,10 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/fileservers/heartbeat", post(heartbeat))
         .route("/v1/dirs/replication", post(dir_replication))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            BodyLimits::new(MAX_BODY, state.config.body_deadline_ms),
+            limit_body,
+        ))
         .with_state(state);
     api_fallbacks(router)
 }
@@ -367,8 +374,11 @@ pub fn cluster_info(s: &State) -> Result<ClusterInfo, ApiError> {
             }
         })
         .collect();
-    let under_replicated = super::maintenance::under_replicated(s)?
+    let all_under = super::maintenance::under_replicated(s)?;
+    let under_replicated_count = all_under.len() as u64;
+    let under_replicated = all_under
         .into_iter()
+        .take(MAX_UNDER_LISTED)
         .map(|u| UnderReplicated {
             path: u.path,
             live_copies: u.live_copies,
@@ -388,6 +398,7 @@ pub fn cluster_info(s: &State) -> Result<ClusterInfo, ApiError> {
             })
             .collect(),
         under_replicated,
+        under_replicated_count,
     })
 }
 
@@ -441,6 +452,14 @@ async fn text_map(state: S) -> Result<String, ApiError> {
             out.push_str(&format!(
                 "# under-replicated {} {}/{}\n",
                 u.path, u.live_copies, u.wanted
+            ));
+        }
+        let listed = info.under_replicated.len() as u64;
+        if info.under_replicated_count > listed {
+            out.push_str(&format!(
+                "# under-replicated: {} more not listed ({} in all)\n",
+                info.under_replicated_count - listed,
+                info.under_replicated_count
             ));
         }
         Ok(out)
