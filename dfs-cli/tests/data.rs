@@ -304,6 +304,7 @@ fn dead_fileserver(cluster: &Cluster) {
                     capacity_bytes: 1 << 40,
                     free_bytes: 1 << 40,
                     dirs: Vec::new(),
+                    secret: None,
                 }),
         )
         .unwrap();
@@ -430,6 +431,7 @@ fn hung_fileserver(cluster: &Cluster) -> std::net::TcpListener {
                     capacity_bytes: 1 << 40,
                     free_bytes: 1 << 40,
                     dirs: Vec::new(),
+                    secret: None,
                 }),
         )
         .unwrap();

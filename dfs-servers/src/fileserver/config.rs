@@ -43,7 +43,7 @@ impl Default for Config {
             dirs: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
         }
     }
@@ -57,7 +57,8 @@ impl Default for Config {
     about = "DFS fileserver: stores immutable file versions"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes).
+    /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes,
+    /// cluster_key, insecure, revoked_keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:7100.
@@ -78,6 +79,9 @@ pub struct Args {
     /// Largest upload accepted, in bytes.
     #[arg(long, value_name = "BYTES")]
     pub max_body_bytes: Option<u64>,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: crate::common::auth::AuthArgs,
 }
 
 impl Args {
@@ -102,6 +106,11 @@ impl Args {
         if let Some(max) = self.max_body_bytes {
             config.max_body_bytes = max;
         }
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         Ok(config)
     }
 }

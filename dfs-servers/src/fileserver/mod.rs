@@ -55,22 +55,38 @@ impl Fileserver {
             "dfs-fileserver",
         )?);
         let data = config.data.clone();
-        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String)> {
+        let store = tokio::task::spawn_blocking(
+            move || -> anyhow::Result<(BlobStore, String, String)> {
             let store = BlobStore::open(&data, storage)
                 .with_context(|| format!("cannot open data directory {}", data.display()))?;
             let id = store
                 .server_id()
                 .context("cannot read or create the server id")?;
-            Ok((store, id))
+            let secret = store
+                .server_secret()
+                .context("cannot read or create the server secret")?;
+            Ok((store, id, secret))
         })
         .await??;
-        let (store, id) = store;
+        let (store, id, secret) = store;
+        // What this server presents to the nameserver and to other fileservers.
+        let credential = verifier
+            .cluster_key()
+            .map(dfs_proto::auth::ClusterKey::server_credential);
+        let mut files = FileClient::new();
+        if let Some(credential) = &credential {
+            files = files.with_credential(credential.clone());
+        }
         let nameserver = match config.nameserver.trim() {
             "" => None,
             url => {
                 reqwest::Url::parse(url)
                     .with_context(|| format!("nameserver {url:?} is not a URL"))?;
-                Some(NameClient::new(url))
+                let names = NameClient::new(url);
+                Some(match &credential {
+                    Some(credential) => names.with_credential(credential.clone()),
+                    None => names,
+                })
             }
         };
         let url = config
@@ -85,12 +101,13 @@ impl Fileserver {
                 store,
                 stats: Arc::default(),
                 max_body_bytes: config.max_body_bytes,
-                files: FileClient::new(),
+                files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,
             },
             identity: registration::Identity {
                 id,
+                secret,
                 url,
                 dirs: config.dirs,
             },

@@ -10,7 +10,9 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use crate::common::policy::Need::{Operator, Read, Server};
+use crate::common::needs;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dfs_proto::client::FileClient;
 use dfs_proto::files::{BlobCheck, BlobInfo, BlobList, FetchRequest, FileserverStats};
@@ -48,17 +50,22 @@ pub fn router(state: AppState) -> Router {
     let blob = "/v1/blobs/{file_id}/{version}";
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/stats", get(stats))
-        .route("/v1/blobs", get(list))
+        // Counters only: any key may read them (benchmarks and tests do).
+        .route("/v1/stats", needs(Read, get(stats)))
+        .route("/v1/blobs", needs(Operator, get(list)))
         .route(
             blob,
-            get(get_blob)
-                .head(head_blob)
-                .put(put_blob)
-                .delete(delete_blob),
+            needs(Read, get(get_blob).head(head_blob).put(put_blob))
+                .merge(needs(Server, delete(delete_blob))),
         )
-        .route("/v1/blobs/{file_id}/{version}/fetch", post(fetch_blob))
-        .route("/v1/blobs/{file_id}/{version}/verify", post(verify_blob))
+        .route(
+            "/v1/blobs/{file_id}/{version}/fetch",
+            needs(Server, post(fetch_blob)),
+        )
+        .route(
+            "/v1/blobs/{file_id}/{version}/verify",
+            needs(Server, post(verify_blob)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.stats.clone(),
             count_request,

@@ -45,7 +45,7 @@ impl Default for Config {
             lock_delay_ms: 1_000,
             restart_grace_ms: None,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
         }
     }
@@ -102,7 +102,8 @@ impl Config {
     about = "DFS lockserver: write leases with fencing tokens"
 )]
 pub struct Args {
-    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms).
+    /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
+    /// cluster_key, insecure, revoked_keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 0.0.0.0:7001].
@@ -117,6 +118,9 @@ pub struct Args {
     /// Delay after an expiry before the paths are free, in milliseconds [default: 1000].
     #[arg(long, value_name = "MS")]
     pub lock_delay_ms: Option<u64>,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: crate::common::auth::AuthArgs,
 }
 
 impl Args {
@@ -136,6 +140,11 @@ impl Args {
         if let Some(delay) = self.lock_delay_ms {
             config.lock_delay_ms = delay;
         }
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         config.validate()?;
         Ok(config)
     }

@@ -1,7 +1,8 @@
 //! HTTP routes of the lockserver: thin handlers that run one [`LockTable`] call each.
 
 use super::table::LockTable;
-use crate::common::{api_fallbacks, ApiJson};
+use crate::common::policy::Need::{Read, Write};
+use crate::common::{api_fallbacks, needs, ApiJson};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -28,13 +29,14 @@ pub async fn with_table<T: Send + 'static>(
     .await
 }
 
-/// Every lockserver endpoint, with JSON 404/405 answers and a body limit.
+/// Every lockserver endpoint, each with the right it needs (common::policy), with JSON
+/// 404/405 answers and a body limit.
 pub fn router(table: Shared) -> Router {
     let router = Router::new()
-        .route("/v1/locks/acquire", post(acquire))
-        .route("/v1/locks/renew", post(renew))
-        .route("/v1/locks/release", post(release))
-        .route("/v1/locks", get(list))
+        .route("/v1/locks/acquire", needs(Write, post(acquire)))
+        .route("/v1/locks/renew", needs(Write, post(renew)))
+        .route("/v1/locks/release", needs(Write, post(release)))
+        .route("/v1/locks", needs(Read, get(list)))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(table);

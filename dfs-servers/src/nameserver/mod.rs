@@ -77,7 +77,7 @@ impl Default for Config {
             gc_interval_ms: 10_000,
             orphan_after_ms: 3_600_000,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
         }
     }
@@ -135,6 +135,9 @@ pub struct Args {
     /// Fewest acknowledged copies a publish accepts (default: the replication factor).
     #[arg(long)]
     pub min_replicas: Option<u32>,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: common::auth::AuthArgs,
 }
 
 impl Args {
@@ -156,6 +159,11 @@ impl Args {
         if let Some(min) = self.min_replicas {
             config.min_replicas = Some(min);
         }
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         config.validate()?;
         Ok(config)
     }
@@ -231,7 +239,11 @@ pub async fn run_then(
         store,
         registry,
         config,
-        files: FileClient::new(),
+        // GC, repair, verify and deletes go to fileservers as the cluster's own server.
+        files: match verifier.cluster_key() {
+            Some(key) => FileClient::new().with_credential(key.server_credential()),
+            None => FileClient::new(),
+        },
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),
