@@ -1,9 +1,12 @@
 //! `dfs up`: a whole cluster (lockserver, nameserver, fileservers) on embedded defaults and
 //! its mount, all in this one process: the servers as tasks on a tokio runtime, the mount
 //! through the `dfs-fuse` library on the main thread. Nothing else needs to be built or
-//! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone.
+//! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone. Authentication is
+//! on: the cluster key and two client keys are made in the data directory (see [`Keys`]).
 
 use anyhow::{bail, Context};
+use crate::keygen::{client_key_text, write_key_file};
+use dfs_proto::auth::{ClientKey, ClusterKey, Role};
 use dfs_proto::client::NameClient;
 use dfs_proto::mountinfo::is_mounted;
 use dfs_servers::{common, fileserver, lockserver, nameserver};
@@ -77,6 +80,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     mount.mountpoint = mountpoint.clone();
     mount.cache_dir = data.join("cache");
+    let keys = Keys::make_or_load(&data)?;
+    // The mount is the owner's: it gets the admin key (chmod of `/` as on a local disk).
+    mount.key = Some(keys.admin.clone());
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -94,7 +100,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut interrupted = signal_rx.clone();
     let started = runtime.block_on(async {
         tokio::select! {
-            started = start_servers(&args, &data, stop_rx) => Some(started),
+            started = start_servers(&args, &data, &keys, stop_rx) => Some(started),
             _ = interrupted.wait_for(|signalled| *signalled) => None,
         }
     });
@@ -117,6 +123,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
             "dfs: mounted {} (nameserver {nameserver_url}, data in {}); press Ctrl-C to stop",
             mountpoint.display(),
             data.display()
+        );
+        eprintln!(
+            "dfs: keys in {dir}: use the CLI with `export DFS_KEY={admin}` (admin) or \
+             DFS_KEY={user} (read-write); `dfs mount {nameserver_url} DIR --key {user}` \
+             mounts it elsewhere",
+            dir = data.display(),
+            admin = keys.admin.display(),
+            user = keys.user.display(),
         );
         // A Ctrl-C while the mount was starting came before the mount listened for it.
         if *signal_rx.borrow() {
@@ -164,6 +178,7 @@ fn mount_config(
 async fn start_servers(
     args: &UpArgs,
     data: &Path,
+    keys: &Keys,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -174,6 +189,7 @@ async fn start_servers(
     let lock_url = format!("http://{lock_addr}");
     let lock_config = lockserver::Config {
         data: data.join("lockserver"),
+        cluster_key: Some(keys.cluster.clone()),
         ..Default::default()
     };
     tokio::spawn(report(
@@ -187,6 +203,7 @@ async fn start_servers(
         data: data.join("nameserver"),
         lockserver: Some(lock_url),
         replication: args.fileservers.min(REPLICATION) as u32,
+        cluster_key: Some(keys.cluster.clone()),
         ..Default::default()
     };
     tokio::spawn(report(
@@ -199,6 +216,7 @@ async fn start_servers(
         let fs_config = fileserver::Config {
             data: data.join(format!("fileserver{i}")),
             nameserver: ns_url.clone(),
+            cluster_key: Some(keys.cluster.clone()),
             ..Default::default()
         };
         tokio::spawn(report(
@@ -207,7 +225,8 @@ async fn start_servers(
         ));
     }
 
-    let names = NameClient::new(&ns_url);
+    let admin = ClientKey::load(&keys.admin)?;
+    let names = NameClient::new(&ns_url).with_credential(admin.credential());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let alive = names
@@ -222,6 +241,44 @@ async fn start_servers(
             bail!("only {alive} of {} fileservers came up", args.fileservers);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The key files of a `dfs up` cluster, in its data directory: made on the first start, read
+/// on every later one, so that keys handed out stay valid across restarts.
+struct Keys {
+    /// The servers' shared secret.
+    cluster: PathBuf,
+    /// An admin key: the mount's, and the one to use the CLI with.
+    admin: PathBuf,
+    /// A read-write key to hand to other users and mounts.
+    user: PathBuf,
+}
+
+impl Keys {
+    fn make_or_load(data: &Path) -> anyhow::Result<Keys> {
+        let keys = Keys {
+            cluster: data.join("cluster.key"),
+            admin: data.join("admin.key"),
+            user: data.join("user.key"),
+        };
+        if !keys.cluster.exists() {
+            let text = format!("{}\n", ClusterKey::generate().to_text());
+            write_key_file(&keys.cluster, &text)
+                .with_context(|| format!("cannot write {}", keys.cluster.display()))?;
+        }
+        let cluster = ClusterKey::load(&keys.cluster)?;
+        for (path, name, role) in [
+            (&keys.admin, "admin", Role::Admin),
+            (&keys.user, "user", Role::ReadWrite),
+        ] {
+            if !path.exists() {
+                let key = cluster.issue_client(name, role)?;
+                write_key_file(path, &client_key_text(&key))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -4,6 +4,7 @@
 //! local spool file (see [`crate::File`]). Errors are [`std::io::Error`]s whose kind follows
 //! [`dfs_proto::ErrorCode::io_kind`], with the [`dfs_proto::ApiError`] kept inside.
 
+use dfs_proto::auth::{ClientKey, KEY_ENV};
 use crate::file::{File, Writer};
 use crate::leases::Leases;
 use crate::remote::Remote;
@@ -77,6 +78,7 @@ pub struct ClientBuilder {
     session: Option<String>,
     lock_wait: Duration,
     spool_dir: Option<PathBuf>,
+    key: Option<ClientKey>,
 }
 
 impl ClientBuilder {
@@ -108,11 +110,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates every request with `key` (made by `dfs keygen client`) instead of the
+    /// key named by `DFS_KEY`.
+    pub fn key(mut self, key: ClientKey) -> ClientBuilder {
+        self.key = Some(key);
+        self
+    }
+
     /// The client. Connects lazily: nothing is sent before the first call.
     pub fn build(self) -> Client {
-        let remote = Arc::new(match &self.lockserver {
+        let remote = match &self.lockserver {
             Some(lock) => Remote::with_lockserver(&self.nameserver, lock),
             None => Remote::new(&self.nameserver),
+        };
+        let remote = Arc::new(match self.key {
+            Some(key) => remote.with_credential(key.credential()),
+            None => remote,
         });
         let session = self.session.unwrap_or_else(Leases::session_name);
         Client {
@@ -125,14 +138,34 @@ impl ClientBuilder {
     }
 }
 
+/// The client key in the file `DFS_KEY` names, or `None` when it is unset. A key file that
+/// cannot be read is logged and ignored: the servers then answer `401`, which names the cure.
+pub fn key_from_env() -> Option<ClientKey> {
+    let path = std::env::var_os(KEY_ENV)?;
+    match ClientKey::load(std::path::Path::new(&path)) {
+        Ok(key) => Some(key),
+        Err(err) => {
+            tracing::warn!(%err, "{KEY_ENV} names no usable key; sending requests without one");
+            None
+        }
+    }
+}
+
 impl Client {
     /// A client of the cluster whose nameserver is at `url` (e.g. `http://ns:7000`), with
-    /// default settings.
+    /// default settings and the key in the file named by `DFS_KEY`, when set (see
+    /// [`key_from_env`]).
     pub fn new(url: &str) -> Client {
         Client::builder(url).build()
     }
 
-    /// A builder for a client with a session name, a lock wait or a spool directory.
+    /// A client that authenticates with `key` (ignoring `DFS_KEY`).
+    pub fn with_key(url: &str, key: ClientKey) -> Client {
+        Client::builder(url).key(key).build()
+    }
+
+    /// A builder for a client with a session name, a lock wait, a spool directory or a key.
+    /// It starts with the key named by `DFS_KEY`, when set.
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             nameserver: url.to_owned(),
@@ -140,6 +173,7 @@ impl Client {
             session: None,
             lock_wait: Duration::ZERO,
             spool_dir: None,
+            key: key_from_env(),
         }
     }
 

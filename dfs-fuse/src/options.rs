@@ -55,6 +55,10 @@ pub struct Args {
     /// Seconds the kernel may resolve a name without asking (also `-o entry_timeout=`).
     #[arg(long, value_name = "SECONDS")]
     pub entry_timeout: Option<f64>,
+    /// Client key file (`dfs keygen client`; also `-o key=FILE`, or `DFS_KEY`).
+    // The id is the one of `dfs --key`, so that `dfs mount` has one `--key`, this one.
+    #[arg(long, id = "client_key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Internal: the readiness pipe of a daemonising parent.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -97,6 +101,9 @@ pub struct MountConfig {
     /// SIGBUS that fsx found on that path is fixed; falls back to the plain path when the
     /// kernel or our privileges do not allow it.
     pub kernel_passthrough: bool,
+    /// The client key file every request is authenticated with: `--key`, else `-o key=`,
+    /// else `DFS_KEY`; made absolute, since a daemonised mount changes directory.
+    pub key: Option<PathBuf>,
 }
 
 /// Options mount(8) and fstab add that mean nothing to us.
@@ -149,6 +156,7 @@ impl Args {
             passthrough_flags: Vec::new(),
             ready_fd: self.ready_fd,
             kernel_passthrough: false,
+            key: None,
         };
         if !cfg.nameserver.starts_with("http://") && !cfg.nameserver.starts_with("https://") {
             return Err(format!(
@@ -157,6 +165,7 @@ impl Args {
             ));
         }
         let mut cache_dir = None;
+        let mut key_file = None;
         for opt in self.options.iter().flat_map(|o| o.split(',')) {
             let opt = opt.trim();
             if opt.is_empty() || IGNORED.contains(&opt) || opt.starts_with("x-") {
@@ -168,6 +177,7 @@ impl Args {
             };
             match key {
                 "cache_dir" => cache_dir = Some(PathBuf::from(need(key, value)?)),
+                "key" => key_file = Some(PathBuf::from(need(key, value)?)),
                 "cache_size" => cfg.cache_size = parse_size(need(key, value)?)?,
                 "lock_wait" => cfg.lock_wait = parse_secs(need(key, value)?)?,
                 "attr_timeout" => cfg.attr_timeout = parse_secs(need(key, value)?)?,
@@ -189,6 +199,16 @@ impl Args {
         }
         if let Some(dir) = self.cache_dir.or(cache_dir) {
             cfg.cache_dir = dir;
+        }
+        let key = self
+            .key
+            .or(key_file)
+            .or_else(|| std::env::var_os(dfs_proto::auth::KEY_ENV).map(PathBuf::from));
+        if let Some(key) = key {
+            cfg.key = Some(
+                std::path::absolute(&key)
+                    .map_err(|err| format!("bad key path {}: {err}", key.display()))?,
+            );
         }
         if let Some(size) = self.cache_size {
             cfg.cache_size = size;

@@ -76,7 +76,15 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
             None => tracing::warn!(file = %data.display(), "unsent changes from an earlier run"),
         }
     }
-    let remote = Arc::new(Remote::new(&cfg.nameserver));
+    let remote = Remote::new(&cfg.nameserver);
+    let remote = Arc::new(match &cfg.key {
+        Some(path) => {
+            let key = dfs_proto::auth::ClientKey::load(path)?;
+            tracing::info!(name = %key.name, role = %key.role, "authenticating with a client key");
+            remote.with_credential(key.credential())
+        }
+        None => remote,
+    });
     let leases = Leases::new(
         remote.clone(),
         Leases::session_name_for("dfs-fuse"),
