@@ -15,7 +15,7 @@ fn what_the_client_writes_the_mount_reads_and_the_reverse() {
     let Some(mount) = Mount::try_start(&cluster.nameserver, &[]) else {
         return;
     };
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
 
     client.create_dir("/shared").unwrap();
     client
@@ -52,7 +52,7 @@ fn a_write_lease_on_either_side_makes_the_other_busy() {
     let Some(mount) = Mount::try_start(&cluster.nameserver, &[]) else {
         return;
     };
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
     client.write("/f", b"v1").unwrap();
 
     // The mount writes: the client cannot open for writing, but reads the last version.

@@ -1,6 +1,9 @@
-//! An in-process cluster: nameserver, lockserver and N fileservers on `127.0.0.1:0`.
+//! An in-process cluster: nameserver, lockserver and N fileservers on `127.0.0.1:0`, with
+//! authentication on (a cluster key and a read-write client key in its temp dir).
 
-use dfs_proto::client::NameClient;
+use crate::keys::TestKeys;
+use dfs_client::remote::Remote;
+use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_servers::{fileserver, lockserver, nameserver};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -17,6 +20,8 @@ pub struct Cluster {
     pub fileservers: Vec<String>,
     /// Where every server keeps its data (kept on failure when `DFS_KEEP_DATA=1`).
     pub data: tempfile::TempDir,
+    /// The cluster key every server uses and the read-write key of mounts and clients.
+    pub keys: TestKeys,
     runtime: Option<tokio::runtime::Runtime>,
     stops: Vec<oneshot::Sender<()>>,
 }
@@ -51,10 +56,12 @@ impl Cluster {
             .expect("a tokio runtime");
         let mut stops = Vec::new();
         let root = data.path().to_path_buf();
+        let keys = TestKeys::make(&root);
 
         let (lock_listener, lock_url) = runtime.block_on(bind());
         let mut lock_config = lockserver::Config {
             data: root.join("lockserver"),
+            cluster_key: Some(keys.cluster_file.clone()),
             ..Default::default()
         };
         tune_locks(&mut lock_config);
@@ -69,6 +76,7 @@ impl Cluster {
             // As `dfs up` does: as many copies as there are fileservers, at most 2. A publish
             // needs every copy the replication factor asks for.
             replication: (fileservers as u32).clamp(1, 2),
+            cluster_key: Some(keys.cluster_file.clone()),
             ..Default::default()
         };
         tune(&mut ns_config);
@@ -82,6 +90,7 @@ impl Cluster {
             let fs_config = fileserver::Config {
                 data: root.join(format!("fileserver{i}")),
                 nameserver: ns_url.clone(),
+                cluster_key: Some(keys.cluster_file.clone()),
                 ..Default::default()
             };
             stops.push(spawn_server(&runtime, move |stop| {
@@ -90,11 +99,13 @@ impl Cluster {
             fs_urls.push(fs_url);
         }
 
+        crate::keys::register(&ns_url, &keys.client_file);
         let cluster = Cluster {
             nameserver: ns_url,
             lockserver: lock_url,
             fileservers: fs_urls,
             data,
+            keys,
             runtime: Some(runtime),
             stops,
         };
@@ -102,9 +113,52 @@ impl Cluster {
         cluster
     }
 
-    /// A nameserver client for this cluster.
+    /// A nameserver client for this cluster, with the read-write key.
     pub fn names(&self) -> NameClient {
-        NameClient::new(&self.nameserver)
+        NameClient::new(&self.nameserver).with_credential(self.keys.credential())
+    }
+
+    /// A nameserver client with the servers' credential (tests that play a fileserver).
+    pub fn server_names(&self) -> NameClient {
+        NameClient::new(&self.nameserver).with_credential(self.keys.server_credential())
+    }
+
+    /// A key file with `role` named `name` in the cluster's temp dir (made on first use).
+    pub fn key_file(&self, name: &str, role: dfs_proto::auth::Role) -> PathBuf {
+        let path = self.data.path().join(format!("{name}.key"));
+        if !path.exists() {
+            let key = self.keys.issue(name, role);
+            std::fs::write(&path, format!("{}\n", key.to_text())).expect("write a key file");
+        }
+        path
+    }
+
+    /// A lockserver client with the read-write key.
+    pub fn locks(&self) -> LockClient {
+        LockClient::new(&self.lockserver).with_credential(self.keys.credential())
+    }
+
+    /// A fileserver client with the servers' credential (tests look at and damage blobs
+    /// as the cluster's own servers would).
+    pub fn files(&self) -> FileClient {
+        FileClient::new().with_credential(self.keys.server_credential())
+    }
+
+    /// The protocol layer of `dfs-client` with the read-write key, at `url` (the
+    /// nameserver's, or a proxy's in front of it).
+    pub fn remote_at(&self, url: &str) -> Remote {
+        Remote::new(url).with_credential(self.keys.credential())
+    }
+
+    /// The file-like client with the read-write key, at `url`.
+    pub fn client_at(&self, url: &str) -> dfs_client::Client {
+        dfs_client::Client::with_key(url, self.keys.client.clone())
+    }
+
+    /// The blocking file-like client with the read-write key.
+    pub fn blocking_client(&self) -> dfs_client::blocking::Client {
+        dfs_client::blocking::Client::with_key(&self.nameserver, self.keys.client.clone())
+            .expect("a client runtime")
     }
 
     /// Runs a future on the cluster's runtime (for typed-client calls from sync tests).

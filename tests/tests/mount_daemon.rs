@@ -41,6 +41,7 @@ fn daemon_returns_once_mounted_and_mount_t_works() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!("cache_dir={}", cache.display()))
+        .env("DFS_KEY", &cluster.keys.client_file)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -59,8 +60,9 @@ fn daemon_returns_once_mounted_and_mount_t_works() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!(
-            "rw,nosuid,nodev,_netdev,cache_dir={},lock_wait=1",
-            cache.display()
+            "rw,nosuid,nodev,_netdev,cache_dir={},lock_wait=1,key={}",
+            cache.display(),
+            cluster.keys.client_file.display()
         ))
         .output()
         .unwrap();
