@@ -7,10 +7,10 @@
 //! client gets `lease_expired` and nothing changes), so no endpoint can break one safely; a
 //! dead holder's lease frees itself after its TTL plus the lock-delay.
 
+use crate::common::Access;
 use crate::common::CliError;
 use crate::namespace::print_json;
 use clap::{Args, Subcommand};
-use crate::common::Access;
 use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_proto::names::ClusterInfo;
 use dfs_proto::{ApiError, DfsPath};

@@ -2,12 +2,12 @@
 //! error type with its exit code, DFS path helpers and the progress display.
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use std::fmt;
-use std::io::{self, IsTerminal};
 use dfs_client::remote::Remote;
 use dfs_proto::auth::{ClientKey, Credential};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::fmt;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -4,8 +4,8 @@
 //! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone. Authentication is
 //! on: the cluster key and two client keys are made in the data directory (see [`Keys`]).
 
-use anyhow::{bail, Context};
 use crate::keygen::{client_key_text, write_key_file};
+use anyhow::{bail, Context};
 use dfs_proto::auth::{ClientKey, ClusterKey, Role};
 use dfs_proto::client::NameClient;
 use dfs_proto::mountinfo::is_mounted;

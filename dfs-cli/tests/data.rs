@@ -683,7 +683,7 @@ fn a_fileserver_killed_during_put_never_leaves_a_partial_file() {
             .args(["put", s(&big), "/big"])
             .env("DFS_NAMESERVER", &cluster.nameserver)
             .env("DFS_KEY", admin_key(&cluster))
-        .env("DFS_KEY", admin_key(&cluster))
+            .env("DFS_KEY", admin_key(&cluster))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -4,11 +4,11 @@
 //! local spool file (see [`crate::File`]). Errors are [`std::io::Error`]s whose kind follows
 //! [`dfs_proto::ErrorCode::io_kind`], with the [`dfs_proto::ApiError`] kept inside.
 
-use dfs_proto::auth::{ClientKey, KEY_ENV};
 use crate::file::{File, Writer};
 use crate::leases::Leases;
 use crate::remote::Remote;
 use crate::write::WriteSession;
+use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::names::{Entry, EntryKind, OpenWriteRequest, RenameRequest};
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
 use std::io;

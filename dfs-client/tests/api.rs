@@ -1,7 +1,7 @@
 //! The file-like API against a real in-process cluster: round trips through both APIs,
 //! open modes, the write lease (busy, lost), fencing, publishing on drop and on sync_all.
 
-use dfs_client::{blocking, Client};
+use dfs_client::blocking;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use dfs_tests::cluster::Cluster;
@@ -211,7 +211,7 @@ fn a_second_writer_gets_resource_busy_and_readers_see_the_last_version() {
 
     // With a lock wait, the second writer waits for the first one's close.
     let waiting = blocking::Client::builder(&cluster.nameserver)
-            .key(cluster.keys.client.clone())
+        .key(cluster.keys.client.clone())
         .lock_wait(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -297,7 +297,7 @@ fn a_fenced_writer_gets_a_stale_handle_error_and_keeps_its_changes() {
     let cluster = Cluster::start(1);
     let spool = tempfile::tempdir().unwrap();
     let a = blocking::Client::builder(&cluster.nameserver)
-            .key(cluster.keys.client.clone())
+        .key(cluster.keys.client.clone())
         .session("writer-a")
         .spool_dir(spool.path())
         .build()
@@ -339,7 +339,7 @@ fn a_lost_lease_fails_further_writes_and_close() {
         },
     );
     let client = blocking::Client::builder(&cluster.nameserver)
-            .key(cluster.keys.client.clone())
+        .key(cluster.keys.client.clone())
         .session("writer-lost")
         .build()
         .unwrap();

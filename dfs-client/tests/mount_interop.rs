@@ -4,7 +4,6 @@
 //! Needs the `dfs-fuse` binary (`cargo build -p dfs-fuse --bins`) and FUSE; set
 //! `DFS_SKIP_FUSE=1` to skip where FUSE is unusable.
 
-use dfs_client::blocking;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::Mount;
 use std::io::{ErrorKind, Write};

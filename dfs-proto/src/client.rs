@@ -111,7 +111,10 @@ struct JsonEndpoint {
 
 /// Adds the `Authorization` header when a credential is set: every request but `/healthz`
 /// needs one on a server that is not `--insecure`.
-fn authorize(req: reqwest::RequestBuilder, credential: Option<&Credential>) -> reqwest::RequestBuilder {
+fn authorize(
+    req: reqwest::RequestBuilder,
+    credential: Option<&Credential>,
+) -> reqwest::RequestBuilder {
     match credential {
         Some(credential) => req.header(reqwest::header::AUTHORIZATION, credential.header_value()),
         None => req,

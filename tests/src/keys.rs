@@ -86,8 +86,8 @@ pub fn key_file_for(url: &str) -> Option<PathBuf> {
 /// The client key of the test cluster whose nameserver is at `url`; panics when no test
 /// cluster registered that URL.
 pub fn client_key_for(url: &str) -> ClientKey {
-    let file = key_file_for(url)
-        .unwrap_or_else(|| panic!("no test cluster registered a key for {url}"));
+    let file =
+        key_file_for(url).unwrap_or_else(|| panic!("no test cluster registered a key for {url}"));
     ClientKey::load(&file).expect("the test client key reads")
 }
 

@@ -172,11 +172,8 @@ impl ProcessCluster {
         let key_flag = || ["--cluster-key".to_owned(), arg(keys.cluster_file.clone())];
         let mut lock_args = vec!["--data".into(), arg(root.join("lockserver"))];
         lock_args.extend(key_flag());
-        let lockserver = ServerProcess::start(
-            "dfs-lockserver",
-            &lock_args,
-            &root.join("lockserver.log"),
-        );
+        let lockserver =
+            ServerProcess::start("dfs-lockserver", &lock_args, &root.join("lockserver.log"));
         let mut ns_args = vec![
             "--data".into(),
             arg(root.join("nameserver")),

@@ -180,7 +180,10 @@ fn dfs_up_works_from_a_lone_dfs_binary() {
     // Authentication is on: `dfs up` made its keys in the data directory, owner-only.
     let data = root.join("data");
     for name in ["cluster.key", "admin.key", "user.key"] {
-        let mode = std::fs::metadata(data.join(name)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600, "{name}");
     }
     let anonymous = runtime.block_on(NameClient::new(&url).cluster());

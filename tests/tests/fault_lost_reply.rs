@@ -7,7 +7,6 @@
 
 use dfs_client::remote::Remote;
 use dfs_client::write::Content;
-use dfs_client::Client;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::names::{Entry, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath};
@@ -69,7 +68,7 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
         let entry = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(read, bytes);
         for server in &cluster.fileservers {
-            let blobs = client.files.list(server).await.unwrap().blobs;
+            let blobs = cluster.files().list(server).await.unwrap().blobs;
             let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id).collect();
             assert!(
                 mine.len() <= 1,
@@ -94,7 +93,7 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
         assert_eq!(direct.read("/retried.txt").await.unwrap(), bytes);
         let entry = direct.metadata("/retried.txt").await.unwrap();
         for server in &cluster.fileservers {
-            let blobs = client.files.list(server).await.unwrap().blobs;
+            let blobs = cluster.files().list(server).await.unwrap().blobs;
             let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id()).collect();
             assert!(
                 mine.len() <= 1,
@@ -208,7 +207,8 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
         assert_eq!(mine.len(), 1, "exactly one blob expected: {mine:?}");
         assert_eq!(mine[0].version, entry.version);
         assert_eq!(mine[0].checksum, Checksum::of(&bytes));
-        let read = cluster.client_at(&cluster.nameserver)
+        let read = cluster
+            .client_at(&cluster.nameserver)
             .read("/data.bin")
             .await
             .unwrap();

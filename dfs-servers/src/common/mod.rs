@@ -12,5 +12,5 @@ pub use auth::{authenticated, Caller};
 pub use blocking::run_blocking;
 pub use config::load_config;
 pub use extract::{ApiJson, ApiQuery};
-pub use policy::{needs, Need};
 pub use http::{announce_ready, api_fallbacks, bind, init_tracing, serve, shutdown_signal};
+pub use policy::{needs, Need};

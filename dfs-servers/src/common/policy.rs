@@ -85,11 +85,27 @@ mod tests {
     #[test]
     fn each_principal_has_exactly_its_rights() {
         let principals = [
-            ("read-only", client(Role::ReadOnly), [true, false, false, false, false]),
-            ("read-write", client(Role::ReadWrite), [true, true, false, false, false]),
-            ("admin", client(Role::Admin), [true, true, true, false, true]),
+            (
+                "read-only",
+                client(Role::ReadOnly),
+                [true, false, false, false, false],
+            ),
+            (
+                "read-write",
+                client(Role::ReadWrite),
+                [true, true, false, false, false],
+            ),
+            (
+                "admin",
+                client(Role::Admin),
+                [true, true, true, false, true],
+            ),
             ("server", Principal::Server, [true, true, false, true, true]),
-            ("insecure", Principal::Insecure, [true, true, true, true, true]),
+            (
+                "insecure",
+                Principal::Insecure,
+                [true, true, true, true, true],
+            ),
         ];
         let needs = [
             Need::Read,

@@ -55,19 +55,19 @@ impl Fileserver {
             "dfs-fileserver",
         )?);
         let data = config.data.clone();
-        let store = tokio::task::spawn_blocking(
-            move || -> anyhow::Result<(BlobStore, String, String)> {
-            let store = BlobStore::open(&data, storage)
-                .with_context(|| format!("cannot open data directory {}", data.display()))?;
-            let id = store
-                .server_id()
-                .context("cannot read or create the server id")?;
-            let secret = store
-                .server_secret()
-                .context("cannot read or create the server secret")?;
-            Ok((store, id, secret))
-        })
-        .await??;
+        let store =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String, String)> {
+                let store = BlobStore::open(&data, storage)
+                    .with_context(|| format!("cannot open data directory {}", data.display()))?;
+                let id = store
+                    .server_id()
+                    .context("cannot read or create the server id")?;
+                let secret = store
+                    .server_secret()
+                    .context("cannot read or create the server secret")?;
+                Ok((store, id, secret))
+            })
+            .await??;
         let (store, id, secret) = store;
         // What this server presents to the nameserver and to other fileservers.
         let credential = verifier

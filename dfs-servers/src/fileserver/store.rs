@@ -203,7 +203,9 @@ impl BlobStore {
                 let value = text.trim().to_owned();
                 if !value.is_empty()
                     && value.len() <= max_len
-                    && value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 {
                     return Ok(value);
                 }
