@@ -149,6 +149,37 @@ mod tests {
     }
 
     #[test]
+    fn auth_flags_override_the_file_and_add_revocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fs.json");
+        std::fs::write(
+            &file,
+            r#"{"cluster_key":"/etc/a.key","revoked_keys":["aa"]}"#,
+        )
+        .unwrap();
+        let config = Args::parse_from([
+            "dfs-fileserver",
+            "--config",
+            file.to_str().unwrap(),
+            "--cluster-key",
+            "/etc/b.key",
+            "--revoked-key",
+            "bb",
+            "--revoked-key",
+            "aa",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.cluster_key, Some(PathBuf::from("/etc/b.key")));
+        assert_eq!(config.revoked_keys, ["aa", "bb"]);
+        assert!(!config.insecure, "secure unless asked");
+        let config = Args::parse_from(["dfs-fileserver", "--insecure"])
+            .into_config()
+            .unwrap();
+        assert!(config.insecure);
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("fs.json");

@@ -256,3 +256,30 @@ pub fn register(t: &mut WriteTables<'_>, req: &RegisterRequest) -> Result<(), Ap
     )?;
     apply_registration(t, &req.id, &old_dirs, &dirs)
 }
+
+#[cfg(test)]
+mod identity_tests {
+    use super::bind_identity;
+    use dfs_proto::auth::secret_digest;
+    use dfs_proto::ErrorCode;
+
+    #[test]
+    fn an_id_is_bound_to_the_first_secret_it_shows() {
+        // New id, or a record from before identities: the sent secret is adopted.
+        assert_eq!(
+            bind_identity("fs", None, Some("s1")).unwrap(),
+            Some(secret_digest("s1"))
+        );
+        assert_eq!(bind_identity("fs", None, None).unwrap(), None);
+        // Bound: only the same secret passes.
+        let bound = secret_digest("s1");
+        assert_eq!(
+            bind_identity("fs", Some(&bound), Some("s1")).unwrap(),
+            Some(bound.clone())
+        );
+        for other in [Some("s2"), None] {
+            let err = bind_identity("fs", Some(&bound), other).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden);
+        }
+    }
+}
