@@ -12,7 +12,7 @@ fn dfs(cluster: &Cluster, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(args)
         .env("DFS_NAMESERVER", &cluster.nameserver)
-        .env("DFS_KEY", admin_key(&cluster))
+        .env("DFS_KEY", admin_key(cluster))
         .env_remove("RUST_LOG")
         .output()
         .expect("run dfs")
