@@ -371,6 +371,24 @@ mod tests {
     }
 
     #[test]
+    fn the_key_comes_from_the_flag_then_the_option_and_is_made_absolute() {
+        let by_option = parse(&["http://ns:7000", "/mnt", "-o", "key=rel/k.key"]).unwrap();
+        let key = by_option.key.unwrap();
+        assert!(key.is_absolute() && key.ends_with("rel/k.key"), "{key:?}");
+        let both = parse(&[
+            "http://ns:7000",
+            "/mnt",
+            "-o",
+            "key=/from/option",
+            "--key",
+            "/from/flag",
+        ])
+        .unwrap();
+        assert_eq!(both.key, Some(PathBuf::from("/from/flag")));
+        assert!(parse(&["http://ns:7000", "/mnt", "-o", "key"]).is_err());
+    }
+
+    #[test]
     fn flags_and_o_options_agree() {
         let a = parse(&[
             "http://ns:7000/",
