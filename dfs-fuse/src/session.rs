@@ -104,6 +104,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), fs.check_root()).await });
     match root {
         Ok(Ok(_)) => {}
+        Ok(Err(err)) if err.code == dfs_proto::ErrorCode::Unauthenticated => bail!(
+            "the nameserver at {} refused the mount's credential: {err}; give a client key \
+             with --key FILE, -o key=FILE or DFS_KEY",
+            cfg.nameserver
+        ),
         Ok(Err(err)) => bail!("cannot reach the nameserver at {}: {err}", cfg.nameserver),
         Err(_) => bail!(
             "the nameserver at {} did not answer within 10 s",
