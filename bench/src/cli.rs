@@ -11,9 +11,11 @@ use crate::workloads::{curl_download, curl_upload, unused_blob, Ctx, DFS_DIR};
 use std::path::Path;
 use std::process::Command;
 
-fn dfs(bin: &Path, nameserver: &str) -> Command {
+fn dfs(bin: &Path, cluster: &crate::cluster::Cluster) -> Command {
     let mut cmd = Command::new(bin);
-    cmd.arg("--nameserver").arg(nameserver);
+    cmd.arg("--nameserver")
+        .arg(&cluster.nameserver)
+        .env("DFS_KEY", &cluster.key_file);
     cmd
 }
 
@@ -46,23 +48,18 @@ pub fn c1(ctx: &Ctx, bin_dir: Option<&Path>) -> anyhow::Result<Row> {
     for i in 0..ctx.runs {
         let remote = format!("/{DFS_DIR}/c1-{i}.bin");
         ctx.drop()?;
-        dfs_t.push(
-            time(|| {
-                run(dfs(&bin, &ctx.cluster.nameserver)
-                    .arg("put")
-                    .arg(&ctx.src)
-                    .arg(&remote))
-            })?
-            .0,
-        );
+        dfs_t.push(time(|| run(dfs(&bin, ctx.cluster).arg("put").arg(&ctx.src).arg(&remote)))?.0);
         ctx.drop()?;
         let (id, version) = unused_blob(100 + i);
+        let auth = ctx.cluster.auth_header();
         curl_t.push(
             time(|| {
                 std::thread::scope(|s| {
                     let uploads: Vec<_> = servers
                         .iter()
-                        .map(|server| s.spawn(|| curl_upload(server, &ctx.src, id, version, &sum)))
+                        .map(|server| {
+                            s.spawn(|| curl_upload(server, &ctx.src, id, version, &sum, &auth))
+                        })
                         .collect();
                     uploads.into_iter().try_for_each(|u| {
                         u.join()
@@ -76,7 +73,7 @@ pub fn c1(ctx: &Ctx, bin_dir: Option<&Path>) -> anyhow::Result<Row> {
             let _ = ctx
                 .cluster
                 .runtime
-                .block_on(dfs_proto::client::FileClient::new().delete(server, id, version));
+                .block_on(ctx.cluster.files().delete(server, id, version));
         }
     }
     let what = format!(
@@ -103,15 +100,7 @@ pub fn c2(ctx: &Ctx, bin_dir: Option<&Path>) -> anyhow::Result<Row> {
         let remote = format!("/{DFS_DIR}/c1-{i}.bin");
         let _ = std::fs::remove_file(&dest);
         ctx.drop()?;
-        dfs_t.push(
-            time(|| {
-                run(dfs(&bin, &ctx.cluster.nameserver)
-                    .arg("get")
-                    .arg(&remote)
-                    .arg(&dest))
-            })?
-            .0,
-        );
+        dfs_t.push(time(|| run(dfs(&bin, ctx.cluster).arg("get").arg(&remote).arg(&dest)))?.0);
         let _ = std::fs::remove_file(&dest);
         let (id, version, servers) = ctx.cluster.locate(&remote)?;
         let server = servers
@@ -119,7 +108,9 @@ pub fn c2(ctx: &Ctx, bin_dir: Option<&Path>) -> anyhow::Result<Row> {
             .ok_or_else(|| anyhow::anyhow!("no fileserver holds {remote}"))?
             .clone();
         ctx.drop()?;
-        curl_t.push(time(|| curl_download(&server, id, version, &dest))?.0);
+        curl_t.push(
+            time(|| curl_download(&server, id, version, &dest, &ctx.cluster.auth_header()))?.0,
+        );
         let _ = std::fs::remove_file(&dest);
     }
     let what = format!("`dfs get` of a {} MiB file", ctx.size >> 20);

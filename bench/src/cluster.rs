@@ -2,6 +2,7 @@
 
 use crate::util::{find_binary, is_mounted, vm_hwm};
 use anyhow::{bail, Context};
+use dfs_proto::auth::{ClusterKey, Role};
 use dfs_proto::client::{FileClient, NameClient};
 use serde::Serialize;
 use std::io::{BufRead, BufReader};
@@ -220,6 +221,9 @@ pub struct Cluster {
     pub fileservers: Vec<String>,
     /// Runs typed-client calls from this synchronous harness.
     pub runtime: tokio::runtime::Runtime,
+    /// The read-write client key of the mounts and `dfs` runs (`--key`, `DFS_KEY`).
+    pub key_file: PathBuf,
+    cluster_key: ClusterKey,
 }
 
 impl Cluster {
@@ -237,10 +241,23 @@ impl Cluster {
         let arg = |p: PathBuf| p.to_string_lossy().into_owned();
         let logs = root.join("logs");
         std::fs::create_dir_all(&logs)?;
+        // Authentication is on, as in production: its cost is part of what is measured.
+        let cluster_key = ClusterKey::generate();
+        let cluster_key_file = root.join("cluster.key");
+        std::fs::write(&cluster_key_file, format!("{}\n", cluster_key.to_text()))?;
+        let key_file = root.join("bench.key");
+        let client = cluster_key.issue_client("bench", Role::ReadWrite)?;
+        std::fs::write(&key_file, format!("{}\n", client.to_text()))?;
+        let key_flag = ["--cluster-key".to_owned(), arg(cluster_key_file.clone())];
         let lock = ServerProc::start(
             "dfs-lockserver",
             "lockserver",
-            &["--data".into(), arg(root.join("lockserver"))],
+            &[
+                "--data".into(),
+                arg(root.join("lockserver")),
+                key_flag[0].clone(),
+                key_flag[1].clone(),
+            ],
             &logs.join("lockserver.log"),
             bin_dir,
         )?;
@@ -254,6 +271,8 @@ impl Cluster {
                 lock.url.clone(),
                 "--replication".into(),
                 replication.to_string(),
+                key_flag[0].clone(),
+                key_flag[1].clone(),
             ],
             &logs.join("nameserver.log"),
             bin_dir,
@@ -270,6 +289,8 @@ impl Cluster {
                     arg(root.join(format!("fileserver{i}"))),
                     "--nameserver".into(),
                     nameserver.clone(),
+                    key_flag[0].clone(),
+                    key_flag[1].clone(),
                 ],
                 &logs.join(format!("fileserver{i}.log")),
                 bin_dir,
@@ -282,13 +303,31 @@ impl Cluster {
             nameserver,
             fileservers: urls,
             runtime,
+            key_file,
+            cluster_key,
         };
         cluster.wait_registered(fileservers)?;
         Ok(cluster)
     }
 
+    /// A nameserver client with the servers' credential (the harness looks, never writes).
+    fn names(&self) -> NameClient {
+        NameClient::new(&self.nameserver).with_credential(self.cluster_key.server_credential())
+    }
+
+    /// A fileserver client with the servers' credential: the harness deletes reference blobs.
+    pub fn files(&self) -> FileClient {
+        FileClient::new().with_credential(self.cluster_key.server_credential())
+    }
+
+    /// The `Authorization` header value of the curl references (raw blob transfers, as the
+    /// servers make them).
+    pub fn auth_header(&self) -> String {
+        self.cluster_key.server_credential().header_value()
+    }
+
     fn wait_registered(&self, n: usize) -> anyhow::Result<()> {
-        let names = NameClient::new(&self.nameserver);
+        let names = self.names();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let alive = self
@@ -308,7 +347,7 @@ impl Cluster {
 
     /// Counters summed over all fileservers.
     pub fn counters(&self) -> anyhow::Result<Counters> {
-        let client = FileClient::new();
+        let client = self.files();
         let mut sum = Counters::default();
         for url in &self.fileservers {
             let s = self
@@ -326,7 +365,7 @@ impl Cluster {
 
     /// The (file id, version, fileserver URLs) of a published file, for the curl reference.
     pub fn locate(&self, path: &str) -> anyhow::Result<(u64, u64, Vec<String>)> {
-        let names = NameClient::new(&self.nameserver);
+        let names = self.names();
         let dfs_path = dfs_proto::DfsPath::parse(path)
             .map_err(|e| anyhow::anyhow!("bad DFS path {path}: {e}"))?;
         let entry = self

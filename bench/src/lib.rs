@@ -139,11 +139,13 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
     let bin_dir = opts.bin_dir.as_deref();
     let cluster = Cluster::start(&root.join("servers"), 2, opts.replication, bin_dir)?;
     let logs = root.join("servers/logs");
+    let mut mount_opts = opts.mount_opts.clone();
+    mount_opts.extend(["--key".to_owned(), cluster.key_file.display().to_string()]);
     let writer = Mount::start(
         &cluster.nameserver,
         &root.join("mnt-writer"),
         &root.join("cache-writer"),
-        &opts.mount_opts,
+        &mount_opts,
         &logs.join("mount-writer.log"),
         bin_dir,
     )?;
@@ -151,7 +153,7 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         &cluster.nameserver,
         &root.join("mnt-reader"),
         &root.join("cache-reader"),
-        &opts.mount_opts,
+        &mount_opts,
         &logs.join("mount-reader.log"),
         bin_dir,
     )?;

@@ -99,9 +99,12 @@ pub(crate) fn curl_upload(
     id: u64,
     version: u64,
     sum: &str,
+    auth: &str,
 ) -> anyhow::Result<()> {
     run(Command::new("curl")
         .args(["-sS", "-f", "-o", "/dev/null", "-H", "Expect:"])
+        .arg("-H")
+        .arg(format!("Authorization: {auth}"))
         .arg("-H")
         .arg(format!("{}: {sum}", dfs_proto::CHECKSUM_HEADER))
         .arg("-T")
@@ -115,9 +118,12 @@ pub(crate) fn curl_download(
     id: u64,
     version: u64,
     dest: &Path,
+    auth: &str,
 ) -> anyhow::Result<()> {
     run(Command::new("curl")
-        .args(["-sS", "-f", "-o"])
+        .args(["-sS", "-f", "-H"])
+        .arg(format!("Authorization: {auth}"))
+        .arg("-o")
         .arg(dest)
         .arg(format!("{server}/v1/blobs/{id}/{version}")))
 }
@@ -137,11 +143,23 @@ pub fn w1(ctx: &Ctx) -> anyhow::Result<Row> {
         local.push(time(|| cp(&ctx.src, &ctx.on_local(&name)))?.0);
         ctx.drop()?;
         let (id, version) = unused_blob(i);
-        curl.push(time(|| curl_upload(&server, &ctx.src, id, version, &sum))?.0);
+        curl.push(
+            time(|| {
+                curl_upload(
+                    &server,
+                    &ctx.src,
+                    id,
+                    version,
+                    &sum,
+                    &ctx.cluster.auth_header(),
+                )
+            })?
+            .0,
+        );
         let _ = ctx
             .cluster
             .runtime
-            .block_on(dfs_proto::client::FileClient::new().delete(&server, id, version));
+            .block_on(ctx.cluster.files().delete(&server, id, version));
     }
     let (d, l, c) = (median(&dfs), median(&local), median(&curl));
     let rate = mbps(ctx.size, d);
@@ -240,7 +258,7 @@ pub fn w3(ctx: &Ctx) -> anyhow::Result<Row> {
         let secs = time(|| {
             let mut last = None;
             for server in &servers {
-                match curl_download(server, id, version, &dest) {
+                match curl_download(server, id, version, &dest, &ctx.cluster.auth_header()) {
                     Ok(()) => return Ok(()),
                     Err(err) => last = Some(err),
                 }

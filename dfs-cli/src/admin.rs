@@ -7,6 +7,7 @@
 //! client gets `lease_expired` and nothing changes), so no endpoint can break one safely; a
 //! dead holder's lease frees itself after its TTL plus the lock-delay.
 
+use crate::common::Access;
 use crate::common::CliError;
 use crate::namespace::print_json;
 use clap::{Args, Subcommand};
@@ -102,22 +103,22 @@ async fn cluster(names: &NameClient) -> Result<ClusterInfo, CliError> {
 }
 
 /// The lockserver's client, found through the nameserver.
-fn lock_client(info: &ClusterInfo, nameserver: &str) -> Result<LockClient, CliError> {
+fn lock_client(info: &ClusterInfo, access: &Access) -> Result<LockClient, CliError> {
     match &info.lockserver {
-        Some(url) => Ok(LockClient::new(url)),
+        Some(url) => Ok(access.locks(url)),
         None => Err(CliError::new(
-            nameserver,
+            &access.nameserver,
             "the nameserver knows no lockserver",
         )),
     }
 }
 
 /// Runs `dfs locks`.
-pub fn locks(nameserver: &str, args: &LocksArgs) -> Result<(), CliError> {
+pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
     block_on(async {
-        let names = NameClient::new(nameserver);
+        let names = access.names();
         let info = cluster(&names).await?;
-        let locks = lock_client(&info, nameserver)?;
+        let locks = lock_client(&info, access)?;
         let list = locks.list().await.map_err(|err| api(locks.url(), err))?;
         let mut out = io::stdout().lock();
         if args.json {
@@ -158,8 +159,7 @@ struct FileserverLine {
 }
 
 /// The fileservers with their blob counts (asked of every alive server in parallel).
-async fn fileserver_lines(info: &ClusterInfo) -> Vec<FileserverLine> {
-    let files = FileClient::new();
+async fn fileserver_lines(info: &ClusterInfo, files: FileClient) -> Vec<FileserverLine> {
     let counts = futures_join(info.fileservers.iter().map(|fs| {
         let files = files.clone();
         let (url, alive) = (fs.url.clone(), fs.alive);
@@ -243,10 +243,10 @@ fn fileserver_table(lines: &[FileserverLine]) -> String {
 }
 
 /// Runs `dfs fileservers`.
-pub fn fileservers(nameserver: &str, args: &FileserversArgs) -> Result<(), CliError> {
+pub fn fileservers(access: &Access, args: &FileserversArgs) -> Result<(), CliError> {
     block_on(async {
-        let info = cluster(&NameClient::new(nameserver)).await?;
-        let lines = fileserver_lines(&info).await;
+        let info = cluster(&access.names()).await?;
+        let lines = fileserver_lines(&info, access.files()).await;
         if args.json {
             return print_json(&mut io::stdout().lock(), &lines);
         }
@@ -280,9 +280,9 @@ fn map_table(info: &ClusterInfo) -> String {
 }
 
 /// Runs `dfs map` and `dfs map set`.
-pub fn map(nameserver: &str, args: &MapArgs) -> Result<(), CliError> {
+pub fn map(access: &Access, args: &MapArgs) -> Result<(), CliError> {
     block_on(async {
-        let names = NameClient::new(nameserver);
+        let names = access.names();
         if let Some(MapCommand::Set { dir, replication }) = &args.command {
             let factor = match replication.as_str() {
                 "default" | "none" => None,
@@ -323,16 +323,16 @@ struct Status {
 }
 
 /// Runs `dfs status`.
-pub fn status(nameserver: &str, args: &StatusArgs) -> Result<(), CliError> {
+pub fn status(access: &Access, args: &StatusArgs) -> Result<(), CliError> {
     block_on(async {
-        let names = NameClient::new(nameserver);
+        let names = access.names();
         let info = cluster(&names).await?;
         let leases = match &info.lockserver {
-            Some(url) => LockClient::new(url).list().await.ok(),
+            Some(url) => access.locks(url).list().await.ok(),
             None => None,
         };
         let status = Status {
-            nameserver: nameserver.to_owned(),
+            nameserver: access.nameserver.clone(),
             lockserver: info.lockserver.clone(),
             lockserver_up: leases.is_some(),
             fileservers_alive: info.fileservers.iter().filter(|f| f.alive).count(),
@@ -344,7 +344,7 @@ pub fn status(nameserver: &str, args: &StatusArgs) -> Result<(), CliError> {
         if args.json {
             return print_json(&mut io::stdout().lock(), &status);
         }
-        let mut text = format!("nameserver   {nameserver}  up\n");
+        let mut text = format!("nameserver   {}  up\n", access.nameserver);
         text.push_str(&format!(
             "lockserver   {}  {}\n",
             status.lockserver.as_deref().unwrap_or("(none)"),

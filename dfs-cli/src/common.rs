@@ -1,11 +1,14 @@
-//! What every cluster subcommand shares: the global `--nameserver` option, the one-line
+//! What every cluster subcommand shares: the global `--nameserver` and `--key` options, the one-line
 //! error type with its exit code, DFS path helpers and the progress display.
 
 use clap::Args;
+use dfs_client::remote::Remote;
+use dfs_proto::auth::{ClientKey, Credential};
+use dfs_proto::client::{FileClient, LockClient, NameClient};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt;
 use std::io::{self, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -29,6 +32,61 @@ pub struct ClusterArgs {
     /// cluster (default: the public web roots).
     #[arg(long, global = true, env = "DFS_CA", value_name = "FILE")]
     pub ca: Option<std::path::PathBuf>,
+    /// Client key file (`dfs keygen client`); every request is authenticated with it.
+    #[arg(
+        long = "key",
+        id = "client_key",
+        global = true,
+        env = dfs_proto::auth::KEY_ENV,
+        value_name = "FILE"
+    )]
+    pub key: Option<PathBuf>,
+}
+
+/// Clients of the cluster's servers that all send the key given with `--key`/`DFS_KEY`.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The nameserver's base URL.
+    pub nameserver: String,
+    credential: Option<Credential>,
+}
+
+impl Access {
+    /// The nameserver's client.
+    pub fn names(&self) -> NameClient {
+        let names = NameClient::new(&self.nameserver);
+        match &self.credential {
+            Some(credential) => names.with_credential(credential.clone()),
+            None => names,
+        }
+    }
+
+    /// The client of the lockserver at `url`.
+    pub fn locks(&self, url: &str) -> LockClient {
+        let locks = LockClient::new(url);
+        match &self.credential {
+            Some(credential) => locks.with_credential(credential.clone()),
+            None => locks,
+        }
+    }
+
+    /// A client of any fileserver.
+    pub fn files(&self) -> FileClient {
+        let files = FileClient::new();
+        match &self.credential {
+            Some(credential) => files.with_credential(credential.clone()),
+            None => files,
+        }
+    }
+
+    /// The protocol layer of `dfs-client` with the same key.
+    pub fn remote(&self) -> Remote {
+        let remote = Remote::new(&self.nameserver);
+        match &self.credential {
+            Some(credential) => remote.with_credential(credential.clone()),
+            None => remote,
+        }
+    }
 }
 
 impl ClusterArgs {
@@ -44,14 +102,36 @@ impl ClusterArgs {
         })
     }
 
+    /// The key `--key` (or `DFS_KEY`) names, read now so that a bad path is one clear error
+    /// before anything is sent.
+    pub fn client_key(&self) -> Result<Option<ClientKey>, CliError> {
+        match &self.key {
+            Some(path) => ClientKey::load(path)
+                .map(Some)
+                .map_err(|err| CliError::new(path.display(), err)),
+            None => Ok(None),
+        }
+    }
+
+    /// Clients of the servers, with the key.
+    pub fn access(&self) -> Result<Access, CliError> {
+        Ok(Access {
+            nameserver: self.nameserver.clone(),
+            credential: self.client_key()?.map(|key| key.credential()),
+        })
+    }
+
     /// A blocking client of the cluster whose spool files (its local copies of open files)
     /// go to `spool`, a directory of this process that is removed when it ends (also on
     /// Ctrl-C), so that an abandoned put leaves nothing in the temp directory. Must be
     /// called after [`crate::interrupt::install`], so that its runtime threads never take
     /// Ctrl-C.
     pub fn client(&self, spool: &Path) -> Result<dfs_client::blocking::Client, CliError> {
-        dfs_client::blocking::Client::builder(&self.nameserver)
-            .spool_dir(spool)
+        let mut builder = dfs_client::blocking::Client::builder(&self.nameserver).spool_dir(spool);
+        if let Some(key) = self.client_key()? {
+            builder = builder.key(key);
+        }
+        builder
             .build()
             .map_err(|err| CliError::io(&self.nameserver, &err))
     }

@@ -2,7 +2,7 @@
 //! `dfs mount URL DIR`, the same mount as `dfs-fuse` (both run the `dfs-fuse` library
 //! in-process, so `dfs` needs no other binary beside it); the data subcommands (`put`,
 //! `get`, `cat`, `ls`, `stat`, `mkdir`, `rm`, `mv`) over `dfs_client`, the admin ones
-//! (`locks`, `fileservers`, `map`, `status`) and shell `completions`.
+//! (`locks`, `fileservers`, `map`, `status`), `keygen` and shell `completions`.
 //!
 //! Started as `mount.fuse.dfs` (a symlink mount(8) runs for `mount -t fuse.dfs`), it acts as
 //! that helper. Errors are one line `dfs: ...`; exit code 1 on failure, 2 on a usage error.
@@ -10,6 +10,7 @@
 mod admin;
 mod common;
 mod interrupt;
+mod keygen;
 mod namespace;
 mod transfer;
 mod up;
@@ -69,6 +70,9 @@ enum Command {
     Map(admin::MapArgs),
     /// One screen: servers up, fileservers alive, under-replicated files, leases held.
     Status(admin::StatusArgs),
+    /// Make keys: `keygen cluster` (the servers' shared secret) and `keygen client
+    /// --cluster-key FILE --name NAME [--read-only | --admin]` (see docs/security.md).
+    Keygen(keygen::KeygenArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     #[command(after_help = "Examples:
   dfs completions bash > /etc/bash_completion.d/dfs
@@ -118,6 +122,13 @@ fn main() -> ExitCode {
             let rest = argv.get(1..).unwrap_or_default().to_vec();
             daemon::run_mount(args, "dfs", rest)
         }
+        Command::Keygen(args) => match keygen::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("{err}");
+                err.exit_code()
+            }
+        },
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut command, "dfs", &mut std::io::stdout());
@@ -141,12 +152,12 @@ fn run_cluster_command(
     // Before any thread exists: an interrupted transfer must end without unwinding.
     interrupt::install();
     cluster.install_tls()?;
-    let ns = cluster.nameserver.as_str();
+    let access = cluster.access()?;
     match command {
-        Command::Locks(args) => return admin::locks(ns, &args),
-        Command::Fileservers(args) => return admin::fileservers(ns, &args),
-        Command::Map(args) => return admin::map(ns, &args),
-        Command::Status(args) => return admin::status(ns, &args),
+        Command::Locks(args) => return admin::locks(&access, &args),
+        Command::Fileservers(args) => return admin::fileservers(&access, &args),
+        Command::Map(args) => return admin::map(&access, &args),
+        Command::Status(args) => return admin::status(&access, &args),
         _ => {}
     }
     let spool = tempfile::Builder::new()
@@ -161,7 +172,7 @@ fn run_cluster_command(
     match command {
         Command::Put(args) => transfer::put(&client, &args),
         Command::Get(args) => {
-            let downloader = transfer::Downloader::new(ns)?;
+            let downloader = transfer::Downloader::new(&access)?;
             transfer::get(&client, &downloader, &args)
         }
         Command::Cat(args) => transfer::cat(&client, &args),

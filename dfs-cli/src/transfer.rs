@@ -435,14 +435,14 @@ pub struct Downloader {
 impl Downloader {
     /// A downloader for the cluster whose nameserver is at `nameserver`. Must be made after
     /// [`crate::interrupt::install`] (its runtime thread must not take Ctrl-C).
-    pub fn new(nameserver: &str) -> Result<Downloader, CliError> {
+    pub fn new(access: &crate::common::Access) -> Result<Downloader, CliError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|err| CliError::io("runtime", &err))?;
         Ok(Downloader {
             runtime,
-            remote: Remote::new(nameserver),
+            remote: access.remote(),
         })
     }
 

@@ -1,9 +1,12 @@
 //! `dfs up`: a whole cluster (lockserver, nameserver, fileservers) on embedded defaults and
 //! its mount, all in this one process: the servers as tasks on a tokio runtime, the mount
 //! through the `dfs-fuse` library on the main thread. Nothing else needs to be built or
-//! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone.
+//! installed, so `cargo run --bin dfs -- up ./mnt` works on a fresh clone. Authentication is
+//! on: the cluster key and two client keys are made in the data directory (see [`Keys`]).
 
+use crate::keygen::{client_key_text, write_key_file};
 use anyhow::{bail, Context};
+use dfs_proto::auth::{ClientKey, ClusterKey, Role};
 use dfs_proto::client::NameClient;
 use dfs_proto::mountinfo::is_mounted;
 use dfs_servers::common::certs::LocalCerts;
@@ -92,6 +95,9 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let keys = Keys::make_or_load(&data)?;
+    // The mount is the owner's: it gets the admin key (chmod of `/` as on a local disk).
+    mount.key = Some(keys.admin.clone());
 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -109,7 +115,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut interrupted = signal_rx.clone();
     let started = runtime.block_on(async {
         tokio::select! {
-            started = start_servers(&args, &data, certs.as_ref(), stop_rx) => Some(started),
+            started = start_servers(&args, &data, certs.as_ref(), &keys, stop_rx) => Some(started),
             _ = interrupted.wait_for(|signalled| *signalled) => None,
         }
     });
@@ -139,6 +145,14 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
                 certs.ca.display()
             );
         }
+        eprintln!(
+            "dfs: keys in {dir}: use the CLI with `export DFS_KEY={admin}` (admin) or \
+             DFS_KEY={user} (read-write); `dfs mount {nameserver_url} DIR --key {user}` \
+             mounts it elsewhere",
+            dir = data.display(),
+            admin = keys.admin.display(),
+            user = keys.user.display(),
+        );
         // A Ctrl-C while the mount was starting came before the mount listened for it.
         if *signal_rx.borrow() {
             // SAFETY: raise(3) has no memory-safety preconditions.
@@ -186,6 +200,7 @@ async fn start_servers(
     args: &UpArgs,
     data: &Path,
     certs: Option<&LocalCerts>,
+    keys: &Keys,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<String> {
     let tls = certs.is_some();
@@ -202,6 +217,7 @@ async fn start_servers(
         data: data.join("lockserver"),
         tls_cert: cert.clone(),
         tls_key: key.clone(),
+        cluster_key: Some(keys.cluster.clone()),
         ..Default::default()
     };
     tokio::spawn(report(
@@ -218,6 +234,7 @@ async fn start_servers(
         ca: ca.clone(),
         lockserver: Some(lock_url),
         replication: args.fileservers.min(REPLICATION) as u32,
+        cluster_key: Some(keys.cluster.clone()),
         ..Default::default()
     };
     tokio::spawn(report(
@@ -233,6 +250,7 @@ async fn start_servers(
             tls_cert: cert.clone(),
             tls_key: key.clone(),
             ca: ca.clone(),
+            cluster_key: Some(keys.cluster.clone()),
             ..Default::default()
         };
         tokio::spawn(report(
@@ -241,8 +259,9 @@ async fn start_servers(
         ));
     }
 
+    let admin = ClientKey::load(&keys.admin)?;
     let http = dfs_proto::tls::TlsConfig { ca }.http_client()?;
-    let names = NameClient::with_http(&ns_url, http);
+    let names = NameClient::with_http(&ns_url, http).with_credential(admin.credential());
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let alive = names
@@ -257,6 +276,44 @@ async fn start_servers(
             bail!("only {alive} of {} fileservers came up", args.fileservers);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The key files of a `dfs up` cluster, in its data directory: made on the first start, read
+/// on every later one, so that keys handed out stay valid across restarts.
+struct Keys {
+    /// The servers' shared secret.
+    cluster: PathBuf,
+    /// An admin key: the mount's, and the one to use the CLI with.
+    admin: PathBuf,
+    /// A read-write key to hand to other users and mounts.
+    user: PathBuf,
+}
+
+impl Keys {
+    fn make_or_load(data: &Path) -> anyhow::Result<Keys> {
+        let keys = Keys {
+            cluster: data.join("cluster.key"),
+            admin: data.join("admin.key"),
+            user: data.join("user.key"),
+        };
+        if !keys.cluster.exists() {
+            let text = format!("{}\n", ClusterKey::generate().to_text());
+            write_key_file(&keys.cluster, &text)
+                .with_context(|| format!("cannot write {}", keys.cluster.display()))?;
+        }
+        let cluster = ClusterKey::load(&keys.cluster)?;
+        for (path, name, role) in [
+            (&keys.admin, "admin", Role::Admin),
+            (&keys.user, "user", Role::ReadWrite),
+        ] {
+            if !path.exists() {
+                let key = cluster.issue_client(name, role)?;
+                write_key_file(path, &client_key_text(&key))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        Ok(keys)
     }
 }
 

@@ -12,9 +12,15 @@ fn dfs(cluster: &Cluster, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(args)
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("DFS_KEY", admin_key(cluster))
         .env_remove("RUST_LOG")
         .output()
         .expect("run dfs")
+}
+
+/// The CLI runs with an admin key: `map set` and `fileservers` need one.
+fn admin_key(cluster: &Cluster) -> std::path::PathBuf {
+    cluster.key_file("cli-admin", dfs_proto::auth::Role::Admin)
 }
 
 fn ok(cluster: &Cluster, args: &[&str]) -> String {
@@ -87,6 +93,7 @@ fn put_get_cat_round_trip() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(["put", "-", "/docs/stdin.txt"])
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("DFS_KEY", admin_key(&cluster))
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -270,6 +277,7 @@ fn ctrl_c_during_put_publishes_nothing() {
     let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(["put", s(&fifo), "/slow"])
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("DFS_KEY", admin_key(&cluster))
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -297,13 +305,14 @@ fn dead_fileserver(cluster: &Cluster) {
     cluster
         .block_on(
             cluster
-                .names()
+                .server_names()
                 .register(&dfs_proto::names::RegisterRequest {
                     id: "dead".into(),
                     url: format!("http://127.0.0.1:{dead}"),
                     capacity_bytes: 1 << 40,
                     free_bytes: 1 << 40,
                     dirs: Vec::new(),
+                    secret: None,
                 }),
         )
         .unwrap();
@@ -423,13 +432,14 @@ fn hung_fileserver(cluster: &Cluster) -> std::net::TcpListener {
     cluster
         .block_on(
             cluster
-                .names()
+                .server_names()
                 .register(&dfs_proto::names::RegisterRequest {
                     id: "hung".into(),
                     url: format!("http://127.0.0.1:{port}"),
                     capacity_bytes: 1 << 40,
                     free_bytes: 1 << 40,
                     dirs: Vec::new(),
+                    secret: None,
                 }),
         )
         .unwrap();
@@ -448,6 +458,7 @@ fn ctrl_c_during_the_upload_publishes_nothing_and_leaves_no_name() {
     let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(["put", s(&f), "/stuck"])
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("DFS_KEY", admin_key(&cluster))
         .env("TMPDIR", spools.path())
         .stderr(Stdio::piped())
         .spawn()
@@ -502,6 +513,7 @@ fn a_progress_bar_only_on_a_terminal() {
     );
     let out = Command::new("/usr/bin/script")
         .args(["-qec", &command, "/dev/null"])
+        .env("DFS_KEY", admin_key(&cluster))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -520,6 +532,7 @@ fn a_progress_bar_only_on_a_terminal() {
     );
     let out = Command::new("/usr/bin/script")
         .args(["-qec", &command, "/dev/null"])
+        .env("DFS_KEY", admin_key(&cluster))
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -640,6 +653,7 @@ fn own_fileserver(cluster: &Cluster) -> tokio::runtime::Runtime {
     let config = dfs_servers::fileserver::Config {
         data: cluster.data.path().join("own-fileserver"),
         nameserver: cluster.nameserver.clone(),
+        cluster_key: Some(cluster.keys.cluster_file.clone()),
         ..Default::default()
     };
     runtime.spawn(dfs_servers::fileserver::run(
@@ -668,6 +682,8 @@ fn a_fileserver_killed_during_put_never_leaves_a_partial_file() {
         let child = Command::new(env!("CARGO_BIN_EXE_dfs"))
             .args(["put", s(&big), "/big"])
             .env("DFS_NAMESERVER", &cluster.nameserver)
+            .env("DFS_KEY", admin_key(&cluster))
+            .env("DFS_KEY", admin_key(&cluster))
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -708,6 +724,7 @@ fn a_local_read_error_midway_publishes_nothing() {
     let out = Command::new(env!("CARGO_BIN_EXE_dfs"))
         .args(["put", "/proc/self/mem", "/kept"])
         .env("DFS_NAMESERVER", &cluster.nameserver)
+        .env("DFS_KEY", admin_key(&cluster))
         .env("TMPDIR", spools.path())
         .output()
         .unwrap();

@@ -70,6 +70,13 @@ impl ClientBuilder {
         })
     }
 
+    /// See [`crate::ClientBuilder::key`].
+    pub fn key(self, key: dfs_proto::auth::ClientKey) -> ClientBuilder {
+        ClientBuilder {
+            inner: self.inner.key(key),
+        }
+    }
+
     /// The client, with its runtime (fails only when no thread can be started).
     pub fn build(self) -> io::Result<Client> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -85,12 +92,18 @@ impl ClientBuilder {
 }
 
 impl Client {
-    /// A client of the cluster whose nameserver is at `url`, with default settings.
+    /// A client of the cluster whose nameserver is at `url`, with default settings and the
+    /// key `DFS_KEY` names (see [`crate::Client::new`]).
     pub fn new(url: &str) -> io::Result<Client> {
         Client::builder(url).build()
     }
 
-    /// A builder for a client with a session name, a lock wait or a spool directory.
+    /// A client that authenticates with `key` (see [`crate::Client::with_key`]).
+    pub fn with_key(url: &str, key: dfs_proto::auth::ClientKey) -> io::Result<Client> {
+        Client::builder(url).key(key).build()
+    }
+
+    /// A builder for a client with a session name, a lock wait, a spool directory or a key.
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             inner: crate::Client::builder(url),

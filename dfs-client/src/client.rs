@@ -8,6 +8,7 @@ use crate::file::{File, Writer};
 use crate::leases::Leases;
 use crate::remote::Remote;
 use crate::write::WriteSession;
+use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
 use dfs_proto::names::{Entry, EntryKind, OpenWriteRequest, RenameRequest};
 use dfs_proto::tls::TlsConfig;
@@ -80,6 +81,7 @@ pub struct ClientBuilder {
     lock_wait: Duration,
     spool_dir: Option<PathBuf>,
     http: Option<reqwest::Client>,
+    key: Option<ClientKey>,
 }
 
 impl ClientBuilder {
@@ -119,12 +121,23 @@ impl ClientBuilder {
         self
     }
 
+    /// Authenticates every request with `key` (made by `dfs keygen client`) instead of the
+    /// key named by `DFS_KEY`.
+    pub fn key(mut self, key: ClientKey) -> ClientBuilder {
+        self.key = Some(key);
+        self
+    }
+
     /// The client. Connects lazily: nothing is sent before the first call.
     pub fn build(self) -> Client {
         let http = self.http.unwrap_or_else(http_client);
         let remote = Remote::with_http(&self.nameserver, http);
-        let remote = Arc::new(match &self.lockserver {
+        let remote = match &self.lockserver {
             Some(lock) => remote.fixed_lockserver(lock),
+            None => remote,
+        };
+        let remote = Arc::new(match self.key {
+            Some(key) => remote.with_credential(key.credential()),
             None => remote,
         });
         let session = self.session.unwrap_or_else(Leases::session_name);
@@ -138,14 +151,34 @@ impl ClientBuilder {
     }
 }
 
+/// The client key in the file `DFS_KEY` names, or `None` when it is unset. A key file that
+/// cannot be read is logged and ignored: the servers then answer `401`, which names the cure.
+pub fn key_from_env() -> Option<ClientKey> {
+    let path = std::env::var_os(KEY_ENV)?;
+    match ClientKey::load(std::path::Path::new(&path)) {
+        Ok(key) => Some(key),
+        Err(err) => {
+            tracing::warn!(%err, "{KEY_ENV} names no usable key; sending requests without one");
+            None
+        }
+    }
+}
+
 impl Client {
     /// A client of the cluster whose nameserver is at `url` (e.g. `http://ns:7000`), with
-    /// default settings.
+    /// default settings and the key in the file named by `DFS_KEY`, when set (see
+    /// [`key_from_env`]).
     pub fn new(url: &str) -> Client {
         Client::builder(url).build()
     }
 
-    /// A builder for a client with a session name, a lock wait or a spool directory.
+    /// A client that authenticates with `key` (ignoring `DFS_KEY`).
+    pub fn with_key(url: &str, key: ClientKey) -> Client {
+        Client::builder(url).key(key).build()
+    }
+
+    /// A builder for a client with a session name, a lock wait, a spool directory or a key.
+    /// It starts with the key named by `DFS_KEY`, when set.
     pub fn builder(url: &str) -> ClientBuilder {
         ClientBuilder {
             nameserver: url.to_owned(),
@@ -154,6 +187,7 @@ impl Client {
             lock_wait: Duration::ZERO,
             spool_dir: None,
             http: None,
+            key: key_from_env(),
         }
     }
 

@@ -35,5 +35,5 @@ pub mod leases;
 pub mod remote;
 pub mod write;
 
-pub use client::{Client, ClientBuilder, DirEntry, Metadata, OpenOptions};
+pub use client::{key_from_env, Client, ClientBuilder, DirEntry, Metadata, OpenOptions};
 pub use file::File;

@@ -2,6 +2,7 @@
 //! and fileservers (downloads fail over across locations, uploads go to all targets at once).
 
 use crate::write::Content;
+use dfs_proto::auth::Credential;
 use dfs_proto::client::{http_client, FileClient, LockClient, NameClient};
 use dfs_proto::names::{Entry, EntryKind, FileserverRef};
 use dfs_proto::{ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
@@ -38,6 +39,7 @@ pub struct Remote {
     pub files: FileClient,
     lock: OnceCell<LockClient>,
     http: reqwest::Client,
+    credential: Option<Credential>,
 }
 
 /// Capacity of the cluster as `statfs` reports it.
@@ -63,7 +65,20 @@ impl Remote {
             files: FileClient::with_http(http.clone()),
             lock: OnceCell::new(),
             http,
+            credential: None,
         }
+    }
+
+    /// The same clients sending `credential` (a client key's) with every request to every
+    /// server; without one, only servers run with `--insecure` answer.
+    pub fn with_credential(mut self, credential: Credential) -> Remote {
+        self.names = self.names.with_credential(credential.clone());
+        self.files = self.files.with_credential(credential.clone());
+        if let Some(lock) = self.lock.take() {
+            let _ = self.lock.set(lock.with_credential(credential.clone()));
+        }
+        self.credential = Some(credential);
+        self
     }
 
     /// Uses a known lockserver instead of asking the nameserver (tests, fixed setups).
@@ -85,7 +100,11 @@ impl Remote {
                 let url = info.lockserver.ok_or_else(|| {
                     ApiError::unavailable("the nameserver does not know a lockserver")
                 })?;
-                Ok(LockClient::with_http(&url, self.http.clone()))
+                let locks = LockClient::with_http(&url, self.http.clone());
+                Ok(match &self.credential {
+                    Some(credential) => locks.with_credential(credential.clone()),
+                    None => locks,
+                })
             })
             .await
     }

@@ -1,8 +1,7 @@
 //! The file-like API against a real in-process cluster: round trips through both APIs,
 //! open modes, the write lease (busy, lost), fencing, publishing on drop and on sync_all.
 
-use dfs_client::{blocking, Client};
-use dfs_proto::client::LockClient;
+use dfs_client::blocking;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use dfs_tests::cluster::Cluster;
@@ -17,7 +16,7 @@ fn code(err: &std::io::Error) -> Option<ErrorCode> {
 
 /// Steals `session`'s lease on a file (as if it had expired while its holder was paused).
 async fn steal_lease(cluster: &Cluster, session: &str) {
-    let locks = LockClient::new(&cluster.lockserver);
+    let locks = cluster.locks();
     let list = locks.list().await.unwrap();
     let ours = list.leases.iter().find(|l| l.client == session).unwrap();
     locks.release(ours.token, session).await.unwrap();
@@ -36,7 +35,7 @@ async fn steal_lease(cluster: &Cluster, session: &str) {
 fn async_write_read_round_trip() {
     let cluster = Cluster::start(2);
     cluster.block_on(async {
-        let client = Client::new(&cluster.nameserver);
+        let client = cluster.client_at(&cluster.nameserver);
         client.create_dir_all("/a/b").await.unwrap();
         client.create_dir_all("/a/b").await.unwrap();
         let mut file = client.create("/a/b/f.txt").await.unwrap();
@@ -92,7 +91,7 @@ fn async_write_read_round_trip() {
 #[test]
 fn blocking_write_read_round_trip_and_interop_with_async() {
     let cluster = Cluster::start(1);
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
     client.create_dir("/d").unwrap();
     assert_eq!(
         client.create_dir("/d").unwrap_err().kind(),
@@ -112,7 +111,7 @@ fn blocking_write_read_round_trip_and_interop_with_async() {
     assert_eq!(text, "01AB456789");
 
     // The async client reads what the blocking one wrote, and the reverse.
-    let async_client = Client::new(&cluster.nameserver);
+    let async_client = cluster.client_at(&cluster.nameserver);
     cluster.block_on(async {
         assert_eq!(async_client.read("/d/f").await.unwrap(), b"01AB456789");
         async_client.write("/d/g", b"from async").await.unwrap();
@@ -125,7 +124,7 @@ fn blocking_write_read_round_trip_and_interop_with_async() {
 #[test]
 fn open_options_modes() {
     let cluster = Cluster::start(1);
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
     client.write("/f", b"start").unwrap();
 
     // append: every write goes to the end.
@@ -196,8 +195,8 @@ fn open_options_modes() {
 #[test]
 fn a_second_writer_gets_resource_busy_and_readers_see_the_last_version() {
     let cluster = Cluster::start(1);
-    let a = blocking::Client::new(&cluster.nameserver).unwrap();
-    let b = blocking::Client::new(&cluster.nameserver).unwrap();
+    let a = cluster.blocking_client();
+    let b = cluster.blocking_client();
     a.write("/f", b"v1").unwrap();
     let mut writer = a.options().write(true).open("/f").unwrap();
     writer.write_all(b"v2").unwrap();
@@ -212,6 +211,7 @@ fn a_second_writer_gets_resource_busy_and_readers_see_the_last_version() {
 
     // With a lock wait, the second writer waits for the first one's close.
     let waiting = blocking::Client::builder(&cluster.nameserver)
+        .key(cluster.keys.client.clone())
         .lock_wait(Duration::from_secs(10))
         .build()
         .unwrap();
@@ -230,8 +230,8 @@ fn a_second_writer_gets_resource_busy_and_readers_see_the_last_version() {
 #[test]
 fn sync_all_publishes_without_closing() {
     let cluster = Cluster::start(1);
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
-    let other = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
+    let other = cluster.blocking_client();
     let mut file = client.create("/f").unwrap();
     file.write_all(b"first").unwrap();
     assert_eq!(
@@ -258,14 +258,14 @@ fn sync_all_publishes_without_closing() {
 #[test]
 fn dropping_a_changed_file_publishes_it() {
     let cluster = Cluster::start(1);
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
     let mut file = client.create("/blocking").unwrap();
     file.write_all(b"dropped, not closed").unwrap();
     drop(file); // blocking: published inside drop
     assert_eq!(client.read("/blocking").unwrap(), b"dropped, not closed");
     client.write("/blocking", b"lease given back").unwrap();
 
-    let async_client = Client::new(&cluster.nameserver);
+    let async_client = cluster.client_at(&cluster.nameserver);
     cluster.block_on(async {
         let mut file = async_client.create("/async").await.unwrap();
         file.write_all(b"dropped in a runtime").await.unwrap();
@@ -297,11 +297,12 @@ fn a_fenced_writer_gets_a_stale_handle_error_and_keeps_its_changes() {
     let cluster = Cluster::start(1);
     let spool = tempfile::tempdir().unwrap();
     let a = blocking::Client::builder(&cluster.nameserver)
+        .key(cluster.keys.client.clone())
         .session("writer-a")
         .spool_dir(spool.path())
         .build()
         .unwrap();
-    let b = blocking::Client::new(&cluster.nameserver).unwrap();
+    let b = cluster.blocking_client();
     a.write("/g", b"first").unwrap();
     let mut paused = a.options().write(true).open("/g").unwrap();
     paused.write_all(b"SECOND").unwrap();
@@ -338,6 +339,7 @@ fn a_lost_lease_fails_further_writes_and_close() {
         },
     );
     let client = blocking::Client::builder(&cluster.nameserver)
+        .key(cluster.keys.client.clone())
         .session("writer-lost")
         .build()
         .unwrap();

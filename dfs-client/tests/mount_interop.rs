@@ -4,7 +4,6 @@
 //! Needs the `dfs-fuse` binary (`cargo build -p dfs-fuse --bins`) and FUSE; set
 //! `DFS_SKIP_FUSE=1` to skip where FUSE is unusable.
 
-use dfs_client::blocking;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::Mount;
 use std::io::{ErrorKind, Write};
@@ -15,7 +14,7 @@ fn what_the_client_writes_the_mount_reads_and_the_reverse() {
     let Some(mount) = Mount::try_start(&cluster.nameserver, &[]) else {
         return;
     };
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
 
     client.create_dir("/shared").unwrap();
     client
@@ -52,7 +51,7 @@ fn a_write_lease_on_either_side_makes_the_other_busy() {
     let Some(mount) = Mount::try_start(&cluster.nameserver, &[]) else {
         return;
     };
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
     client.write("/f", b"v1").unwrap();
 
     // The mount writes: the client cannot open for writing, but reads the last version.

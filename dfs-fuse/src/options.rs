@@ -59,6 +59,10 @@ pub struct Args {
     /// cluster (also `-o ca=FILE`; default: the public web roots).
     #[arg(long, value_name = "FILE", env = "DFS_CA")]
     pub ca: Option<PathBuf>,
+    /// Client key file (`dfs keygen client`; also `-o key=FILE`, or `DFS_KEY`).
+    // The id is the one of `dfs --key`, so that `dfs mount` has one `--key`, this one.
+    #[arg(long, id = "client_key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
     /// Internal: the readiness pipe of a daemonising parent.
     #[arg(long, hide = true)]
     pub ready_fd: Option<i32>,
@@ -103,6 +107,9 @@ pub struct MountConfig {
     /// SIGBUS that fsx found on that path is fixed; falls back to the plain path when the
     /// kernel or our privileges do not allow it.
     pub kernel_passthrough: bool,
+    /// The client key file every request is authenticated with: `--key`, else `-o key=`,
+    /// else `DFS_KEY`; made absolute, since a daemonised mount changes directory.
+    pub key: Option<PathBuf>,
 }
 
 /// Options mount(8) and fstab add that mean nothing to us.
@@ -156,6 +163,7 @@ impl Args {
             ready_fd: self.ready_fd,
             kernel_passthrough: false,
             ca: None,
+            key: None,
         };
         if !cfg.nameserver.starts_with("http://") && !cfg.nameserver.starts_with("https://") {
             return Err(format!(
@@ -165,6 +173,7 @@ impl Args {
         }
         let mut cache_dir = None;
         let mut ca = None;
+        let mut key_file = None;
         for opt in self.options.iter().flat_map(|o| o.split(',')) {
             let opt = opt.trim();
             if opt.is_empty() || IGNORED.contains(&opt) || opt.starts_with("x-") {
@@ -177,6 +186,7 @@ impl Args {
             match key {
                 "cache_dir" => cache_dir = Some(PathBuf::from(need(key, value)?)),
                 "ca" => ca = Some(PathBuf::from(need(key, value)?)),
+                "key" => key_file = Some(PathBuf::from(need(key, value)?)),
                 "cache_size" => cfg.cache_size = parse_size(need(key, value)?)?,
                 "lock_wait" => cfg.lock_wait = parse_secs(need(key, value)?)?,
                 "attr_timeout" => cfg.attr_timeout = parse_secs(need(key, value)?)?,
@@ -200,6 +210,16 @@ impl Args {
             cfg.cache_dir = dir;
         }
         cfg.ca = self.ca.or(ca);
+        let key = self
+            .key
+            .or(key_file)
+            .or_else(|| std::env::var_os(dfs_proto::auth::KEY_ENV).map(PathBuf::from));
+        if let Some(key) = key {
+            cfg.key = Some(
+                std::path::absolute(&key)
+                    .map_err(|err| format!("bad key path {}: {err}", key.display()))?,
+            );
+        }
         if let Some(size) = self.cache_size {
             cfg.cache_size = size;
         }
@@ -358,6 +378,24 @@ mod tests {
         let args = Args::try_parse_from(std::iter::once("dfs-fuse").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         args.into_config()
+    }
+
+    #[test]
+    fn the_key_comes_from_the_flag_then_the_option_and_is_made_absolute() {
+        let by_option = parse(&["http://ns:7000", "/mnt", "-o", "key=rel/k.key"]).unwrap();
+        let key = by_option.key.unwrap();
+        assert!(key.is_absolute() && key.ends_with("rel/k.key"), "{key:?}");
+        let both = parse(&[
+            "http://ns:7000",
+            "/mnt",
+            "-o",
+            "key=/from/option",
+            "--key",
+            "/from/flag",
+        ])
+        .unwrap();
+        assert_eq!(both.key, Some(PathBuf::from("/from/flag")));
+        assert!(parse(&["http://ns:7000", "/mnt", "-o", "key"]).is_err());
     }
 
     #[test]

@@ -78,7 +78,15 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
     }
     let tls = dfs_proto::tls::TlsConfig { ca: cfg.ca.clone() };
     let http = tls.http_client().context("cannot set up TLS")?;
-    let remote = Arc::new(Remote::with_http(&cfg.nameserver, http));
+    let remote = Remote::with_http(&cfg.nameserver, http);
+    let remote = Arc::new(match &cfg.key {
+        Some(path) => {
+            let key = dfs_proto::auth::ClientKey::load(path)?;
+            tracing::info!(name = %key.name, role = %key.role, "authenticating with a client key");
+            remote.with_credential(key.credential())
+        }
+        None => remote,
+    });
     let leases = Leases::new(
         remote.clone(),
         Leases::session_name_for("dfs-fuse"),
@@ -98,6 +106,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), fs.check_root()).await });
     match root {
         Ok(Ok(_)) => {}
+        Ok(Err(err)) if err.code == dfs_proto::ErrorCode::Unauthenticated => bail!(
+            "the nameserver at {} refused the mount's credential: {err}; give a client key \
+             with --key FILE, -o key=FILE or DFS_KEY",
+            cfg.nameserver
+        ),
         Ok(Err(err)) => bail!("cannot reach the nameserver at {}: {err}", cfg.nameserver),
         Err(_) => bail!(
             "the nameserver at {} did not answer within 10 s",

@@ -2,12 +2,10 @@
 //! path (lease, open-write, upload to all targets, publish), the cache, and fencing.
 
 use dfs_client::leases::Leases;
-use dfs_client::remote::Remote;
 use dfs_fuse::attr::Owner;
 use dfs_fuse::cache::Cache;
 use dfs_fuse::fs::{DfsFs, FsConfig, OpenMode};
 use dfs_fuse::inodes::ROOT_INO;
-use dfs_proto::client::{FileClient, LockClient};
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::DfsPath;
 use dfs_tests::cluster::Cluster;
@@ -16,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn new_fs(cluster: &Cluster, cache: &std::path::Path) -> (DfsFs, String) {
-    let remote = Arc::new(Remote::new(&cluster.nameserver));
+    let remote = Arc::new(cluster.remote_at(&cluster.nameserver));
     let session = Leases::session_name();
     let leases = Leases::new(remote.clone(), session.clone(), Duration::ZERO);
     let cache = Arc::new(Cache::open(cache, 1 << 30).unwrap());
@@ -83,7 +81,7 @@ fn write_publish_read_and_cache() {
             "published file is cached clean"
         );
 
-        let files = FileClient::new();
+        let files = cluster.files();
         let before: u64 = {
             let mut n = 0;
             for url in &cluster.fileservers {
@@ -181,7 +179,7 @@ fn second_writer_is_busy_and_a_fenced_writer_keeps_its_changes() {
         fs_b.release(r.fh).await;
 
         // Steal the lease (as if ours had expired while paused) and publish from B.
-        let locks = LockClient::new(&cluster.lockserver);
+        let locks = cluster.locks();
         let leases = locks.list().await.unwrap();
         let ours = leases.leases.iter().find(|l| l.client == session).unwrap();
         locks.release(ours.token, &session).await.unwrap();
@@ -406,7 +404,7 @@ fn a_used_up_publish_counter_takes_a_new_lease() {
     cluster.block_on(async {
         let ino = put(&fs, "busy", b"1").await;
         let w = fs.open(ino, WRITE).await.unwrap();
-        let locks = LockClient::new(&cluster.lockserver);
+        let locks = cluster.locks();
         let token = locks
             .list()
             .await
@@ -452,7 +450,7 @@ fn a_version_gone_everywhere_is_asked_for_again() {
             .await
             .unwrap();
         // Every copy of the current version disappears (as after a prompt delete)...
-        let files = FileClient::new();
+        let files = cluster.files();
         for url in &cluster.fileservers {
             let _ = files.delete(url, entry.id, entry.version).await;
         }

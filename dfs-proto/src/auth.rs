@@ -265,6 +265,18 @@ impl ClusterKey {
     }
 }
 
+/// The digest of a fileserver's identity secret, as the nameserver stores it: a copy of the
+/// registry leaks no secret that would let its reader take over the id.
+pub fn secret_digest(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A new random fileserver identity secret (64 hex characters).
+pub fn new_secret() -> String {
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
 /// The fields of a lease that its signature covers.
 #[derive(Clone, Copy, Debug)]
 pub struct LeaseClaim<'a> {

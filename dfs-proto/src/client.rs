@@ -1,5 +1,6 @@
 //! Typed async HTTP clients for the three servers, shared by servers, the mount and the tests.
 
+use crate::auth::Credential;
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
 use crate::files::{BlobCheck, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats};
@@ -124,6 +125,19 @@ fn base(url: &str) -> String {
 struct JsonEndpoint {
     http: reqwest::Client,
     base: String,
+    credential: Option<Credential>,
+}
+
+/// Adds the `Authorization` header when a credential is set: every request but `/healthz`
+/// needs one on a server that is not `--insecure`.
+fn authorize(
+    req: reqwest::RequestBuilder,
+    credential: Option<&Credential>,
+) -> reqwest::RequestBuilder {
+    match credential {
+        Some(credential) => req.header(reqwest::header::AUTHORIZATION, credential.header_value()),
+        None => req,
+    }
 }
 
 impl JsonEndpoint {
@@ -131,6 +145,7 @@ impl JsonEndpoint {
         JsonEndpoint {
             http,
             base: base(url),
+            credential: None,
         }
     }
 
@@ -139,9 +154,8 @@ impl JsonEndpoint {
         route: &str,
         body: &B,
     ) -> Result<T, ApiError> {
-        let reply = self
-            .http
-            .post(format!("{}{route}", self.base))
+        let request = self.http.post(format!("{}{route}", self.base));
+        let reply = authorize(request, self.credential.as_ref())
             .timeout(READ_TIMEOUT)
             .json(body)
             .send()
@@ -154,9 +168,8 @@ impl JsonEndpoint {
         route: &str,
         query: &Q,
     ) -> Result<T, ApiError> {
-        let reply = self
-            .http
-            .get(format!("{}{route}", self.base))
+        let request = self.http.get(format!("{}{route}", self.base));
+        let reply = authorize(request, self.credential.as_ref())
             .timeout(READ_TIMEOUT)
             .query(query)
             .send()
@@ -182,6 +195,13 @@ impl NameClient {
         NameClient {
             api: JsonEndpoint::new(url, http),
         }
+    }
+
+    /// The same client sending `credential` with every request (a client key's, or the
+    /// servers' own).
+    pub fn with_credential(mut self, credential: Credential) -> NameClient {
+        self.api.credential = Some(credential);
+        self
     }
 
     /// The nameserver's base URL.
@@ -342,6 +362,13 @@ impl LockClient {
         }
     }
 
+    /// The same client sending `credential` with every request (a client key's, or the
+    /// servers' own).
+    pub fn with_credential(mut self, credential: Credential) -> LockClient {
+        self.api.credential = Some(credential);
+        self
+    }
+
     /// The lockserver's base URL.
     pub fn url(&self) -> &str {
         &self.api.base
@@ -416,6 +443,7 @@ impl LockClient {
 pub struct FileClient {
     http: reqwest::Client,
     timeouts: Timeouts,
+    credential: Option<Credential>,
 }
 
 impl Default for FileClient {
@@ -439,7 +467,19 @@ impl FileClient {
         FileClient {
             http,
             timeouts: Timeouts::default(),
+            credential: None,
         }
+    }
+
+    /// The same client sending `credential` with every request.
+    pub fn with_credential(mut self, credential: Credential) -> FileClient {
+        self.credential = Some(credential);
+        self
+    }
+
+    /// A request to `url` carrying this client's credential.
+    fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
+        authorize(self.http.request(method, url), self.credential.as_ref())
     }
 
     /// The same client with other silence limits (tests shrink them).
@@ -484,8 +524,7 @@ impl FileClient {
         size: u64,
     ) -> reqwest::RequestBuilder {
         let mut req = self
-            .http
-            .put(blob_url(server, file_id, version))
+            .request(reqwest::Method::PUT, blob_url(server, file_id, version))
             .header(reqwest::header::CONTENT_LENGTH, size);
         if let Some(sum) = checksum {
             req = req.header(CHECKSUM_HEADER, sum.to_string());
@@ -591,7 +630,7 @@ impl FileClient {
         version: Version,
         range: Option<(u64, Option<u64>)>,
     ) -> Result<reqwest::Response, ApiError> {
-        let mut req = self.http.get(blob_url(server, file_id, version));
+        let mut req = self.request(reqwest::Method::GET, blob_url(server, file_id, version));
         if let Some((start, end)) = range {
             let value = match end {
                 Some(end) => format!("bytes={start}-{end}"),
@@ -679,8 +718,7 @@ impl FileClient {
         version: Version,
     ) -> Result<(), ApiError> {
         let reply = self
-            .http
-            .delete(blob_url(server, file_id, version))
+            .request(reqwest::Method::DELETE, blob_url(server, file_id, version))
             .timeout(self.timeouts.stall)
             .send()
             .await?;
@@ -697,8 +735,10 @@ impl FileClient {
         req: &FetchRequest,
     ) -> Result<BlobInfo, ApiError> {
         let reply = self
-            .http
-            .post(format!("{}/fetch", blob_url(server, file_id, version)))
+            .request(
+                reqwest::Method::POST,
+                format!("{}/fetch", blob_url(server, file_id, version)),
+            )
             .timeout(self.timeouts.whole_blob)
             .json(req)
             .send()
@@ -716,8 +756,10 @@ impl FileClient {
         version: Version,
     ) -> Result<BlobCheck, ApiError> {
         let reply = self
-            .http
-            .post(format!("{}/verify", blob_url(server, file_id, version)))
+            .request(
+                reqwest::Method::POST,
+                format!("{}/verify", blob_url(server, file_id, version)),
+            )
             .timeout(self.timeouts.whole_blob)
             .send()
             .await?;
@@ -731,8 +773,7 @@ impl FileClient {
         query: &BlobListQuery,
     ) -> Result<BlobList, ApiError> {
         let reply = self
-            .http
-            .get(format!("{}/v1/blobs", base(server)))
+            .request(reqwest::Method::GET, format!("{}/v1/blobs", base(server)))
             .query(query)
             .timeout(self.timeouts.stall)
             .send()
@@ -767,8 +808,7 @@ impl FileClient {
     /// Transfer counters of `server`.
     pub async fn stats(&self, server: &str) -> Result<FileserverStats, ApiError> {
         let reply = self
-            .http
-            .get(format!("{}/v1/stats", base(server)))
+            .request(reqwest::Method::GET, format!("{}/v1/stats", base(server)))
             .timeout(self.timeouts.stall)
             .send()
             .await?;

@@ -221,6 +221,11 @@ pub struct RegisterRequest {
     /// Directories it asks to serve (the original design's static map); may be empty.
     #[serde(default)]
     pub dirs: Vec<DfsPath>,
+    /// The random secret kept in its data directory next to its id: the nameserver binds the
+    /// id to it at the first registration and refuses the id with any other secret, so no
+    /// one else can take over the id (docs/security.md, Fileserver identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// Reply to register: how often to heartbeat, and where the lockserver is.
@@ -240,6 +245,9 @@ pub struct HeartbeatRequest {
     pub id: ServerId,
     /// Free bytes of its data disk.
     pub free_bytes: u64,
+    /// The same secret as at registration; a heartbeat with another one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 /// Reply to a heartbeat.

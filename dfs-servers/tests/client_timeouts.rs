@@ -27,6 +27,7 @@ async fn fileserver(data: &std::path::Path) -> (String, tokio::sync::oneshot::Se
     let config = fileserver::Config {
         data: data.to_owned(),
         nameserver: String::new(),
+        insecure: true,
         ..fileserver::Config::default()
     };
     let server = fileserver::Fileserver::start(listener, config)

@@ -24,6 +24,8 @@ fn config(data: &Path) -> Config {
     Config {
         listen: "127.0.0.1:0".into(),
         data: data.to_path_buf(),
+        // Lease logic under test; auth_matrix.rs runs the lockserver with keys.
+        insecure: true,
         ..Config::default()
     }
 }
@@ -695,6 +697,7 @@ const SCRIPT: &[Step] = &[
 fn crash_config() -> Config {
     Config {
         ttl_ms: 60_000,
+        insecure: true,
         ..Config::default()
     }
 }
@@ -881,6 +884,7 @@ fn leases_dead_before_a_restart_stay_dead() {
         ttl_ms: 30,
         lock_delay_ms: 20,
         restart_grace_ms: Some(60_000),
+        insecure: true,
         ..Config::default()
     };
     let mut table = LockTable::open(Store::with_backend(disk.backend()).unwrap(), &config).unwrap();

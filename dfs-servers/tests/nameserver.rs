@@ -26,6 +26,7 @@ async fn register(c: &NameClient, id: &str, url: &str, free: u64, dirs: &[&str])
         capacity_bytes: 1 << 40,
         free_bytes: free,
         dirs: dirs.iter().map(|d| p(d)).collect(),
+        secret: None,
     })
     .await
     .unwrap();
@@ -496,6 +497,7 @@ async fn restart_keeps_everything() {
         .heartbeat(&HeartbeatRequest {
             id: "fa".into(),
             free_bytes: 1,
+            secret: None,
         })
         .await
         .unwrap();
@@ -524,6 +526,7 @@ async fn register_heartbeat_and_liveness() {
     let hb = HeartbeatRequest {
         id: "fa".into(),
         free_bytes: 5,
+        secret: None,
     };
     assert!(!c.heartbeat(&hb).await.unwrap().known);
     let reply = c
@@ -533,6 +536,7 @@ async fn register_heartbeat_and_liveness() {
             capacity_bytes: 10,
             free_bytes: 5,
             dirs: vec![],
+            secret: None,
         })
         .await
         .unwrap();
@@ -596,6 +600,7 @@ async fn placement_by_prefix_free_space_and_replacement() {
                                     "fc" => 100,
                                     _ => 1,
                                 },
+                                secret: None,
                             })
                             .await;
                     }
@@ -766,6 +771,7 @@ async fn repair_restores_replication_and_gc_deletes_garbage() {
                             .heartbeat(&HeartbeatRequest {
                                 id: id.into(),
                                 free_bytes: 100,
+                                secret: None,
                             })
                             .await;
                     }

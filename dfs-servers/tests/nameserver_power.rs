@@ -108,6 +108,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     capacity_bytes: 1 << 40,
                     free_bytes: 1 << 30,
                     dirs: dirs.iter().map(|d| p(d)).collect(),
+                    secret: None,
                 },
             )?,
             Step::Mkdir(path) => {

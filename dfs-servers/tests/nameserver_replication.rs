@@ -214,6 +214,7 @@ async fn factors_survive_a_restart_and_an_old_map_still_reads() {
                 capacity_bytes: 1 << 40,
                 free_bytes: 1 << 30,
                 dirs: if *id == "fc" { vec![p("/fc")] } else { vec![] },
+                secret: None,
             })
             .await
             .unwrap();

@@ -1,6 +1,9 @@
-//! An in-process cluster: nameserver, lockserver and N fileservers on `127.0.0.1:0`.
+//! An in-process cluster: nameserver, lockserver and N fileservers on `127.0.0.1:0`, with
+//! authentication on (a cluster key and a read-write client key in its temp dir).
 
-use dfs_proto::client::NameClient;
+use crate::keys::TestKeys;
+use dfs_client::remote::Remote;
+use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_servers::{fileserver, lockserver, nameserver};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -20,6 +23,8 @@ pub struct Cluster {
     /// The CA that signed the servers' certificate when the cluster speaks https
     /// ([`Cluster::start_tls`]); its clients must trust it.
     pub ca: Option<PathBuf>,
+    /// The cluster key every server uses and the read-write key of mounts and clients.
+    pub keys: TestKeys,
     runtime: Option<tokio::runtime::Runtime>,
     stops: Vec<oneshot::Sender<()>>,
 }
@@ -77,12 +82,14 @@ impl Cluster {
         let cert = certs.as_ref().map(|c| c.cert.clone());
         let key = certs.as_ref().map(|c| c.key.clone());
         let ca = certs.as_ref().map(|c| c.ca.clone());
+        let keys = TestKeys::make(&root);
 
         let (lock_listener, lock_url) = runtime.block_on(bind(tls));
         let mut lock_config = lockserver::Config {
             data: root.join("lockserver"),
             tls_cert: cert.clone(),
             tls_key: key.clone(),
+            cluster_key: Some(keys.cluster_file.clone()),
             ..Default::default()
         };
         tune_locks(&mut lock_config);
@@ -100,6 +107,7 @@ impl Cluster {
             // As `dfs up` does: as many copies as there are fileservers, at most 2. A publish
             // needs every copy the replication factor asks for.
             replication: (fileservers as u32).clamp(1, 2),
+            cluster_key: Some(keys.cluster_file.clone()),
             ..Default::default()
         };
         tune(&mut ns_config);
@@ -116,6 +124,7 @@ impl Cluster {
                 tls_cert: cert.clone(),
                 tls_key: key.clone(),
                 ca: ca.clone(),
+                cluster_key: Some(keys.cluster_file.clone()),
                 ..Default::default()
             };
             stops.push(spawn_server(&runtime, move |stop| {
@@ -124,12 +133,14 @@ impl Cluster {
             fs_urls.push(fs_url);
         }
 
+        crate::keys::register(&ns_url, &keys.client_file);
         let cluster = Cluster {
             nameserver: ns_url,
             lockserver: lock_url,
             fileservers: fs_urls,
             data,
             ca,
+            keys,
             runtime: Some(runtime),
             stops,
         };
@@ -137,9 +148,53 @@ impl Cluster {
         cluster
     }
 
-    /// A nameserver client for this cluster (trusting its CA when it speaks https).
+    /// A nameserver client for this cluster, with the read-write key.
     pub fn names(&self) -> NameClient {
+        NameClient::with_http(&self.nameserver, self.http()).with_credential(self.keys.credential())
+    }
+
+    /// A nameserver client with the servers' credential (tests that play a fileserver).
+    pub fn server_names(&self) -> NameClient {
         NameClient::with_http(&self.nameserver, self.http())
+            .with_credential(self.keys.server_credential())
+    }
+
+    /// A key file with `role` named `name` in the cluster's temp dir (made on first use).
+    pub fn key_file(&self, name: &str, role: dfs_proto::auth::Role) -> PathBuf {
+        let path = self.data.path().join(format!("{name}.key"));
+        if !path.exists() {
+            let key = self.keys.issue(name, role);
+            std::fs::write(&path, format!("{}\n", key.to_text())).expect("write a key file");
+        }
+        path
+    }
+
+    /// A lockserver client with the read-write key.
+    pub fn locks(&self) -> LockClient {
+        LockClient::with_http(&self.lockserver, self.http()).with_credential(self.keys.credential())
+    }
+
+    /// A fileserver client with the servers' credential (tests look at and damage blobs
+    /// as the cluster's own servers would).
+    pub fn files(&self) -> FileClient {
+        FileClient::with_http(self.http()).with_credential(self.keys.server_credential())
+    }
+
+    /// The protocol layer of `dfs-client` with the read-write key, at `url` (the
+    /// nameserver's, or a proxy's in front of it).
+    pub fn remote_at(&self, url: &str) -> Remote {
+        Remote::with_http(url, self.http()).with_credential(self.keys.credential())
+    }
+
+    /// The file-like client with the read-write key, at `url`.
+    pub fn client_at(&self, url: &str) -> dfs_client::Client {
+        dfs_client::Client::with_key(url, self.keys.client.clone())
+    }
+
+    /// The blocking file-like client with the read-write key.
+    pub fn blocking_client(&self) -> dfs_client::blocking::Client {
+        dfs_client::blocking::Client::with_key(&self.nameserver, self.keys.client.clone())
+            .expect("a client runtime")
     }
 
     /// An HTTP client for this cluster's servers (trusting its CA when it speaks https).

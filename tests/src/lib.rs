@@ -4,6 +4,7 @@
 //! and restart). Binaries are found next to the test executable, in `target/<profile>/`.
 
 pub mod cluster;
+pub mod keys;
 pub mod mount;
 pub mod posix;
 pub mod process;

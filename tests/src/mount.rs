@@ -80,6 +80,11 @@ impl Mount {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn,dfs_fuse=debug");
         }
+        // The test cluster's key, unless the test chose one.
+        let chose_key = extra.iter().any(|a| *a == "--key" || a.contains("key="));
+        if let Some(key) = crate::keys::key_file_for(nameserver).filter(|_| !chose_key) {
+            cmd.arg("--key").arg(key);
+        }
         let child = cmd.spawn().expect("start dfs-fuse");
         let mut mount = Mount {
             dir,

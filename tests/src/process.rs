@@ -150,6 +150,8 @@ pub struct ProcessCluster {
     pub fileservers: Vec<ServerProcess>,
     /// Data and logs of every server.
     pub data: tempfile::TempDir,
+    /// The cluster key of every server and the read-write key of clients and mounts.
+    pub keys: crate::keys::TestKeys,
 }
 
 impl ProcessCluster {
@@ -166,17 +168,19 @@ impl ProcessCluster {
             .expect("temp dir");
         let root = data.path();
         let arg = |p: PathBuf| p.to_string_lossy().into_owned();
-        let lockserver = ServerProcess::start(
-            "dfs-lockserver",
-            &["--data".into(), arg(root.join("lockserver"))],
-            &root.join("lockserver.log"),
-        );
+        let keys = crate::keys::TestKeys::make(root);
+        let key_flag = || ["--cluster-key".to_owned(), arg(keys.cluster_file.clone())];
+        let mut lock_args = vec!["--data".into(), arg(root.join("lockserver"))];
+        lock_args.extend(key_flag());
+        let lockserver =
+            ServerProcess::start("dfs-lockserver", &lock_args, &root.join("lockserver.log"));
         let mut ns_args = vec![
             "--data".into(),
             arg(root.join("nameserver")),
             "--lockserver".into(),
             lockserver.url.clone(),
         ];
+        ns_args.extend(key_flag());
         ns_args.extend(nameserver_flags.iter().map(|s| s.to_string()));
         let nameserver =
             ServerProcess::start("dfs-nameserver", &ns_args, &root.join("nameserver.log"));
@@ -189,16 +193,20 @@ impl ProcessCluster {
                         arg(root.join(format!("fileserver{i}"))),
                         "--nameserver".into(),
                         nameserver.url.clone(),
+                        "--cluster-key".into(),
+                        arg(keys.cluster_file.clone()),
                     ],
                     &root.join(format!("fileserver{i}.log")),
                 )
             })
             .collect::<Vec<_>>();
+        crate::keys::register(&nameserver.url, &keys.client_file);
         let cluster = ProcessCluster {
             nameserver,
             lockserver,
             fileservers,
             data,
+            keys,
         };
         cluster.wait_for_fileservers(cluster.fileservers.len());
         cluster
@@ -210,7 +218,8 @@ impl ProcessCluster {
             .enable_all()
             .build()
             .expect("runtime");
-        let names = dfs_proto::client::NameClient::new(&self.nameserver.url);
+        let names = dfs_proto::client::NameClient::new(&self.nameserver.url)
+            .with_credential(self.keys.credential());
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let alive = runtime

@@ -9,6 +9,7 @@ use dfs_proto::client::NameClient;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::{fs_type, fuse_unavailable, is_mounted, skip_fuse, Mount};
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -182,8 +183,28 @@ fn dfs_up_works_from_a_lone_dfs_binary() {
         .enable_all()
         .build()
         .unwrap();
+    // Authentication is on: `dfs up` made its keys in the data directory, owner-only.
+    let data = root.join("data");
+    for name in ["cluster.key", "admin.key", "user.key"] {
+        let mode = std::fs::metadata(data.join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}");
+    }
+    let anonymous = runtime.block_on(NameClient::new(&url).cluster());
+    assert_eq!(
+        anonymous.unwrap_err().code,
+        dfs_proto::ErrorCode::Unauthenticated
+    );
+    assert!(up.log().contains("DFS_KEY="), "{}", up.log());
+    let admin = dfs_proto::auth::ClientKey::load(&data.join("admin.key")).unwrap();
     let cluster = runtime
-        .block_on(NameClient::new(&url).cluster())
+        .block_on(
+            NameClient::new(&url)
+                .with_credential(admin.credential())
+                .cluster(),
+        )
         .expect("the nameserver answers");
     let alive = cluster.fileservers.iter().filter(|f| f.alive).count();
     assert_eq!(alive, 3, "{cluster:?}");
@@ -331,6 +352,8 @@ fn dfs_mount_mounts_a_cluster_as_fuse_dfs() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!("cache_dir={},lock_wait=1", cache.display()))
+        .arg("--key")
+        .arg(&cluster.keys.client_file)
         .env("PATH", SYSTEM_PATH)
         .output()
         .unwrap();
@@ -354,8 +377,9 @@ fn dfs_mount_mounts_a_cluster_as_fuse_dfs() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!(
-            "rw,nosuid,nodev,_netdev,cache_dir={}",
-            cache.display()
+            "rw,nosuid,nodev,_netdev,cache_dir={},key={}",
+            cache.display(),
+            cluster.keys.client_file.display()
         ))
         .output()
         .unwrap();
@@ -373,6 +397,7 @@ fn dfs_mount_mounts_a_cluster_as_fuse_dfs() {
         .arg("-f")
         .arg("--cache-dir")
         .arg(&cache)
+        .env("DFS_KEY", &cluster.keys.client_file)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -416,7 +441,11 @@ fn started_as_mount_fuse_dfs_both_binaries_are_the_mount_helper() {
                 .output()
                 .unwrap()
         };
-        let opts = format!("rw,nosuid,nodev,_netdev,cache_dir={}", cache.display());
+        let opts = format!(
+            "rw,nosuid,nodev,_netdev,cache_dir={},key={}",
+            cache.display(),
+            cluster.keys.client_file.display()
+        );
 
         // `-f` is mount(8)'s "fake": check, do not mount.
         let out = run(&["-f", "-o", &opts]);

@@ -6,7 +6,6 @@
 //! excluded servers); a nameserver that ignores it offers the same targets, the client stops
 //! after one round, and the publish carries fewer copies.
 
-use dfs_client::blocking;
 use dfs_servers::fileserver;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::proxy::{DropRule, LossyProxy};
@@ -41,6 +40,7 @@ fn add_fileserver(cluster: &Cluster, name: &str, lossy: bool, alive: usize) -> S
             data,
             nameserver,
             advertise: Some(advertised.clone()),
+            cluster_key: Some(cluster.keys.cluster_file.clone()),
             ..Default::default()
         };
         tokio::spawn(fileserver::run(listener, config, std::future::pending()));
@@ -68,7 +68,7 @@ fn add_fileserver(cluster: &Cluster, name: &str, lossy: bool, alive: usize) -> S
 fn a_failed_target_is_replaced_so_the_publish_has_every_copy() {
     let cluster = Cluster::start_with(1, |ns| ns.replication = 2);
     let lossy = add_fileserver(&cluster, "lossy", true, 2);
-    let client = blocking::Client::new(&cluster.nameserver).unwrap();
+    let client = cluster.blocking_client();
 
     // Open while only the good and the lossy server live: those two are the targets.
     let mut file = client.create("/f").unwrap();

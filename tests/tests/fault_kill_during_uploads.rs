@@ -154,7 +154,9 @@ fn kill9_during_upload_loop_loses_nothing() {
 
 /// A client of the cluster once its nameserver answers; `spool` holds open files' copies.
 async fn connect(ns_url: &str, spool: Option<&std::path::Path>) -> Client {
-    let mut builder = Client::builder(ns_url).session(format!("writer-{}", rand::random::<u32>()));
+    let mut builder = Client::builder(ns_url)
+        .key(dfs_tests::keys::client_key_for(ns_url))
+        .session(format!("writer-{}", rand::random::<u32>()));
     if let Some(dir) = spool {
         builder = builder.spool_dir(dir);
     }

@@ -33,6 +33,8 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
     let seed = dfs_tests::test_seed();
     let kills = if dfs_tests::long_tier() { 100 } else { 20 };
     let data = tempfile::tempdir().unwrap();
+    let keys = dfs_tests::keys::TestKeys::make(data.path());
+    let credential = keys.credential();
     let server = ServerProcess::start(
         "dfs-lockserver",
         &[
@@ -40,6 +42,8 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
             data.path().join("lock").to_string_lossy().into_owned(),
             "--ttl-ms".into(),
             TTL_MS.to_string(),
+            "--cluster-key".into(),
+            keys.cluster_file.to_string_lossy().into_owned(),
         ],
         &data.path().join("lockserver.log"),
     );
@@ -51,6 +55,7 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
     let clients: Vec<_> = (0..4)
         .map(|client| {
             let url = url.clone();
+            let credential = credential.clone();
             let stop = Arc::clone(&stop);
             let grants = Arc::clone(&grants);
             std::thread::spawn(move || {
@@ -58,7 +63,7 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
                     .enable_all()
                     .build()
                     .unwrap();
-                let locks = LockClient::new(&url);
+                let locks = LockClient::new(&url).with_credential(credential.clone());
                 let mut rng = StdRng::seed_from_u64(seed.wrapping_add(client as u64));
                 let mut attempt = 0u64;
                 while !stop.load(Ordering::SeqCst) {

@@ -7,7 +7,6 @@
 
 use dfs_client::remote::Remote;
 use dfs_client::write::Content;
-use dfs_client::Client;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::names::{Entry, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath};
@@ -27,8 +26,8 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             },
         )
         .await;
-        let client = Remote::new(&proxy.url);
-        let direct = Client::new(&cluster.nameserver);
+        let client = cluster.remote_at(&proxy.url);
+        let direct = cluster.client_at(&cluster.nameserver);
         let path = DfsPath::parse("/report.txt").unwrap();
         let bytes = b"the only content".repeat(1000);
         let lease = client
@@ -69,7 +68,7 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
         let entry = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(read, bytes);
         for server in &cluster.fileservers {
-            let blobs = client.files.list(server).await.unwrap().blobs;
+            let blobs = cluster.files().list(server).await.unwrap().blobs;
             let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id).collect();
             assert!(
                 mine.len() <= 1,
@@ -88,13 +87,13 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             },
         )
         .await;
-        let api = Client::new(&proxy.url);
+        let api = cluster.client_at(&proxy.url);
         api.write("/retried.txt", &bytes).await.unwrap();
         assert_eq!(proxy.dropped(), 1);
         assert_eq!(direct.read("/retried.txt").await.unwrap(), bytes);
         let entry = direct.metadata("/retried.txt").await.unwrap();
         for server in &cluster.fileservers {
-            let blobs = client.files.list(server).await.unwrap().blobs;
+            let blobs = cluster.files().list(server).await.unwrap().blobs;
             let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id()).collect();
             assert!(
                 mine.len() <= 1,
@@ -166,6 +165,7 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
             data,
             nameserver: cluster.nameserver.clone(),
             advertise: Some(proxy.url.clone()),
+            cluster_key: Some(cluster.keys.cluster_file.clone()),
             ..Default::default()
         };
         tokio::spawn(fileserver::run(listener, config, std::future::pending()));
@@ -178,7 +178,7 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
 
-        let client = Remote::new(&cluster.nameserver);
+        let client = cluster.remote_at(&cluster.nameserver);
         let path = DfsPath::parse("/data.bin").unwrap();
         let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let lease = client
@@ -202,12 +202,13 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
         let entry = write_under_lease(&client, &path, &bytes, lease.token)
             .await
             .unwrap();
-        let blobs = client.files.list(&real_url).await.unwrap().blobs;
+        let blobs = cluster.files().list(&real_url).await.unwrap().blobs;
         let mine: Vec<_> = blobs.iter().filter(|b| b.file_id == entry.id).collect();
         assert_eq!(mine.len(), 1, "exactly one blob expected: {mine:?}");
         assert_eq!(mine[0].version, entry.version);
         assert_eq!(mine[0].checksum, Checksum::of(&bytes));
-        let read = Client::new(&cluster.nameserver)
+        let read = cluster
+            .client_at(&cluster.nameserver)
             .read("/data.bin")
             .await
             .unwrap();

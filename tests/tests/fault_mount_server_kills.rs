@@ -402,6 +402,7 @@ fn mount_upload_loop_while_servers_are_killed() {
 /// A client of the cluster once its nameserver answers.
 async fn connect(ns_url: &str) -> Client {
     let client = Client::builder(ns_url)
+        .key(dfs_tests::keys::client_key_for(ns_url))
         .session(format!("verifier-{}", rand::random::<u32>()))
         .build();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -320,7 +320,7 @@ fn client(url: &str, seed: u64, stop: &AtomicBool, restarts: &AtomicU64) -> Resu
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let c = NameClient::new(url);
+    let c = NameClient::new(url).with_credential(dfs_tests::keys::credential_for(url));
     let mut rng = StdRng::seed_from_u64(seed);
     let mut stats = Stats::default();
     let mut model = Model::new();

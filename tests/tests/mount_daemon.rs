@@ -41,6 +41,7 @@ fn daemon_returns_once_mounted_and_mount_t_works() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!("cache_dir={}", cache.display()))
+        .env("DFS_KEY", &cluster.keys.client_file)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
@@ -59,8 +60,9 @@ fn daemon_returns_once_mounted_and_mount_t_works() {
         .arg(&mnt)
         .arg("-o")
         .arg(format!(
-            "rw,nosuid,nodev,_netdev,cache_dir={},lock_wait=1",
-            cache.display()
+            "rw,nosuid,nodev,_netdev,cache_dir={},lock_wait=1,key={}",
+            cache.display(),
+            cluster.keys.client_file.display()
         ))
         .output()
         .unwrap();
@@ -118,4 +120,64 @@ fn sigterm_unmounts_cleanly() {
     assert!(state.starts_with("clean "), "{state:?}");
     let again = Mount::start(&cluster.nameserver, &[]);
     assert_eq!(std::fs::read(again.path("kept")).unwrap(), b"data");
+}
+
+#[test]
+fn a_mount_without_a_valid_key_fails_and_says_how_to_give_one() {
+    if !fuse_ok() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let other = dfs_proto::auth::ClusterKey::generate()
+        .issue_client("intruder", dfs_proto::auth::Role::Admin)
+        .unwrap();
+    let foreign = tmp.path().join("foreign.key");
+    std::fs::write(&foreign, other.to_text()).unwrap();
+    for key in [None, Some(&foreign)] {
+        let mut cmd = Command::new(dfs_tests::bin_path("dfs-fuse"));
+        cmd.arg(&cluster.nameserver)
+            .arg(&mnt)
+            .arg("--cache-dir")
+            .arg(tmp.path().join("cache"))
+            .env_remove("DFS_KEY");
+        if let Some(key) = key {
+            cmd.arg("--key").arg(key);
+        }
+        let out = cmd.output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refused the mount's credential"), "{err}");
+        assert!(err.contains("--key FILE"), "{err}");
+        assert!(!is_mounted(&mnt));
+    }
+}
+
+#[test]
+fn a_read_only_key_mounts_for_reading_only() {
+    let cluster = Cluster::start(1);
+    cluster
+        .block_on(
+            cluster
+                .names()
+                .mkdir(&dfs_proto::DfsPath::parse("/d").unwrap(), None),
+        )
+        .unwrap();
+    let key = cluster.key_file("reader", dfs_proto::auth::Role::ReadOnly);
+    let Some(mount) = Mount::try_start(&cluster.nameserver, &["--key", key.to_str().unwrap()])
+    else {
+        return;
+    };
+    assert!(mount.path("d").is_dir(), "reads work");
+    for result in [
+        std::fs::write(mount.path("d/new"), b"x"),
+        std::fs::create_dir(mount.path("d/sub")),
+        std::fs::remove_dir(mount.path("d")),
+    ] {
+        let err = result.unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EACCES), "{err}");
+    }
+    assert!(mount.path("d").is_dir(), "nothing changed");
 }

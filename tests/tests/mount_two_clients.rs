@@ -2,14 +2,13 @@
 //! second writer while readers still read the last published version), and the cache
 //! (re-opening an unchanged file downloads nothing, proven by fileserver counters).
 
-use dfs_proto::client::FileClient;
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::Mount;
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 
 fn downloads(cluster: &Cluster) -> (u64, u64) {
-    let files = FileClient::new();
+    let files = cluster.files();
     cluster.fileservers.iter().fold((0, 0), |(d, b), url| {
         let s = cluster
             .block_on(files.stats(url))

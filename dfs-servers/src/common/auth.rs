@@ -13,11 +13,47 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use dfs_proto::auth::{ClusterKey, Principal, Verifier};
 use dfs_proto::{ApiError, ErrorCode};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The route answered without authentication.
 pub const OPEN_ROUTE: &str = "/healthz";
+
+/// The authentication flags every server binary takes; each overrides its config key.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Cluster key file (make one with `dfs keygen cluster`); config key `cluster_key`.
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key: Option<PathBuf>,
+    /// Accept every request without a credential (logged loudly); config key `insecure`.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Id of a client key to refuse from now on (repeatable; added to `revoked_keys`).
+    #[arg(long = "revoked-key", value_name = "ID")]
+    pub revoked_keys: Vec<String>,
+}
+
+impl AuthArgs {
+    /// Lays the flags over a config's `cluster_key`, `insecure` and `revoked_keys`.
+    pub fn apply(
+        self,
+        cluster_key: &mut Option<PathBuf>,
+        insecure: &mut bool,
+        revoked_keys: &mut Vec<String>,
+    ) {
+        if let Some(path) = self.cluster_key {
+            *cluster_key = Some(path);
+        }
+        if self.insecure {
+            *insecure = true;
+        }
+        for id in self.revoked_keys {
+            if !revoked_keys.contains(&id) {
+                revoked_keys.push(id);
+            }
+        }
+    }
+}
 
 /// Builds a server's verifier from its settings: the cluster key file, or `--insecure`.
 ///

@@ -9,6 +9,7 @@ pub mod crash_backend;
 pub mod extract;
 pub mod http;
 pub mod limits;
+pub mod policy;
 pub mod tls;
 
 pub use auth::{authenticated, Caller};
@@ -19,3 +20,4 @@ pub use http::{
     announce_ready, api_fallbacks, base_url, bind, init_tracing, serve, serve_with_tls,
     shutdown_signal,
 };
+pub use policy::{needs, Need};

@@ -62,7 +62,7 @@ impl Default for Config {
             dirs: Vec::new(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -84,7 +84,8 @@ impl Default for Config {
 pub struct Args {
     /// JSON config file (keys: listen, data, nameserver, advertise, dirs, max_body_bytes,
     /// tls_cert, tls_key, ca,
-    /// body_deadline_ms, upload_grace_ms, upload_min_bytes_per_sec).
+    /// body_deadline_ms, upload_grace_ms, upload_min_bytes_per_sec,
+    /// cluster_key, insecure, revoked_keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on, e.g. 0.0.0.0:7100.
@@ -111,6 +112,9 @@ pub struct Args {
     /// PEM CA certificate that signed the other servers' certificates (for https URLs).
     #[arg(long, value_name = "FILE", env = "DFS_CA")]
     pub ca: Option<PathBuf>,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: crate::common::auth::AuthArgs,
 }
 
 impl Args {
@@ -139,6 +143,11 @@ impl Args {
         if let Some(ca) = self.ca {
             config.ca = Some(ca);
         }
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         Ok(config)
     }
 }
@@ -174,6 +183,37 @@ mod tests {
         assert_eq!(config.max_body_bytes, 5);
         assert_eq!(config.dirs.len(), 2);
         assert_eq!(config.nameserver, "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn auth_flags_override_the_file_and_add_revocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fs.json");
+        std::fs::write(
+            &file,
+            r#"{"cluster_key":"/etc/a.key","revoked_keys":["aa"]}"#,
+        )
+        .unwrap();
+        let config = Args::parse_from([
+            "dfs-fileserver",
+            "--config",
+            file.to_str().unwrap(),
+            "--cluster-key",
+            "/etc/b.key",
+            "--revoked-key",
+            "bb",
+            "--revoked-key",
+            "aa",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(config.cluster_key, Some(PathBuf::from("/etc/b.key")));
+        assert_eq!(config.revoked_keys, ["aa", "bb"]);
+        assert!(!config.insecure, "secure unless asked");
+        let config = Args::parse_from(["dfs-fileserver", "--insecure"])
+            .into_config()
+            .unwrap();
+        assert!(config.insecure);
     }
 
     #[test]

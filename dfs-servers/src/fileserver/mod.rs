@@ -59,22 +59,38 @@ impl Fileserver {
             crate::common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         let http = crate::common::tls::server_http_client(config.ca.as_deref())?;
         let data = config.data.clone();
-        let store = tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String)> {
-            let store = BlobStore::open(&data, storage)
-                .with_context(|| format!("cannot open data directory {}", data.display()))?;
-            let id = store
-                .server_id()
-                .context("cannot read or create the server id")?;
-            Ok((store, id))
-        })
-        .await??;
-        let (store, id) = store;
+        let store =
+            tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String, String)> {
+                let store = BlobStore::open(&data, storage)
+                    .with_context(|| format!("cannot open data directory {}", data.display()))?;
+                let id = store
+                    .server_id()
+                    .context("cannot read or create the server id")?;
+                let secret = store
+                    .server_secret()
+                    .context("cannot read or create the server secret")?;
+                Ok((store, id, secret))
+            })
+            .await??;
+        let (store, id, secret) = store;
+        // What this server presents to the nameserver and to other fileservers.
+        let credential = verifier
+            .cluster_key()
+            .map(dfs_proto::auth::ClusterKey::server_credential);
+        let mut files = FileClient::new();
+        if let Some(credential) = &credential {
+            files = files.with_credential(credential.clone());
+        }
         let nameserver = match config.nameserver.trim() {
             "" => None,
             url => {
                 reqwest::Url::parse(url)
                     .with_context(|| format!("nameserver {url:?} is not a URL"))?;
-                Some(NameClient::with_http(url, http.clone()))
+                let names = NameClient::with_http(url, http.clone());
+                Some(match &credential {
+                    Some(credential) => names.with_credential(credential.clone()),
+                    None => names,
+                })
             }
         };
         let url = config
@@ -94,12 +110,13 @@ impl Fileserver {
                     upload_grace_ms: config.upload_grace_ms,
                     upload_min_bytes_per_sec: config.upload_min_bytes_per_sec,
                 },
-                files: FileClient::with_http(http),
+                files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,
             },
             identity: registration::Identity {
                 id,
+                secret,
                 url,
                 dirs: config.dirs,
             },

@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct Identity {
     /// Stable id from the data directory.
     pub id: ServerId,
+    /// The secret the nameserver binds the id to (from the data directory too).
+    pub secret: String,
     /// Advertised base URL.
     pub url: String,
     /// Directories it asks for.
@@ -49,6 +51,7 @@ pub async fn keep_registered(names: NameClient, me: Identity, store: Arc<BlobSto
             capacity_bytes,
             free_bytes,
             dirs: me.dirs.clone(),
+            secret: Some(me.secret.clone()),
         };
         let reply = match names.register(&req).await {
             Ok(reply) => reply,
@@ -74,6 +77,7 @@ pub async fn keep_registered(names: NameClient, me: Identity, store: Arc<BlobSto
                 .heartbeat(&HeartbeatRequest {
                     id: me.id.clone(),
                     free_bytes,
+                    secret: Some(me.secret.clone()),
                 })
                 .await
             {

@@ -5,6 +5,8 @@ use super::range::{parse_range, RangeRequest};
 use super::stats::Stats;
 use super::store::BlobStore;
 use crate::common::limits::{limit_body, BodyLimits};
+use crate::common::needs;
+use crate::common::policy::Need::{Operator, Read, Server};
 use crate::common::ApiQuery;
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
@@ -12,7 +14,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dfs_proto::client::FileClient;
 use dfs_proto::files::{
@@ -69,10 +71,17 @@ pub fn router(state: AppState) -> Router {
     // Small JSON bodies: refused up front when too big, cut off when too slow.
     let json = Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/stats", get(stats))
-        .route("/v1/blobs", get(list))
-        .route("/v1/blobs/{file_id}/{version}/fetch", post(fetch_blob))
-        .route("/v1/blobs/{file_id}/{version}/verify", post(verify_blob))
+        // Counters only: any key may read them (benchmarks and tests do).
+        .route("/v1/stats", needs(Read, get(stats)))
+        .route("/v1/blobs", needs(Operator, get(list)))
+        .route(
+            "/v1/blobs/{file_id}/{version}/fetch",
+            needs(Server, post(fetch_blob)),
+        )
+        .route(
+            "/v1/blobs/{file_id}/{version}/verify",
+            needs(Server, post(verify_blob)),
+        )
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits::new(MAX_JSON_BODY, state.limits.body_deadline_ms),
             limit_body,
@@ -80,10 +89,8 @@ pub fn router(state: AppState) -> Router {
     // Blob bodies: `max_body_bytes` and a minimum average rate (see `ingest`).
     let blobs = Router::new().route(
         blob,
-        get(get_blob)
-            .head(head_blob)
-            .put(put_blob)
-            .delete(delete_blob),
+        needs(Read, get(get_blob).head(head_blob).put(put_blob))
+            .merge(needs(Server, delete(delete_blob))),
     );
     let router = json
         .merge(blobs)

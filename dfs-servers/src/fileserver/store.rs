@@ -26,6 +26,8 @@ const FAN_OUT: u32 = 256;
 
 /// Name of the file holding the fileserver's stable id.
 const SERVER_ID_FILE: &str = "server-id";
+/// The identity secret next to the id: the nameserver binds the id to it (docs/security.md).
+const SERVER_SECRET_FILE: &str = "server-secret";
 
 type Key = (FileId, Version);
 
@@ -175,31 +177,52 @@ impl BlobStore {
     /// The stable id of this fileserver: read from the data directory, or generated once and
     /// stored durably. Blocking.
     pub fn server_id(&self) -> io::Result<String> {
-        let path = self.root.join(SERVER_ID_FILE);
+        self.small_file(SERVER_ID_FILE, 64, || {
+            format!("fs-{:016x}", rand::random::<u64>())
+        })
+    }
+
+    /// The secret that proves this data directory's id to the nameserver, made on first
+    /// start. Losing it (a wiped data directory) means a new id, as losing the blobs would.
+    pub fn server_secret(&self) -> io::Result<String> {
+        self.small_file(SERVER_SECRET_FILE, 128, dfs_proto::auth::new_secret)
+    }
+
+    /// Reads a one-line file of `[A-Za-z0-9-]` in the data directory, or writes `make()`
+    /// durably when it is missing or invalid.
+    fn small_file(
+        &self,
+        name: &str,
+        max_len: usize,
+        make: impl FnOnce() -> String,
+    ) -> io::Result<String> {
+        let path = self.root.join(name);
         match self.storage.open_read(&path) {
             Ok(mut file) => {
                 let mut text = String::new();
                 io::Read::read_to_string(&mut file, &mut text)?;
-                let id = text.trim().to_owned();
-                if !id.is_empty()
-                    && id.len() <= 64
-                    && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                let value = text.trim().to_owned();
+                if !value.is_empty()
+                    && value.len() <= max_len
+                    && value
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 {
-                    return Ok(id);
+                    return Ok(value);
                 }
-                tracing::warn!("server-id file is invalid; generating a new id");
+                tracing::warn!("{name} file is invalid; generating a new one");
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             Err(err) => return Err(err),
         }
-        let id = format!("fs-{:016x}", rand::random::<u64>());
-        let tmp = self.tmp.join("server-id.tmp");
+        let value = make();
+        let tmp = self.tmp.join(format!("{name}.tmp"));
         let mut writer = self.storage.create(&tmp)?;
-        writer.write_all(format!("{id}\n").as_bytes())?;
+        writer.write_all(format!("{value}\n").as_bytes())?;
         writer.sync()?;
         self.storage.rename(&tmp, &path)?;
         self.storage.sync_dir(&self.root)?;
-        Ok(id)
+        Ok(value)
     }
 
     /// Disk capacity and free bytes of the data directory.

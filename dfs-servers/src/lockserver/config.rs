@@ -61,7 +61,7 @@ impl Default for Config {
             lock_delay_ms: 1_000,
             restart_grace_ms: None,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -136,7 +136,8 @@ pub struct Args {
     /// JSON config file (keys: listen, data, ttl_ms, max_ttl_ms, lock_delay_ms, restart_grace_ms,
     /// tls_cert, tls_key,
     /// body_deadline_ms, max_leases_per_client, max_leases, max_paths_per_lease,
-    /// max_lease_path_bytes).
+    /// max_lease_path_bytes,
+    /// cluster_key, insecure, revoked_keys).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:7001].
@@ -154,6 +155,9 @@ pub struct Args {
     /// Serving over TLS.
     #[command(flatten)]
     pub tls: crate::common::tls::TlsArgs,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: crate::common::auth::AuthArgs,
 }
 
 impl Args {
@@ -174,6 +178,11 @@ impl Args {
             config.lock_delay_ms = delay;
         }
         self.tls.apply(&mut config.tls_cert, &mut config.tls_key);
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         config.validate()?;
         Ok(config)
     }

@@ -3,7 +3,8 @@
 use super::table::LockTable;
 use super::table::MAX_PAGE;
 use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::{api_fallbacks, ApiJson, ApiQuery};
+use crate::common::policy::Need::{Read, Write};
+use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,13 +31,14 @@ pub async fn with_table<T: Send + 'static>(
     .await
 }
 
-/// Every lockserver endpoint, with JSON 404/405 answers, a body limit and a body deadline.
+/// Every lockserver endpoint, each with the right it needs (common::policy), with JSON
+/// 404/405 answers, a body limit and a body deadline.
 pub fn router(table: Shared, body_deadline_ms: u64) -> Router {
     let router = Router::new()
-        .route("/v1/locks/acquire", post(acquire))
-        .route("/v1/locks/renew", post(renew))
-        .route("/v1/locks/release", post(release))
-        .route("/v1/locks", get(list))
+        .route("/v1/locks/acquire", needs(Write, post(acquire)))
+        .route("/v1/locks/renew", needs(Write, post(renew)))
+        .route("/v1/locks/release", needs(Write, post(release)))
+        .route("/v1/locks", needs(Read, get(list)))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -96,7 +96,7 @@ impl Default for Config {
             gc_interval_ms: 10_000,
             orphan_after_ms: 3_600_000,
             cluster_key: None,
-            insecure: true,
+            insecure: false,
             revoked_keys: Vec::new(),
             tls_cert: None,
             tls_key: None,
@@ -167,6 +167,9 @@ pub struct Args {
     /// PEM CA certificate that signed the fileservers' certificates (for https URLs).
     #[arg(long, value_name = "FILE", env = "DFS_CA")]
     pub ca: Option<PathBuf>,
+    /// Authentication (`--cluster-key`, `--insecure`, `--revoked-key`).
+    #[command(flatten)]
+    pub auth: common::auth::AuthArgs,
 }
 
 impl Args {
@@ -192,6 +195,11 @@ impl Args {
         if let Some(ca) = self.ca {
             config.ca = Some(ca);
         }
+        self.auth.apply(
+            &mut config.cluster_key,
+            &mut config.insecure,
+            &mut config.revoked_keys,
+        );
         config.validate()?;
         Ok(config)
     }
@@ -269,7 +277,10 @@ pub async fn run_then(
         store,
         registry,
         config,
-        files: FileClient::with_http(http),
+        files: match verifier.cluster_key() {
+            Some(key) => FileClient::with_http(http).with_credential(key.server_credential()),
+            None => FileClient::with_http(http),
+        },
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),

@@ -200,10 +200,43 @@ pub fn apply_registration(
     Ok(())
 }
 
+/// The secret hash to keep for fileserver `id`, given the one on record and the secret sent.
+///
+/// An id is bound to the first secret it registers with; afterwards only that secret may
+/// register or heartbeat it, so no one can move a fileserver's id (and the files placed on
+/// it) to another URL. A record without a hash (an older release, or a test double that
+/// sends none) adopts the first secret it sees.
+pub fn bind_identity(
+    id: &str,
+    recorded: Option<&str>,
+    sent: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    let sent_hash = sent.map(dfs_proto::auth::secret_digest);
+    match (recorded, sent_hash) {
+        (None, sent_hash) => Ok(sent_hash),
+        (Some(recorded), Some(sent)) if recorded == sent => Ok(Some(sent)),
+        (Some(_), _) => {
+            tracing::warn!(%id, "refused a fileserver presenting another server's id");
+            Err(ApiError::new(
+                dfs_proto::ErrorCode::Forbidden,
+                format!(
+                    "fileserver id {id} is bound to another server's secret; a new server \
+                     needs a new data directory (and so a new id)"
+                ),
+            ))
+        }
+    }
+}
+
 /// A fileserver's registration as one change: its record, and its `dirs` applied to the map.
 pub fn register(t: &mut WriteTables<'_>, req: &RegisterRequest) -> Result<(), ApiError> {
     let url = req.url.trim_end_matches('/').to_owned();
     let old = t.fileserver(&req.id)?;
+    let secret_hash = bind_identity(
+        &req.id,
+        old.as_ref().and_then(|o| o.secret_hash.as_deref()),
+        req.secret.as_deref(),
+    )?;
     let old_dirs = old.map(|o| o.dirs).unwrap_or_default();
     let mut dirs: Vec<DfsPath> = Vec::new();
     for d in &req.dirs {
@@ -218,7 +251,35 @@ pub fn register(t: &mut WriteTables<'_>, req: &RegisterRequest) -> Result<(), Ap
             capacity_bytes: req.capacity_bytes,
             free_bytes: req.free_bytes,
             dirs: dirs.clone(),
+            secret_hash,
         },
     )?;
     apply_registration(t, &req.id, &old_dirs, &dirs)
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::bind_identity;
+    use dfs_proto::auth::secret_digest;
+    use dfs_proto::ErrorCode;
+
+    #[test]
+    fn an_id_is_bound_to_the_first_secret_it_shows() {
+        // New id, or a record from before identities: the sent secret is adopted.
+        assert_eq!(
+            bind_identity("fs", None, Some("s1")).unwrap(),
+            Some(secret_digest("s1"))
+        );
+        assert_eq!(bind_identity("fs", None, None).unwrap(), None);
+        // Bound: only the same secret passes.
+        let bound = secret_digest("s1");
+        assert_eq!(
+            bind_identity("fs", Some(&bound), Some("s1")).unwrap(),
+            Some(bound.clone())
+        );
+        for other in [Some("s2"), None] {
+            let err = bind_identity("fs", Some(&bound), other).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden);
+        }
+    }
 }

@@ -7,7 +7,8 @@ use super::placement;
 use super::store::Read;
 use super::{now_ns, State};
 use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::{api_fallbacks, ApiJson, ApiQuery};
+use crate::common::policy::Need::{self, Admin, Server, Write};
+use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -27,23 +28,24 @@ type S = axum::extract::State<Arc<State>>;
 
 /// The router over shared state.
 pub fn router(state: Arc<State>) -> Router {
+    // Every route declares the right it needs (common::policy); /healthz is open.
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/", get(text_map))
-        .route("/v1/cluster", get(cluster))
-        .route("/v1/meta/stat", get(stat))
-        .route("/v1/meta/list", get(list))
-        .route("/v1/meta/mkdir", post(mkdir))
-        .route("/v1/meta/rmdir", post(rmdir))
-        .route("/v1/meta/create", post(create))
-        .route("/v1/meta/unlink", post(unlink))
-        .route("/v1/meta/rename", post(rename))
-        .route("/v1/meta/setattr", post(setattr))
-        .route("/v1/meta/open-write", post(open_write))
-        .route("/v1/meta/publish", post(publish))
-        .route("/v1/fileservers/register", post(register))
-        .route("/v1/fileservers/heartbeat", post(heartbeat))
-        .route("/v1/dirs/replication", post(dir_replication))
+        .route("/", needs(Need::Read, get(text_map)))
+        .route("/v1/cluster", needs(Need::Read, get(cluster)))
+        .route("/v1/meta/stat", needs(Need::Read, get(stat)))
+        .route("/v1/meta/list", needs(Need::Read, get(list)))
+        .route("/v1/meta/mkdir", needs(Write, post(mkdir)))
+        .route("/v1/meta/rmdir", needs(Write, post(rmdir)))
+        .route("/v1/meta/create", needs(Write, post(create)))
+        .route("/v1/meta/unlink", needs(Write, post(unlink)))
+        .route("/v1/meta/rename", needs(Write, post(rename)))
+        .route("/v1/meta/setattr", needs(Write, post(setattr)))
+        .route("/v1/meta/open-write", needs(Write, post(open_write)))
+        .route("/v1/meta/publish", needs(Write, post(publish)))
+        .route("/v1/fileservers/register", needs(Server, post(register)))
+        .route("/v1/fileservers/heartbeat", needs(Server, post(heartbeat)))
+        .route("/v1/dirs/replication", needs(Admin, post(dir_replication)))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits::new(MAX_BODY, state.config.body_deadline_ms),
@@ -162,7 +164,16 @@ async fn rename(state: S, ApiJson(req): ApiJson<RenameRequest>) -> Result<Json<E
     .await
 }
 
-async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json<Entry>, ApiError> {
+async fn setattr(
+    state: S,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<SetAttrRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    // The root's mode and times decide who can do anything in the namespace (a chmod of `/`
+    // to 0 locks every mount out): only an admin key changes them.
+    if req.path.is_root() {
+        who.require_admin()?;
+    }
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
         let locations = s.locations(&node.servers);
@@ -335,9 +346,21 @@ async fn heartbeat(
 ) -> Result<Json<HeartbeatResponse>, ApiError> {
     validate_server_id(&req.id)?;
     blocking(&state.0, move |s| {
+        let record = s.store.read(|r| r.fileserver(&req.id))?;
+        if let Some(record) = &record {
+            // Only the server holding the id's secret keeps it alive. A record without a hash
+            // adopts one at the next registration, not at a heartbeat.
+            if record.secret_hash.is_some() {
+                placement::bind_identity(
+                    &req.id,
+                    record.secret_hash.as_deref(),
+                    req.secret.as_deref(),
+                )?;
+            }
+        }
         let url = match s.registry.get(&req.id) {
             Some(live) => Some(live.url),
-            None => s.store.read(|r| r.fileserver(&req.id))?.map(|r| r.url),
+            None => record.map(|r| r.url),
         };
         match url {
             Some(url) => {

@@ -91,6 +91,11 @@ pub struct FileserverRecord {
     pub free_bytes: u64,
     /// Directories it asked to serve.
     pub dirs: Vec<DfsPath>,
+    /// SHA-256 of the identity secret it registered with first; registrations and heartbeats
+    /// of this id with another secret are refused. Absent in records of older releases: the
+    /// first registration with a secret sets it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
 }
 
 /// One directory prefix of the placement map.

@@ -33,6 +33,8 @@ impl Ns {
         let mut config = Config {
             data: data.to_owned(),
             heartbeat_timeout_ms: 60_000,
+            // These tests are about the namespace and storage; auth_matrix.rs runs with keys.
+            insecure: true,
             ..Config::default()
         };
         tweak(&mut config);
@@ -88,6 +90,7 @@ pub async fn real_fileserver(
     let config = fileserver::Config {
         data: data.to_owned(),
         nameserver: ns.to_owned(),
+        insecure: true,
         ..fileserver::Config::default()
     };
     let server = fileserver::Fileserver::start(listener, config)

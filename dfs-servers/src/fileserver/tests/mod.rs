@@ -34,6 +34,7 @@ impl TestServer {
         let mut config = Config {
             data: data.to_path_buf(),
             nameserver: String::new(),
+            insecure: true,
             ..Config::default()
         };
         tweak(&mut config);
