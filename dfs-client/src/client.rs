@@ -267,6 +267,7 @@ impl Client {
             from: parse(from)?,
             to: parse(to)?,
             no_replace: false,
+            exchange: false,
         };
         self.shared.remote.names.rename(&req).await?;
         Ok(())

@@ -191,6 +191,7 @@ fn rn(from: &str, to: &str) -> RenameRequest {
         from: p(from),
         to: p(to),
         no_replace: false,
+        exchange: false,
     }
 }
 
@@ -427,6 +428,7 @@ async fn open_write_and_publish_fencing_and_idempotence() {
         from: p("/f"),
         to: p("/f2"),
         no_replace: false,
+        exchange: false,
     })
     .await
     .unwrap();

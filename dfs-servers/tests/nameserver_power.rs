@@ -185,6 +185,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         from: p(from),
                         to: p(to),
                         no_replace: false,
+                        exchange: false,
                     },
                     now,
                 )?;

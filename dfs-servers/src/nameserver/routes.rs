@@ -7,7 +7,7 @@ use super::placement;
 use super::store::Read;
 use super::{now_ns, State};
 use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::{api_fallbacks, ApiJson, ApiQuery};
+use crate::common::{api_fallbacks, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,6 +39,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/unlink", post(unlink))
         .route("/v1/meta/rename", post(rename))
         .route("/v1/meta/setattr", post(setattr))
+        .route("/v1/meta/xattr", get(get_xattr))
+        .route("/v1/meta/xattr/set", post(set_xattr))
+        .route("/v1/meta/xattr/remove", post(remove_xattr))
         .route("/v1/meta/open-write", post(open_write))
         .route("/v1/meta/publish", post(publish))
         .route("/v1/fileservers/register", post(register))
@@ -167,6 +170,54 @@ async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
         let locations = s.locations(&node.servers);
         Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+    })
+    .await
+}
+
+/// Lists a path's attribute names, or reads one value (`name`): both bounded by the limits
+/// of `dfs_proto::xattr`.
+async fn get_xattr(
+    state: S,
+    ApiQuery(q): ApiQuery<XattrQuery>,
+) -> Result<Json<XattrReply>, ApiError> {
+    let s = &state.0;
+    let reply = match &q.name {
+        Some(name) => XattrReply {
+            names: None,
+            value: Some(dfs_proto::xattr::XattrValue(
+                s.store.read(|r| super::xattr::get(r, &q.path, name))?,
+            )),
+        },
+        None => XattrReply {
+            names: Some(s.store.read(|r| super::xattr::list(r, &q.path))?),
+            value: None,
+        },
+    };
+    Ok(Json(reply))
+}
+
+async fn set_xattr(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<SetXattrRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store.write(|t| super::xattr::set(t, &req))?;
+        Ok(Json(serde_json::json!({})))
+    })
+    .await
+}
+
+async fn remove_xattr(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<RemoveXattrRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store.write(|t| super::xattr::remove(t, &req))?;
+        Ok(Json(serde_json::json!({})))
     })
     .await
 }
