@@ -313,3 +313,70 @@ fn an_unlinked_file_stays_usable_through_its_open_descriptors() {
     assert!(!a.path("g").exists());
     assert!(!b.path("g").exists());
 }
+
+/// What an unprivileged user sees of `trusted.*` on the mount: the kernel refuses the value
+/// (ENODATA) and the write (EPERM), and the mount leaves the names out of the list.
+#[test]
+fn trusted_attributes_are_roots_only() {
+    let python = Path::new("/usr/bin/python3");
+    let setpriv = Path::new("/usr/bin/setpriv");
+    // SAFETY: getuid has no preconditions.
+    if !python.exists() || !setpriv.exists() || unsafe { libc::getuid() } != 0 {
+        eprintln!("skipping: needs root, /usr/bin/python3 and /usr/bin/setpriv");
+        return;
+    }
+    let cluster = Cluster::start(1);
+    let Some(a) = Mount::try_start(
+        &cluster.nameserver,
+        &["-o", "allow_other,default_permissions"],
+    ) else {
+        return;
+    };
+    let f = a.path("f");
+    std::fs::write(&f, b"x").unwrap();
+    xattr::set(&f, "user.pub", b"public").unwrap();
+    xattr::set(&f, "trusted.secret", b"root").unwrap();
+    // The test's temp directory is private; let the other user reach the mount.
+    let above = a.path("").parent().unwrap().to_owned();
+    std::fs::set_permissions(&above, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let script = r#"
+import os, errno, sys
+f = sys.argv[1]
+def attempt(label, fn):
+    try:
+        fn()
+        print(label, "ok")
+    except OSError as e:
+        print(label, errno.errorcode[e.errno])
+print("list", ",".join(sorted(os.listxattr(f))))
+print("user", os.getxattr(f, "user.pub").decode())
+attempt("get-trusted", lambda: os.getxattr(f, "trusted.secret"))
+attempt("set-trusted", lambda: os.setxattr(f, "trusted.mine", b"1"))
+attempt("remove-trusted", lambda: os.removexattr(f, "trusted.secret"))
+"#;
+    let out = std::process::Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(python)
+        .args(["-c", script])
+        .arg(&f)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            "list user.pub",
+            "user public",
+            "get-trusted ENODATA",
+            "set-trusted EPERM",
+            "remove-trusted EPERM",
+        ]
+    );
+    assert_eq!(get(&f, "trusted.secret").as_deref(), Some(&b"root"[..]));
+    assert_eq!(names(&f), ["trusted.secret", "user.pub"]);
+}
