@@ -396,4 +396,12 @@ fn extended_attributes_and_exchange_through_the_client() {
         client.remove_xattr("/b", "user.k").await.unwrap();
         assert!(client.list_xattr("/b").await.unwrap().is_empty());
     });
+    let sync = blocking::Client::new(&cluster.nameserver).unwrap();
+    sync.set_xattr("/a", "user.s", b"sync", SetMode::Any)
+        .unwrap();
+    assert_eq!(sync.get_xattr("/a", "user.s").unwrap(), b"sync");
+    assert_eq!(sync.list_xattr("/a").unwrap(), ["user.s"]);
+    sync.exchange("/a", "/b").unwrap();
+    sync.remove_xattr("/b", "user.s").unwrap();
+    assert!(sync.list_xattr("/b").unwrap().is_empty());
 }
