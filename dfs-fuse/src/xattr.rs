@@ -5,7 +5,8 @@
 //! when reading, and does not see those names listed. `system.*` (POSIX ACLs) is answered
 //! with EOPNOTSUPP (docs/SEMANTICS.md says why). The kernel asks for `security.capability`
 //! before every write to a file; a mount that found no `security.*` attribute on an inode
-//! remembers that for the attribute timeout, so writes do not each cost a round trip.
+//! remembers that for the attribute timeout (at least a second), so writes do not each cost
+//! a round trip.
 
 use crate::fs::DfsFs;
 use dashmap::DashMap;
@@ -16,6 +17,10 @@ use fuser::Errno;
 use std::ffi::OsStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Shortest time names are remembered: with `attr_timeout=0` every `write(2)` would otherwise
+/// cost a round trip to the nameserver for the kernel's `security.capability` check.
+const MIN_TTL: Duration = Duration::from_secs(1);
 
 /// Inodes whose names are remembered before the expired ones are dropped.
 const MAX_REMEMBERED: usize = 10_000;
@@ -38,17 +43,17 @@ pub struct Xattrs {
     /// Names of an inode's attributes as last fetched, for answering a `security.*` lookup
     /// of an absent name without asking (the kernel's per-write `security.capability`).
     names: DashMap<u64, (Instant, Arc<Vec<String>>)>,
-    /// How long those names are trusted: the attribute timeout, the same staleness the
-    /// kernel already allows for every other attribute.
+    /// How long those names are trusted: the attribute timeout (at least [`MIN_TTL`]), the
+    /// same staleness the kernel already allows for every other attribute.
     ttl: Duration,
 }
 
 impl Xattrs {
-    /// Remembers names for `ttl` (the mount's attribute timeout).
+    /// Remembers names for `ttl` (the mount's attribute timeout), at least [`MIN_TTL`].
     pub fn new(ttl: Duration) -> Xattrs {
         Xattrs {
             names: DashMap::new(),
-            ttl,
+            ttl: ttl.max(MIN_TTL),
         }
     }
 
