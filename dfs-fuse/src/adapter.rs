@@ -287,10 +287,13 @@ impl Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
-        let pt = self.pt.clone();
+        let (pt, xattrs) = (self.pt.clone(), self.xattrs.clone());
         self.spawn(move |fs, ttl| async move {
             match fs.create(parent.0, &name, mode & !umask, flags).await {
-                Ok((attr, opened)) => pt.reply_create(&fs, reply, &ttl, &attr, opened),
+                Ok((attr, opened)) => {
+                    xattrs.note_created(attr.ino.0);
+                    pt.reply_create(&fs, reply, &ttl, &attr, opened)
+                }
                 Err(e) => reply.error(e),
             }
         });

@@ -78,6 +78,16 @@ impl Xattrs {
         (entry.0.elapsed() < self.ttl).then(|| entry.1.clone())
     }
 
+    /// Notes that `ino` was just created here and so has no attributes: the writes that
+    /// follow (`tar`, `cp` of many small files) need no round trip for the kernel's
+    /// `security.capability` check. (A create without O_EXCL may open a file another mount
+    /// made, with attributes: then its `security.*` names show up here within the same
+    /// timeout as any change made elsewhere.)
+    pub fn note_created(&self, ino: u64) {
+        self.names
+            .insert(ino, (Instant::now(), Arc::new(Vec::new())));
+    }
+
     /// `getxattr`: the value of `name` (the adapter answers size queries and ERANGE).
     pub async fn get(
         &self,
@@ -87,6 +97,7 @@ impl Xattrs {
         uid: u32,
     ) -> Result<Vec<u8>, Errno> {
         let name = checked(name)?;
+        tracing::debug!(ino, name, "getxattr");
         if is_trusted(name) && uid != 0 {
             return Err(Errno::ENODATA);
         }

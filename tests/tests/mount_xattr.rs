@@ -380,3 +380,51 @@ attempt("remove-trusted", lambda: os.removexattr(f, "trusted.secret"))
     assert_eq!(get(&f, "trusted.secret").as_deref(), Some(&b"root"[..]));
     assert_eq!(names(&f), ["trusted.secret", "user.pub"]);
 }
+
+/// The kernel asks for `security.capability` before every `write(2)`: the mount answers it
+/// from what it knows of the file's attributes, so writes cost no extra nameserver requests.
+#[test]
+fn writes_do_not_each_ask_the_nameserver_for_attributes() {
+    use dfs_tests::proxy::{DropRule, LossyProxy};
+    let cluster = Cluster::start(1);
+    let proxy = cluster.block_on(LossyProxy::start(
+        &cluster.nameserver,
+        DropRule {
+            path_prefix: "/none".into(),
+            count: 0,
+        },
+    ));
+    let Some(a) = Mount::try_start(&proxy.url, &["-o", "attr_timeout=0"]) else {
+        return;
+    };
+    let written = |path: &Path| {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        let before = proxy.forwarded();
+        for _ in 0..300 {
+            file.write_all(b"0123456789").unwrap();
+        }
+        let during = proxy.forwarded() - before;
+        drop(file);
+        during
+    };
+    // A file created here: known to have no attributes. (A few requests of the open itself
+    // may still be in flight when counting starts; one per write would be 300.)
+    let created = written(&a.path("new"));
+    assert!(
+        created <= 20,
+        "{created} requests during 300 writes of a new file\n{}",
+        a.log()
+    );
+    // An existing file: one listing, remembered for a second (attr_timeout=0 notwithstanding).
+    let existing = written(&a.path("new"));
+    assert!(
+        existing <= 20,
+        "{existing} requests during 300 writes of a file"
+    );
+    assert_eq!(std::fs::read(a.path("new")).unwrap().len(), 3000);
+}
