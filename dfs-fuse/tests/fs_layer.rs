@@ -566,7 +566,7 @@ fn xattrs_fallocate_and_exchange_without_the_kernel() {
         fs.flush(w.fh).await.unwrap();
         fs.release(w.fh).await;
         let r = fs_b.open(ino_b, OpenMode::default()).await.unwrap();
-        let mut want = b"01\0\0\056789".to_vec();
+        let mut want = b"01\x00\x00\x0056789".to_vec();
         want.resize(20, 0);
         assert_eq!(read_all(&fs_b, r.fh).await, want);
         fs_b.release(r.fh).await;
