@@ -405,9 +405,15 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let xattrs = self.xattrs.clone();
         self.spawn(move |fs, _| async move {
             match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    if let Ok(items) = fs.dir_items(fh) {
+                        xattrs.note_listing(&items);
+                    }
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(e),
             }
         });

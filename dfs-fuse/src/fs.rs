@@ -85,6 +85,8 @@ pub struct DirItem {
     pub name: String,
     /// Attributes at listing time.
     pub attr: FileAttr,
+    /// Whether it had extended attributes at listing time (see [`crate::xattr`]).
+    pub has_xattrs: bool,
 }
 
 #[derive(Debug)]
@@ -532,7 +534,12 @@ impl DfsFs {
     /// `opendir`: snapshots the listing so readdir offsets stay stable.
     pub async fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         let path = self.path_of(ino)?;
-        let entries = self.remote.names.list(&path).await.map_err(|e| errno(&e))?;
+        let (entries, with_xattrs) = self
+            .remote
+            .names
+            .list_with_xattrs(&path)
+            .await
+            .map_err(|e| errno(&e))?;
         let mut items = Vec::with_capacity(entries.len());
         for entry in &entries {
             let e_ino = ino_of(entry.id, &entry.path);
@@ -543,6 +550,7 @@ impl DfsFs {
                 ino: e_ino,
                 name: entry.path.name().to_owned(),
                 attr,
+                has_xattrs: with_xattrs.iter().any(|n| n == entry.path.name()),
             });
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

@@ -6,9 +6,10 @@
 //! with EOPNOTSUPP (docs/SEMANTICS.md says why). The kernel asks for `security.capability`
 //! before every write to a file; a mount that found no `security.*` attribute on an inode
 //! remembers that for the attribute timeout (at least a second), so writes do not each cost
-//! a round trip.
+//! a round trip; a directory listing says which entries have attributes, so `ls -l` (which
+//! asks for `security.selinux` of each file) costs none either.
 
-use crate::fs::DfsFs;
+use crate::fs::{DfsFs, DirItem};
 use dashmap::DashMap;
 use dfs_proto::names::SetXattrRequest;
 use dfs_proto::xattr::{is_trusted, validate_name, SetMode, XattrValue};
@@ -86,6 +87,20 @@ impl Xattrs {
     pub fn note_created(&self, ino: u64) {
         self.names
             .insert(ino, (Instant::now(), Arc::new(Vec::new())));
+    }
+
+    /// Notes what a directory listing said of its entries' attributes, so that `ls -l`
+    /// (which asks for `security.selinux` of every file) costs no request per file.
+    pub fn note_listing(&self, items: &[DirItem]) {
+        let now = Instant::now();
+        let none = Arc::new(Vec::new());
+        for item in items {
+            if item.has_xattrs {
+                self.names.remove(&item.ino);
+            } else {
+                self.names.insert(item.ino, (now, none.clone()));
+            }
+        }
     }
 
     /// `getxattr`: the value of `name` (the adapter answers size queries and ERANGE).

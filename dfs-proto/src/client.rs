@@ -203,7 +203,17 @@ impl NameClient {
 
     /// A whole directory listing, following pages.
     pub async fn list(&self, path: &DfsPath) -> Result<Vec<Entry>, ApiError> {
+        Ok(self.list_with_xattrs(path).await?.0)
+    }
+
+    /// A whole directory listing, following pages, with the names of the entries that have
+    /// extended attributes.
+    pub async fn list_with_xattrs(
+        &self,
+        path: &DfsPath,
+    ) -> Result<(Vec<Entry>, Vec<String>), ApiError> {
         let mut all = Vec::new();
+        let mut marked = Vec::new();
         let mut after = None;
         loop {
             let page = self
@@ -214,9 +224,10 @@ impl NameClient {
                 })
                 .await?;
             all.extend(page.entries);
+            marked.extend(page.with_xattrs);
             match page.next_after {
                 Some(next) => after = Some(next),
-                None => return Ok(all),
+                None => return Ok((all, marked)),
             }
         }
     }

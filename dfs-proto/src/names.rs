@@ -86,6 +86,11 @@ pub struct ListResponse {
     pub entries: Vec<Entry>,
     /// Present when more entries follow: pass it as `after` to get the next page.
     pub next_after: Option<String>,
+    /// Names of this page's entries that have extended attributes, so that a mount can
+    /// answer attribute lookups of the others (`ls -l` asks for `security.selinux` of every
+    /// file) without a request each. Absent from servers older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_xattrs: Vec<String>,
 }
 
 /// Body of `POST /v1/meta/mkdir`.

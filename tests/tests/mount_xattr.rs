@@ -381,10 +381,11 @@ attempt("remove-trusted", lambda: os.removexattr(f, "trusted.secret"))
     assert_eq!(names(&f), ["trusted.secret", "user.pub"]);
 }
 
-/// The kernel asks for `security.capability` before every `write(2)`: the mount answers it
-/// from what it knows of the file's attributes, so writes cost no extra nameserver requests.
+/// The kernel asks for `security.capability` before every `write(2)`, and `ls -l` for
+/// `security.selinux` of every file: the mount answers both from what it knows of the files'
+/// attributes, so neither costs a nameserver request each.
 #[test]
-fn writes_do_not_each_ask_the_nameserver_for_attributes() {
+fn writes_and_listings_do_not_each_ask_the_nameserver_for_attributes() {
     use dfs_tests::proxy::{DropRule, LossyProxy};
     let cluster = Cluster::start(1);
     let proxy = cluster.block_on(LossyProxy::start(
@@ -427,4 +428,22 @@ fn writes_do_not_each_ask_the_nameserver_for_attributes() {
         "{existing} requests during 300 writes of a file"
     );
     assert_eq!(std::fs::read(a.path("new")).unwrap().len(), 3000);
+
+    // `ls -l` asks for `security.selinux` (and the ACLs) of every file: the listing said
+    // which files have attributes, so only those cost a request.
+    let b = Mount::start(&proxy.url, &[]);
+    std::fs::create_dir(a.path("many")).unwrap();
+    for i in 0..60 {
+        std::fs::write(a.path(&format!("many/f{i}")), b"x").unwrap();
+    }
+    xattr::set(a.path("many/f7"), "security.label", b"s").unwrap();
+    let before = proxy.forwarded();
+    let out = dfs_tests::mount::sh(&format!("ls -l {}", b.path("many").display()));
+    let listing = proxy.forwarded() - before;
+    assert_eq!(out.lines().count(), 61, "{out}");
+    assert!(listing <= 15, "{listing} requests for ls -l of 60 files");
+    assert_eq!(
+        get(&b.path("many/f7"), "security.label").as_deref(),
+        Some(&b"s"[..])
+    );
 }

@@ -101,12 +101,15 @@ async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListRes
     let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
     blocking(&state.0, move |s| {
         let after = q.after.as_deref().filter(|a| !a.is_empty());
-        let (entries, next_after) = s
-            .store
-            .read(|r| namespace::list(r, &q.path, after, limit))?;
+        let (entries, next_after, with_xattrs) = s.store.read(|r| {
+            let (entries, next) = namespace::list(r, &q.path, after, limit)?;
+            let marked = super::xattr::marked(r, &entries)?;
+            Ok((entries, next, marked))
+        })?;
         Ok(Json(ListResponse {
             entries,
             next_after,
+            with_xattrs,
         }))
     })
     .await

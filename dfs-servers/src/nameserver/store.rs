@@ -213,6 +213,8 @@ pub trait Read {
     fn xattr(&self, id: FileId, name: &str) -> Result<Option<Vec<u8>>, ApiError>;
     /// Every extended attribute of node `id` with its value's length, in name order.
     fn xattr_sizes(&self, id: FileId) -> Result<Vec<(String, usize)>, ApiError>;
+    /// Whether node `id` has any extended attribute (one lookup, for listings).
+    fn has_xattrs(&self, id: FileId) -> Result<bool, ApiError>;
 }
 
 impl<N, C, M, F, D, X> Read for Tables<N, C, M, F, D, X>
@@ -311,6 +313,14 @@ where
             .get((id, name))
             .map_err(internal)?
             .map(|v| v.value().to_vec()))
+    }
+
+    fn has_xattrs(&self, id: FileId) -> Result<bool, ApiError> {
+        let range = (
+            Bound::Included((id, "")),
+            Bound::Excluded((id.saturating_add(1), "")),
+        );
+        Ok(self.xattrs.range(range).map_err(internal)?.next().is_some())
     }
 
     fn xattr_sizes(&self, id: FileId) -> Result<Vec<(String, usize)>, ApiError> {

@@ -3,7 +3,7 @@
 
 use super::namespace::resolve;
 use super::store::{Read, WriteTables};
-use dfs_proto::names::{RemoveXattrRequest, SetXattrRequest};
+use dfs_proto::names::{Entry, RemoveXattrRequest, SetXattrRequest};
 use dfs_proto::xattr::{validate_name, SetMode, MAX_LIST, MAX_TOTAL, MAX_VALUE};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 
@@ -12,6 +12,17 @@ fn no_data(path: &DfsPath, name: &str) -> ApiError {
         ErrorCode::NoData,
         format!("{path} has no attribute {name:?}"),
     )
+}
+
+/// The names among `entries` (one listing page) that have extended attributes.
+pub fn marked(r: &impl Read, entries: &[Entry]) -> Result<Vec<String>, ApiError> {
+    let mut out = Vec::new();
+    for e in entries {
+        if r.has_xattrs(e.id)? {
+            out.push(e.path.name().to_owned());
+        }
+    }
+    Ok(out)
 }
 
 /// The attribute names of `path`, sorted.
