@@ -372,3 +372,44 @@ async fn rename_exchange_swaps_two_names_atomically() {
     assert_eq!(names, ["/a", "/d"]);
     ns.stop().await;
 }
+
+/// A store written before extended attributes (no `xattrs` table) opens, keeps its files, and
+/// takes attributes: the table is created by the first transaction.
+#[tokio::test]
+async fn a_store_from_before_xattrs_opens_and_takes_them() {
+    use dfs_proto::names::EntryKind;
+    use dfs_servers::nameserver::store::{Node, ROOT_ID};
+    use redb::TableDefinition;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // The tables of the release before this one, with a root and one file.
+        const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
+        const CHILDREN: TableDefinition<(u64, &str), u64> = TableDefinition::new("children");
+        const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+        let db = redb::Database::create(dir.path().join("nameserver.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut nodes = txn.open_table(NODES).unwrap();
+            let root = Node::new(0, "", EntryKind::Dir, 0o755, 1);
+            let file = Node::new(ROOT_ID, "old", EntryKind::File, 0o644, 1);
+            let root = serde_json::to_vec(&root).unwrap();
+            let file = serde_json::to_vec(&file).unwrap();
+            nodes.insert(ROOT_ID, root.as_slice()).unwrap();
+            nodes.insert(2, file.as_slice()).unwrap();
+            let mut children = txn.open_table(CHILDREN).unwrap();
+            children.insert((ROOT_ID, "old"), 2).unwrap();
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert("next_id", 3).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let ns = Ns::start(dir.path(), |_| {}).await;
+    let c = &ns.client;
+    assert_eq!(c.stat(&p("/old")).await.unwrap().id, 2);
+    assert!(c.list_xattr(&p("/old")).await.unwrap().is_empty());
+    c.set_xattr(&set("/old", "user.new", b"1", SetMode::Any))
+        .await
+        .unwrap();
+    assert_eq!(c.get_xattr(&p("/old"), "user.new").await.unwrap(), b"1");
+    ns.stop().await;
+}
