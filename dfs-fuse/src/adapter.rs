@@ -4,7 +4,7 @@
 use crate::attr::build;
 use crate::fs::{DfsFs, OpenMode};
 use crate::passthrough::Passthrough;
-use crate::xattr::{fit, Sized, Xattrs};
+use crate::xattr::{fit, Fitted, Xattrs};
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
@@ -631,9 +631,9 @@ impl Filesystem for Adapter {
     }
 }
 
-fn reply_sized(sized: Sized<'_>, reply: ReplyXattr) {
+fn reply_sized(sized: Fitted<'_>, reply: ReplyXattr) {
     match sized {
-        Sized::Len(len) => reply.size(len),
-        Sized::Data(data) => reply.data(data),
+        Fitted::Len(len) => reply.size(len),
+        Fitted::Data(data) => reply.data(data),
     }
 }

@@ -540,6 +540,7 @@ impl DfsFs {
             .list_with_xattrs(&path)
             .await
             .map_err(|e| errno(&e))?;
+        let with_xattrs: std::collections::HashSet<String> = with_xattrs.into_iter().collect();
         let mut items = Vec::with_capacity(entries.len());
         for entry in &entries {
             let e_ino = ino_of(entry.id, &entry.path);
@@ -550,7 +551,7 @@ impl DfsFs {
                 ino: e_ino,
                 name: entry.path.name().to_owned(),
                 attr,
-                has_xattrs: with_xattrs.iter().any(|n| n == entry.path.name()),
+                has_xattrs: with_xattrs.contains(entry.path.name()),
             });
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);

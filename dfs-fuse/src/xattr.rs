@@ -194,7 +194,7 @@ impl Xattrs {
 
 /// What a `getxattr`/`listxattr` reply is for a caller's buffer of `size` bytes: the length
 /// when `size` is 0, ERANGE when the data does not fit.
-pub enum Sized<'a> {
+pub enum Fitted<'a> {
     /// Tell the length only.
     Len(u32),
     /// Send the bytes.
@@ -202,13 +202,13 @@ pub enum Sized<'a> {
 }
 
 /// Decides the reply for `data` and a caller's buffer `size`.
-pub fn fit(data: &[u8], size: u32) -> Result<Sized<'_>, Errno> {
+pub fn fit(data: &[u8], size: u32) -> Result<Fitted<'_>, Errno> {
     let len = u32::try_from(data.len()).map_err(|_| Errno::E2BIG)?;
     if size == 0 {
-        Ok(Sized::Len(len))
+        Ok(Fitted::Len(len))
     } else if len > size {
         Err(Errno::ERANGE)
     } else {
-        Ok(Sized::Data(data))
+        Ok(Fitted::Data(data))
     }
 }

@@ -479,7 +479,7 @@ fn a_version_gone_everywhere_is_asked_for_again() {
 
 #[test]
 fn xattrs_fallocate_and_exchange_without_the_kernel() {
-    use dfs_fuse::xattr::{fit, Sized, Xattrs};
+    use dfs_fuse::xattr::{fit, Fitted, Xattrs};
     use fuser::Errno;
     let cluster = Cluster::start(1);
     let tmp = tempfile::tempdir().unwrap();
@@ -545,8 +545,8 @@ fn xattrs_fallocate_and_exchange_without_the_kernel() {
             b"s"
         );
         // Buffer sizes: the length for 0, ERANGE when too small.
-        assert!(matches!(fit(b"abc", 0), Ok(Sized::Len(3))));
-        assert!(matches!(fit(b"abc", 3), Ok(Sized::Data(b"abc"))));
+        assert!(matches!(fit(b"abc", 0), Ok(Fitted::Len(3))));
+        assert!(matches!(fit(b"abc", 3), Ok(Fitted::Data(b"abc"))));
         assert!(matches!(fit(b"abc", 2), Err(Errno::ERANGE)));
 
         // fallocate: only on a write handle, only the three modes.
