@@ -67,11 +67,20 @@ impl Xattrs {
                 .await
                 .map_err(|e| errno(&e))?,
         );
-        if self.names.len() >= MAX_REMEMBERED {
-            self.names.retain(|_, (at, _)| at.elapsed() < self.ttl);
-        }
+        self.make_room(1);
         self.names.insert(ino, (Instant::now(), names.clone()));
         Ok(names)
+    }
+
+    /// Keeps the memory bounded: drops expired entries, and everything when that is not
+    /// enough (it is only a memory; a lookup then asks the nameserver).
+    fn make_room(&self, extra: usize) {
+        if self.names.len() + extra > MAX_REMEMBERED {
+            self.names.retain(|_, (at, _)| at.elapsed() < self.ttl);
+            if self.names.len() + extra > MAX_REMEMBERED {
+                self.names.clear();
+            }
+        }
     }
 
     fn fresh_names(&self, ino: u64) -> Option<Arc<Vec<String>>> {
@@ -85,6 +94,7 @@ impl Xattrs {
     /// made, with attributes: then its `security.*` names show up here within the same
     /// timeout as any change made elsewhere.)
     pub fn note_created(&self, ino: u64) {
+        self.make_room(1);
         self.names
             .insert(ino, (Instant::now(), Arc::new(Vec::new())));
     }
@@ -94,10 +104,13 @@ impl Xattrs {
     pub fn note_listing(&self, items: &[DirItem]) {
         let now = Instant::now();
         let none = Arc::new(Vec::new());
+        self.make_room(items.len().min(MAX_REMEMBERED));
+        let mut room = MAX_REMEMBERED;
         for item in items {
             if item.has_xattrs {
                 self.names.remove(&item.ino);
-            } else {
+            } else if room > 0 {
+                room -= 1;
                 self.names.insert(item.ino, (now, none.clone()));
             }
         }
