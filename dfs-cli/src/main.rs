@@ -14,6 +14,7 @@ mod keygen;
 mod namespace;
 mod transfer;
 mod up;
+mod xattr;
 
 use clap::{Parser, Subcommand};
 use dfs_fuse::{daemon, options};
@@ -62,6 +63,8 @@ enum Command {
     Rm(namespace::RmArgs),
     /// Rename or move a file or a tree, atomically.
     Mv(namespace::MvArgs),
+    /// List, read, set or remove extended attributes.
+    Xattr(xattr::XattrArgs),
     /// Write leases held now: holder, fencing token, time left.
     Locks(admin::LocksArgs),
     /// The fileservers: id, URL, alive, capacity, free space, blobs.
@@ -181,6 +184,7 @@ fn run_cluster_command(
         Command::Mkdir(args) => namespace::mkdir(&client, &args),
         Command::Rm(args) => namespace::rm(&client, &args),
         Command::Mv(args) => namespace::mv(&client, &args),
+        Command::Xattr(args) => xattr::xattr(&client, &args),
         _ => Ok(()),
     }
 }

@@ -76,7 +76,8 @@ pub struct RmArgs {
 #[command(after_help = "Examples:
   dfs mv /docs/draft.txt /docs/final.txt
   dfs mv /docs/final.txt /archive/           # into a directory
-  dfs mv /photos /backup/photos              # a whole tree, atomically")]
+  dfs mv /photos /backup/photos              # a whole tree, atomically
+  dfs mv --exchange /site/live /site/next    # swap two names atomically")]
 pub struct MvArgs {
     /// The remote path to move.
     #[arg(value_name = "FROM")]
@@ -84,6 +85,9 @@ pub struct MvArgs {
     /// The new path, or an existing directory to move into.
     #[arg(value_name = "TO")]
     pub to: String,
+    /// Swap FROM and TO atomically instead (both must exist; RENAME_EXCHANGE).
+    #[arg(long)]
+    pub exchange: bool,
 }
 
 /// Runs `dfs ls`.
@@ -338,6 +342,11 @@ fn remove_tree(client: &Client, dir: &str) -> Result<(), CliError> {
 
 /// Runs `dfs mv`.
 pub fn mv(client: &Client, args: &MvArgs) -> Result<(), CliError> {
+    if args.exchange {
+        return client
+            .exchange(&args.from, &args.to)
+            .map_err(|err| CliError::io(&args.from, &err));
+    }
     let to = match client.metadata(&args.to) {
         // Like mv(1): an existing directory target means "into it".
         Ok(meta) if meta.is_dir() => join(&args.to, base_name(&args.from)),

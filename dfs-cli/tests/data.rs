@@ -744,3 +744,49 @@ fn a_local_read_error_midway_publishes_nothing() {
     fails(&cluster, &["put", "/proc/self/mem", "/new"], 1);
     fails(&cluster, &["stat", "/new"], 1);
 }
+
+#[test]
+fn xattr_and_mv_exchange() {
+    let cluster = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("f");
+    std::fs::write(&src, b"A").unwrap();
+    ok(&cluster, &["put", s(&src), "/a"]);
+    std::fs::write(&src, b"B").unwrap();
+    ok(&cluster, &["put", s(&src), "/b"]);
+
+    assert_eq!(ok(&cluster, &["xattr", "/a"]), "");
+    ok(
+        &cluster,
+        &["xattr", "/a", "user.who", "--set", "alice", "--create"],
+    );
+    ok(&cluster, &["xattr", "/a", "security.tag", "--set", "t"]);
+    assert_eq!(ok(&cluster, &["xattr", "/a"]), "security.tag\nuser.who\n");
+    assert_eq!(ok(&cluster, &["xattr", "/a", "user.who"]), "alice");
+    let err = fails(
+        &cluster,
+        &["xattr", "/a", "user.who", "--set", "x", "--create"],
+        1,
+    );
+    assert!(err.contains("already"), "{err}");
+    let err = fails(&cluster, &["xattr", "/a", "user.none"], 1);
+    assert!(err.contains("no attribute"), "{err}");
+    let err = fails(&cluster, &["xattr", "/a", "system.posix_acl_access"], 1);
+    assert!(err.contains("not supported"), "{err}");
+    ok(
+        &cluster,
+        &["xattr", "/a", "user.who", "--set", "bob", "--replace"],
+    );
+    // A usage error: --create without --set.
+    let out = dfs(&cluster, &["xattr", "/a", "user.who", "--create"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    ok(&cluster, &["mv", "--exchange", "/a", "/b"]);
+    assert_eq!(ok(&cluster, &["cat", "/a"]), "B");
+    assert_eq!(ok(&cluster, &["cat", "/b"]), "A");
+    assert_eq!(ok(&cluster, &["xattr", "/b", "user.who"]), "bob");
+    let err = fails(&cluster, &["mv", "--exchange", "/a", "/none"], 1);
+    assert!(err.contains("/a"), "{err}");
+    ok(&cluster, &["xattr", "/b", "user.who", "--remove"]);
+    assert_eq!(ok(&cluster, &["xattr", "/b"]), "security.tag\n");
+}

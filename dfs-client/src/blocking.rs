@@ -182,6 +182,38 @@ impl Client {
         self.runtime.block_on(self.inner.rename(from, to))
     }
 
+    /// See [`crate::Client::exchange`].
+    pub fn exchange(&self, a: &str, b: &str) -> io::Result<()> {
+        self.runtime.block_on(self.inner.exchange(a, b))
+    }
+
+    /// See [`crate::Client::list_xattr`].
+    pub fn list_xattr(&self, path: &str) -> io::Result<Vec<String>> {
+        self.runtime.block_on(self.inner.list_xattr(path))
+    }
+
+    /// See [`crate::Client::get_xattr`].
+    pub fn get_xattr(&self, path: &str, name: &str) -> io::Result<Vec<u8>> {
+        self.runtime.block_on(self.inner.get_xattr(path, name))
+    }
+
+    /// See [`crate::Client::set_xattr`].
+    pub fn set_xattr(
+        &self,
+        path: &str,
+        name: &str,
+        value: &[u8],
+        mode: dfs_proto::xattr::SetMode,
+    ) -> io::Result<()> {
+        self.runtime
+            .block_on(self.inner.set_xattr(path, name, value, mode))
+    }
+
+    /// See [`crate::Client::remove_xattr`].
+    pub fn remove_xattr(&self, path: &str, name: &str) -> io::Result<()> {
+        self.runtime.block_on(self.inner.remove_xattr(path, name))
+    }
+
     /// See [`crate::Client::read`].
     pub fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         self.runtime.block_on(self.inner.read(path))

@@ -301,9 +301,60 @@ impl Client {
             from: parse(from)?,
             to: parse(to)?,
             no_replace: false,
+            exchange: false,
         };
         self.shared.remote.names.rename(&req).await?;
         Ok(())
+    }
+
+    /// Swaps `a` and `b` atomically (`renameat2(RENAME_EXCHANGE)`); both must exist.
+    pub async fn exchange(&self, a: &str, b: &str) -> io::Result<()> {
+        let req = RenameRequest {
+            from: parse(a)?,
+            to: parse(b)?,
+            no_replace: false,
+            exchange: true,
+        };
+        self.shared.remote.names.rename(&req).await?;
+        Ok(())
+    }
+
+    /// The names of `path`'s extended attributes, sorted (`user.*`, `trusted.*`,
+    /// `security.*`; this API does not hide `trusted.*` as the mount does for non-root).
+    pub async fn list_xattr(&self, path: &str) -> io::Result<Vec<String>> {
+        let path = parse(path)?;
+        Ok(self.shared.remote.names.list_xattr(&path).await?)
+    }
+
+    /// One extended attribute's value; an error of kind `NotFound` whose code is `no_data`
+    /// when `path` has no such attribute.
+    pub async fn get_xattr(&self, path: &str, name: &str) -> io::Result<Vec<u8>> {
+        let path = parse(path)?;
+        Ok(self.shared.remote.names.get_xattr(&path, name).await?)
+    }
+
+    /// Sets an extended attribute; `mode` says whether it must not exist yet
+    /// (`XATTR_CREATE`) or must exist (`XATTR_REPLACE`).
+    pub async fn set_xattr(
+        &self,
+        path: &str,
+        name: &str,
+        value: &[u8],
+        mode: dfs_proto::xattr::SetMode,
+    ) -> io::Result<()> {
+        let req = dfs_proto::names::SetXattrRequest {
+            path: parse(path)?,
+            name: name.to_owned(),
+            value: dfs_proto::xattr::XattrValue(value.to_vec()),
+            mode,
+        };
+        Ok(self.shared.remote.names.set_xattr(&req).await?)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn remove_xattr(&self, path: &str, name: &str) -> io::Result<()> {
+        let path = parse(path)?;
+        Ok(self.shared.remote.names.remove_xattr(&path, name).await?)
     }
 
     /// The whole content of `path` in memory (for small files; [`Client::open`] streams).

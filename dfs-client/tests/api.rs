@@ -363,3 +363,47 @@ fn a_lost_lease_fails_further_writes_and_close() {
     assert_eq!(code(&err), Some(ErrorCode::LeaseExpired), "{err}");
     assert!(file.close().is_err());
 }
+
+#[test]
+fn extended_attributes_and_exchange_through_the_client() {
+    use dfs_proto::xattr::SetMode;
+    let cluster = Cluster::start(1);
+    cluster.block_on(async {
+        let client = cluster.client_at(&cluster.nameserver);
+        client.write("/a", b"A").await.unwrap();
+        client.write("/b", b"B").await.unwrap();
+        client
+            .set_xattr("/a", "user.k", b"v", SetMode::Create)
+            .await
+            .unwrap();
+        let err = client
+            .set_xattr("/a", "user.k", b"w", SetMode::Create)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(client.get_xattr("/a", "user.k").await.unwrap(), b"v");
+        assert_eq!(client.list_xattr("/a").await.unwrap(), ["user.k"]);
+        let err = client.get_xattr("/a", "user.none").await.unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::NoData));
+        let err = client
+            .set_xattr("/a", "system.posix_acl_access", b"", SetMode::Any)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unsupported);
+
+        client.exchange("/a", "/b").await.unwrap();
+        assert_eq!(client.read("/a").await.unwrap(), b"B");
+        assert_eq!(client.read("/b").await.unwrap(), b"A");
+        assert_eq!(client.get_xattr("/b", "user.k").await.unwrap(), b"v");
+        client.remove_xattr("/b", "user.k").await.unwrap();
+        assert!(client.list_xattr("/b").await.unwrap().is_empty());
+    });
+    let sync = blocking::Client::new(&cluster.nameserver).unwrap();
+    sync.set_xattr("/a", "user.s", b"sync", SetMode::Any)
+        .unwrap();
+    assert_eq!(sync.get_xattr("/a", "user.s").unwrap(), b"sync");
+    assert_eq!(sync.list_xattr("/a").unwrap(), ["user.s"]);
+    sync.exchange("/a", "/b").unwrap();
+    sync.remove_xattr("/b", "user.s").unwrap();
+    assert!(sync.list_xattr("/b").unwrap().is_empty());
+}

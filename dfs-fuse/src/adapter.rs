@@ -4,11 +4,12 @@
 use crate::attr::build;
 use crate::fs::{DfsFs, OpenMode};
 use crate::passthrough::Passthrough;
+use crate::xattr::{fit, Fitted, Xattrs};
 use fuser::{
     Errno, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
     KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::future::Future;
@@ -29,6 +30,7 @@ pub struct Adapter {
     entry_ttl: Duration,
     inflight: Arc<AtomicUsize>,
     pt: Arc<Passthrough>,
+    xattrs: Arc<Xattrs>,
 }
 
 impl Adapter {
@@ -37,6 +39,7 @@ impl Adapter {
     pub fn new(fs: Arc<DfsFs>, rt: tokio::runtime::Handle, entry_ttl: Duration) -> Adapter {
         Adapter {
             ttl: fs.attr_timeout(),
+            xattrs: Arc::new(Xattrs::new(fs.attr_timeout())),
             fs,
             rt,
             entry_ttl,
@@ -239,17 +242,23 @@ impl Filesystem for Adapter {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+        let exchange = flags.contains(RenameFlags::RENAME_EXCHANGE);
+        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        if exchange && no_replace
+            || !(flags - RenameFlags::RENAME_EXCHANGE - RenameFlags::RENAME_NOREPLACE).is_empty()
+        {
             reply.error(Errno::EINVAL);
             return;
         }
-        let no_replace = flags.contains(RenameFlags::RENAME_NOREPLACE);
         let (name, newname) = (name.to_owned(), newname.to_owned());
         self.spawn(move |fs, _| async move {
-            match fs
-                .rename(parent.0, &name, newparent.0, &newname, no_replace)
-                .await
-            {
+            let done = if exchange {
+                fs.exchange(parent.0, &name, newparent.0, &newname).await
+            } else {
+                fs.rename(parent.0, &name, newparent.0, &newname, no_replace)
+                    .await
+            };
+            match done {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
             }
@@ -278,10 +287,13 @@ impl Filesystem for Adapter {
         reply: ReplyCreate,
     ) {
         let name = name.to_owned();
-        let pt = self.pt.clone();
+        let (pt, xattrs) = (self.pt.clone(), self.xattrs.clone());
         self.spawn(move |fs, ttl| async move {
             match fs.create(parent.0, &name, mode & !umask, flags).await {
-                Ok((attr, opened)) => pt.reply_create(&fs, reply, &ttl, &attr, opened),
+                Ok((attr, opened)) => {
+                    xattrs.note_created(attr.ino.0);
+                    pt.reply_create(&fs, reply, &ttl, &attr, opened)
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -393,9 +405,15 @@ impl Filesystem for Adapter {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let xattrs = self.xattrs.clone();
         self.spawn(move |fs, _| async move {
             match fs.opendir(ino.0).await {
-                Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                Ok(fh) => {
+                    if let Ok(items) = fs.dir_items(fh) {
+                        xattrs.note_listing(&items);
+                    }
+                    reply.opened(FileHandle(fh), FopenFlags::empty())
+                }
                 Err(e) => reply.error(e),
             }
         });
@@ -524,8 +542,98 @@ impl Filesystem for Adapter {
         });
     }
 
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |fs, _| async move {
+            match fs.fallocate(fh.0, offset, length, mode).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let (name, uid, xattrs) = (name.to_owned(), req.uid(), self.xattrs.clone());
+        self.spawn(move |fs, _| async move {
+            match xattrs.get(&fs, ino.0, &name, uid).await {
+                Ok(value) => match fit(&value, size) {
+                    Ok(sized) => reply_sized(sized, reply),
+                    Err(e) => reply.error(e),
+                },
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let (uid, xattrs) = (req.uid(), self.xattrs.clone());
+        self.spawn(move |fs, _| async move {
+            match xattrs.list(&fs, ino.0, uid).await {
+                Ok(names) => match fit(&names, size) {
+                    Ok(sized) => reply_sized(sized, reply),
+                    Err(e) => reply.error(e),
+                },
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if position != 0 {
+            // Only macOS resource forks use a position.
+            reply.error(Errno::EINVAL);
+            return;
+        }
+        let (name, value, uid, xattrs) = (
+            name.to_owned(),
+            value.to_vec(),
+            req.uid(),
+            self.xattrs.clone(),
+        );
+        self.spawn(move |fs, _| async move {
+            match xattrs.set(&fs, ino.0, &name, &value, flags, uid).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (name, uid, xattrs) = (name.to_owned(), req.uid(), self.xattrs.clone());
+        self.spawn(move |fs, _| async move {
+            match xattrs.remove(&fs, ino.0, &name, uid).await {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn access(&self, _req: &Request, _ino: INodeNo, _mask: fuser::AccessFlags, reply: ReplyEmpty) {
         // Permission bits are checked by the kernel with -o default_permissions.
         reply.ok();
+    }
+}
+
+fn reply_sized(sized: Fitted<'_>, reply: ReplyXattr) {
+    match sized {
+        Fitted::Len(len) => reply.size(len),
+        Fitted::Data(data) => reply.data(data),
     }
 }

@@ -85,6 +85,8 @@ pub struct DirItem {
     pub name: String,
     /// Attributes at listing time.
     pub attr: FileAttr,
+    /// Whether it had extended attributes at listing time (see [`crate::xattr`]).
+    pub has_xattrs: bool,
 }
 
 #[derive(Debug)]
@@ -244,7 +246,8 @@ impl DfsFs {
         self.inodes.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn path_of(&self, ino: u64) -> Result<DfsPath, Errno> {
+    /// The path of a known inode (ENOENT when the kernel's inode is no longer known here).
+    pub(crate) fn path_of(&self, ino: u64) -> Result<DfsPath, Errno> {
         self.table().path(ino).ok_or(Errno::ENOENT)
     }
 
@@ -253,7 +256,8 @@ impl DfsFs {
         self.path_of(parent)?.join(name).map_err(|e| errno(&e))
     }
 
-    fn check_writable(&self) -> Result<(), Errno> {
+    /// EROFS on a read-only mount.
+    pub(crate) fn check_writable(&self) -> Result<(), Errno> {
         if self.config.read_only {
             Err(Errno::EROFS)
         } else {
@@ -530,7 +534,13 @@ impl DfsFs {
     /// `opendir`: snapshots the listing so readdir offsets stay stable.
     pub async fn opendir(&self, ino: u64) -> Result<u64, Errno> {
         let path = self.path_of(ino)?;
-        let entries = self.remote.names.list(&path).await.map_err(|e| errno(&e))?;
+        let (entries, with_xattrs) = self
+            .remote
+            .names
+            .list_with_xattrs(&path)
+            .await
+            .map_err(|e| errno(&e))?;
+        let with_xattrs: std::collections::HashSet<String> = with_xattrs.into_iter().collect();
         let mut items = Vec::with_capacity(entries.len());
         for entry in &entries {
             let e_ino = ino_of(entry.id, &entry.path);
@@ -541,6 +551,7 @@ impl DfsFs {
                 ino: e_ino,
                 name: entry.path.name().to_owned(),
                 attr,
+                has_xattrs: with_xattrs.contains(entry.path.name()),
             });
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -653,6 +664,7 @@ impl DfsFs {
             from: from.clone(),
             to: to.clone(),
             no_replace,
+            exchange: false,
         };
         self.remote
             .names
@@ -662,6 +674,36 @@ impl DfsFs {
         self.table()
             .rename(parent, from.name(), new_parent, to.name());
         // A rename changes ctime (and may replace a file): rare enough to forget them all.
+        self.opened_attrs.clear();
+        Ok(())
+    }
+
+    /// `renameat2(RENAME_EXCHANGE)`: swaps two existing names atomically at the nameserver,
+    /// then here. A file written here follows its inode, so its publish lands under its new
+    /// name.
+    pub async fn exchange(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        new_parent: u64,
+        new_name: &std::ffi::OsStr,
+    ) -> Result<(), Errno> {
+        self.check_writable()?;
+        let from = self.child_path(parent, name)?;
+        let to = self.child_path(new_parent, new_name)?;
+        let req = RenameRequest {
+            from: from.clone(),
+            to: to.clone(),
+            no_replace: false,
+            exchange: true,
+        };
+        self.remote
+            .names
+            .rename(&req)
+            .await
+            .map_err(|e| errno(&e))?;
+        self.table()
+            .exchange(parent, from.name(), new_parent, to.name());
         self.opened_attrs.clear();
         Ok(())
     }
@@ -1208,6 +1250,44 @@ impl DfsFs {
             if let Some(lease) = inner.lease.take() {
                 lease.release(&self.leases).await;
             }
+        }
+        Ok(())
+    }
+
+    /// `fallocate` on a descriptor open for writing, applied to the local dirty copy: mode 0
+    /// (allocate, growing the size), `FALLOC_FL_KEEP_SIZE` (allocate only) and
+    /// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE` (the range reads as zeros); any other
+    /// mode is EOPNOTSUPP. Allocation only reserves local disk: the published version is the
+    /// content, uploaded whole on close, so only a size change or a punched hole is a change.
+    pub async fn fallocate(
+        &self,
+        fh: u64,
+        offset: u64,
+        length: u64,
+        mode: i32,
+    ) -> Result<(), Errno> {
+        const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        if !matches!(mode, 0 | libc::FALLOC_FL_KEEP_SIZE | PUNCH) {
+            return Err(Errno::EOPNOTSUPP);
+        }
+        let end = offset.checked_add(length).ok_or(Errno::EFBIG)?;
+        if length == 0 || i64::try_from(end).is_err() {
+            return Err(Errno::EINVAL);
+        }
+        let handle = self.handle(fh)?;
+        let ws = match (&handle.write, handle.writable) {
+            (Some(ws), true) => ws.clone(),
+            _ => return Err(Errno::EBADF),
+        };
+        let mut inner = ws.inner.lock().await;
+        let path = self.current_path(&ws);
+        ws.ensure_lease(&mut inner, &path, &self.leases, &self.remote)
+            .await
+            .map_err(|e| lease_errno(&e))?;
+        let before = ws.local_size();
+        crate::falloc::apply(&ws.file, mode, offset, length).map_err(|e| io_errno(&e))?;
+        if mode == PUNCH || ws.local_size() != before {
+            inner.mark_changed();
         }
         Ok(())
     }

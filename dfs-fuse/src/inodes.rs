@@ -160,6 +160,23 @@ impl InodeTable {
         self.insert(new_parent, new_name, ino, kind, false);
     }
 
+    /// Swaps the inodes of `parent/name` and `new_parent/new_name` (after RENAME_EXCHANGE);
+    /// a name whose inode is unknown here just ends up unknown at the other place.
+    pub fn exchange(&mut self, parent: u64, name: &str, new_parent: u64, new_name: &str) {
+        let a_key = (parent, name.to_owned());
+        let b_key = (new_parent, new_name.to_owned());
+        let a = self.children.remove(&a_key);
+        let b = self.children.remove(&b_key);
+        for (ino, (p, n)) in [(a, &b_key), (b, &a_key)] {
+            let Some(ino) = ino else { continue };
+            if let Some(node) = self.nodes.get_mut(&ino) {
+                node.parent = *p;
+                node.name = n.clone();
+            }
+            self.children.insert((*p, n.clone()), ino);
+        }
+    }
+
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&mut self, ino: u64, n: u64) {
         if ino == ROOT_INO {
@@ -251,6 +268,19 @@ mod tests {
         assert_eq!(t.child(ROOT_INO, "f"), Some(31));
         assert_eq!(t.path(30), None);
         assert_eq!(t.path(31), Some(p("/f")));
+    }
+
+    #[test]
+    fn exchange_swaps_two_names() {
+        let mut t = InodeTable::new();
+        t.insert(ROOT_INO, "d", 10, EntryKind::Dir, true);
+        t.insert(ROOT_INO, "f", 11, EntryKind::File, true);
+        t.insert(10, "x", 12, EntryKind::File, true);
+        t.exchange(ROOT_INO, "f", 10, "x");
+        assert_eq!(t.path(11), Some(p("/d/x")));
+        assert_eq!(t.path(12), Some(p("/f")));
+        assert_eq!(t.child(ROOT_INO, "f"), Some(12));
+        assert_eq!(t.child(10, "x"), Some(11));
     }
 
     #[test]

@@ -474,3 +474,114 @@ fn a_version_gone_everywhere_is_asked_for_again() {
         fs.release(r.fh).await;
     });
 }
+
+#[test]
+fn xattrs_fallocate_and_exchange_without_the_kernel() {
+    use dfs_fuse::xattr::{fit, Fitted, Xattrs};
+    use fuser::Errno;
+    let cluster = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let (fs, _) = new_fs(&cluster, &tmp.path().join("a"));
+    let (fs_b, _) = new_fs(&cluster, &tmp.path().join("b"));
+    let (xa, xb) = (
+        Xattrs::new(Duration::from_secs(1)),
+        Xattrs::new(Duration::from_secs(1)),
+    );
+    cluster.block_on(async {
+        let ino = put(&fs, "f", b"0123456789").await;
+        xa.set(&fs, ino, OsStr::new("user.a"), b"1", 0, 1000)
+            .await
+            .unwrap();
+        // Only root reads or writes trusted.*, and only root sees those names.
+        let e = xa
+            .set(&fs, ino, OsStr::new("trusted.t"), b"1", 0, 1000)
+            .await;
+        assert_eq!(e, Err(Errno::EPERM));
+        xa.set(&fs, ino, OsStr::new("trusted.t"), b"r", 0, 0)
+            .await
+            .unwrap();
+        let ino_b = fs_b.lookup(ROOT_INO, OsStr::new("f")).await.unwrap().ino.0;
+        assert_eq!(
+            xb.list(&fs_b, ino_b, 1000).await.unwrap(),
+            b"user.a\0".to_vec()
+        );
+        assert_eq!(
+            xb.list(&fs_b, ino_b, 0).await.unwrap(),
+            b"trusted.t\0user.a\0".to_vec()
+        );
+        let e = xb.get(&fs_b, ino_b, OsStr::new("trusted.t"), 1000).await;
+        assert_eq!(e, Err(Errno::ENODATA));
+        let value = xb.get(&fs_b, ino_b, OsStr::new("user.a"), 1000).await;
+        assert_eq!(value.unwrap(), b"1");
+        let e = xa
+            .set(&fs, ino, OsStr::new("user.a"), b"2", libc::XATTR_CREATE, 0)
+            .await;
+        assert_eq!(e, Err(Errno::EEXIST));
+        let e = xa.set(&fs, ino, OsStr::new("user.a"), b"2", 3, 0).await;
+        assert_eq!(e, Err(Errno::EINVAL), "both flags at once");
+        let e = xa
+            .get(&fs, ino, OsStr::new("system.posix_acl_access"), 0)
+            .await;
+        assert_eq!(e, Err(Errno::EOPNOTSUPP));
+        assert_eq!(
+            xa.remove(&fs, ino, OsStr::new("user.none"), 0).await,
+            Err(Errno::ENODATA)
+        );
+        // A security.* name missing from a fresh listing is answered without asking.
+        xa.note_created(ino);
+        xb.set(&fs_b, ino_b, OsStr::new("security.s"), b"s", 0, 0)
+            .await
+            .unwrap();
+        let e = xa.get(&fs, ino, OsStr::new("security.s"), 0).await;
+        assert_eq!(e, Err(Errno::ENODATA), "remembered for the timeout");
+        let fresh = Xattrs::new(Duration::from_secs(1));
+        assert_eq!(
+            fresh
+                .get(&fs, ino, OsStr::new("security.s"), 0)
+                .await
+                .unwrap(),
+            b"s"
+        );
+        // Buffer sizes: the length for 0, ERANGE when too small.
+        assert!(matches!(fit(b"abc", 0), Ok(Fitted::Len(3))));
+        assert!(matches!(fit(b"abc", 3), Ok(Fitted::Data(b"abc"))));
+        assert!(matches!(fit(b"abc", 2), Err(Errno::ERANGE)));
+
+        // fallocate: only on a write handle, only the three modes.
+        let ro = fs.open(ino, OpenMode::default()).await.unwrap();
+        assert_eq!(fs.fallocate(ro.fh, 0, 100, 0).await, Err(Errno::EBADF));
+        fs.release(ro.fh).await;
+        let w = fs.open(ino, WRITE).await.unwrap();
+        let zero_range = libc::FALLOC_FL_ZERO_RANGE;
+        assert_eq!(
+            fs.fallocate(w.fh, 0, 4, zero_range).await,
+            Err(Errno::EOPNOTSUPP)
+        );
+        assert_eq!(fs.fallocate(w.fh, 0, 0, 0).await, Err(Errno::EINVAL));
+        fs.fallocate(w.fh, 0, 20, 0).await.unwrap();
+        let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        fs.fallocate(w.fh, 2, 3, punch).await.unwrap();
+        fs.flush(w.fh).await.unwrap();
+        fs.release(w.fh).await;
+        let r = fs_b.open(ino_b, OpenMode::default()).await.unwrap();
+        let mut want = b"01\x00\x00\x0056789".to_vec();
+        want.resize(20, 0);
+        assert_eq!(read_all(&fs_b, r.fh).await, want);
+        fs_b.release(r.fh).await;
+
+        // RENAME_EXCHANGE: the inode follows its file to the other name.
+        let g = put(&fs, "g", b"G").await;
+        fs.exchange(ROOT_INO, OsStr::new("f"), ROOT_INO, OsStr::new("g"))
+            .await
+            .unwrap();
+        assert_eq!(fs.lookup(ROOT_INO, OsStr::new("f")).await.unwrap().ino.0, g);
+        assert_eq!(
+            fs.lookup(ROOT_INO, OsStr::new("g")).await.unwrap().ino.0,
+            ino
+        );
+        let e = fs
+            .exchange(ROOT_INO, OsStr::new("f"), ROOT_INO, OsStr::new("none"))
+            .await;
+        assert_eq!(e, Err(Errno::ENOENT));
+    });
+}

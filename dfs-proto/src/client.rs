@@ -223,7 +223,17 @@ impl NameClient {
 
     /// A whole directory listing, following pages.
     pub async fn list(&self, path: &DfsPath) -> Result<Vec<Entry>, ApiError> {
+        Ok(self.list_with_xattrs(path).await?.0)
+    }
+
+    /// A whole directory listing, following pages, with the names of the entries that have
+    /// extended attributes.
+    pub async fn list_with_xattrs(
+        &self,
+        path: &DfsPath,
+    ) -> Result<(Vec<Entry>, Vec<String>), ApiError> {
         let mut all = Vec::new();
+        let mut marked = Vec::new();
         let mut after = None;
         loop {
             let page = self
@@ -234,9 +244,10 @@ impl NameClient {
                 })
                 .await?;
             all.extend(page.entries);
+            marked.extend(page.with_xattrs);
             match page.next_after {
                 Some(next) => after = Some(next),
-                None => return Ok(all),
+                None => return Ok((all, marked)),
             }
         }
     }
@@ -282,6 +293,61 @@ impl NameClient {
     /// Changes mode and/or mtime.
     pub async fn setattr(&self, req: &SetAttrRequest) -> Result<Entry, ApiError> {
         self.api.post("/v1/meta/setattr", req).await
+    }
+
+    /// The names of a path's extended attributes, sorted.
+    pub async fn list_xattr(&self, path: &DfsPath) -> Result<Vec<String>, ApiError> {
+        let reply: XattrReply = self
+            .api
+            .get(
+                "/v1/meta/xattr",
+                &XattrQuery {
+                    path: path.clone(),
+                    name: None,
+                },
+            )
+            .await?;
+        Ok(reply.names.unwrap_or_default())
+    }
+
+    /// One extended attribute's value; `no_data` when the path has no such attribute.
+    pub async fn get_xattr(&self, path: &DfsPath, name: &str) -> Result<Vec<u8>, ApiError> {
+        let reply: XattrReply = self
+            .api
+            .get(
+                "/v1/meta/xattr",
+                &XattrQuery {
+                    path: path.clone(),
+                    name: Some(name.to_owned()),
+                },
+            )
+            .await?;
+        reply
+            .value
+            .map(|v| v.0)
+            .ok_or_else(|| ApiError::internal("xattr reply without a value"))
+    }
+
+    /// Sets an extended attribute (see [`SetXattrRequest`] for create/replace).
+    pub async fn set_xattr(&self, req: &SetXattrRequest) -> Result<(), ApiError> {
+        self.api
+            .post::<_, serde_json::Value>("/v1/meta/xattr/set", req)
+            .await
+            .map(drop)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn remove_xattr(&self, path: &DfsPath, name: &str) -> Result<(), ApiError> {
+        self.api
+            .post::<_, serde_json::Value>(
+                "/v1/meta/xattr/remove",
+                &RemoveXattrRequest {
+                    path: path.clone(),
+                    name: name.to_owned(),
+                },
+            )
+            .await
+            .map(drop)
     }
 
     /// Registers a writer's fencing token and returns the base version and upload targets.

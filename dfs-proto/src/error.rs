@@ -52,6 +52,15 @@ pub enum ErrorCode {
     Unavailable,
     /// A bug or an I/O failure on the server; never caused by bad input.
     Internal,
+    /// The extended attribute does not exist (ENODATA).
+    NoData,
+    /// An extended attribute name over 255 bytes (ERANGE, as the kernel answers).
+    OutOfRange,
+    /// An extended attribute value over 64 KiB (E2BIG).
+    TooBig,
+    /// A feature the file system does not offer, such as an unknown attribute namespace
+    /// (EOPNOTSUPP).
+    NotSupported,
 }
 
 impl ErrorCode {
@@ -59,7 +68,9 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidPath | ErrorCode::NameTooLong => 400,
-            ErrorCode::InvalidMove => 400,
+            ErrorCode::InvalidMove | ErrorCode::OutOfRange | ErrorCode::NotSupported => 400,
+            ErrorCode::NoData => 404,
+            ErrorCode::TooBig => 413,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Unauthenticated => 401,
             ErrorCode::Forbidden => 403,
@@ -88,6 +99,10 @@ impl ErrorCode {
             | ErrorCode::InvalidMove
             | ErrorCode::MethodNotAllowed => libc::EINVAL,
             ErrorCode::NameTooLong => libc::ENAMETOOLONG,
+            ErrorCode::NoData => libc::ENODATA,
+            ErrorCode::OutOfRange => libc::ERANGE,
+            ErrorCode::TooBig => libc::E2BIG,
+            ErrorCode::NotSupported => libc::EOPNOTSUPP,
             ErrorCode::NotFound => libc::ENOENT,
             ErrorCode::AlreadyExists => libc::EEXIST,
             ErrorCode::NotEmpty => libc::ENOTEMPTY,
@@ -114,8 +129,11 @@ impl ErrorCode {
             | ErrorCode::InvalidPath
             | ErrorCode::NameTooLong
             | ErrorCode::InvalidMove
-            | ErrorCode::MethodNotAllowed => K::InvalidInput,
-            ErrorCode::NotFound => K::NotFound,
+            | ErrorCode::MethodNotAllowed
+            | ErrorCode::OutOfRange => K::InvalidInput,
+            ErrorCode::NotFound | ErrorCode::NoData => K::NotFound,
+            ErrorCode::TooBig => K::ArgumentListTooLong,
+            ErrorCode::NotSupported => K::Unsupported,
             ErrorCode::AlreadyExists => K::AlreadyExists,
             ErrorCode::NotEmpty => K::DirectoryNotEmpty,
             ErrorCode::IsDirectory => K::IsADirectory,

@@ -14,6 +14,7 @@ pub mod names;
 pub mod path;
 pub mod tls;
 mod transfer;
+pub mod xattr;
 
 pub use checksum::Checksum;
 pub use error::{ApiError, ErrorCode};

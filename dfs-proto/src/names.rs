@@ -86,6 +86,11 @@ pub struct ListResponse {
     pub entries: Vec<Entry>,
     /// Present when more entries follow: pass it as `after` to get the next page.
     pub next_after: Option<String>,
+    /// Names of this page's entries that have extended attributes, so that a mount can
+    /// answer attribute lookups of the others (`ls -l` asks for `security.selinux` of every
+    /// file) without a request each. Absent from servers older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub with_xattrs: Vec<String>,
 }
 
 /// Body of `POST /v1/meta/mkdir`.
@@ -125,6 +130,10 @@ pub struct RenameRequest {
     /// Fail with `already_exists` instead of replacing (RENAME_NOREPLACE).
     #[serde(default)]
     pub no_replace: bool,
+    /// Swap the two names atomically (RENAME_EXCHANGE): both must exist; `not_found`
+    /// otherwise. Excludes `no_replace`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exchange: bool,
 }
 
 /// Body of `POST /v1/meta/setattr`: metadata only; size changes go through publish.
@@ -330,4 +339,53 @@ pub struct ClusterInfo {
     /// How many files have too few live copies in all.
     #[serde(default)]
     pub under_replicated_count: u64,
+}
+
+/// Query of `GET /v1/meta/xattr`: the names of a path's extended attributes, or one value.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct XattrQuery {
+    /// The file or directory.
+    pub path: DfsPath,
+    /// The attribute to read; absent lists the names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Reply of `GET /v1/meta/xattr`: `names` for a listing, `value` for one attribute. Bounded:
+/// a list holds at most [`crate::xattr::MAX_LIST`] bytes of names, a value at most
+/// [`crate::xattr::MAX_VALUE`] bytes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct XattrReply {
+    /// Every attribute name of the path, sorted (listing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<Vec<String>>,
+    /// The attribute's value (one attribute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<crate::xattr::XattrValue>,
+}
+
+/// Body of `POST /v1/meta/xattr/set`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetXattrRequest {
+    /// The file or directory.
+    pub path: DfsPath,
+    /// Attribute name, with its namespace (`user.`, `trusted.` or `security.`).
+    pub name: String,
+    /// The new value, base64 on the wire.
+    pub value: crate::xattr::XattrValue,
+    /// Create or replace (default), only create (`XATTR_CREATE`) or only replace
+    /// (`XATTR_REPLACE`).
+    #[serde(default)]
+    pub mode: crate::xattr::SetMode,
+}
+
+/// Body of `POST /v1/meta/xattr/remove`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveXattrRequest {
+    /// The file or directory.
+    pub path: DfsPath,
+    /// The attribute to remove; `no_data` when it does not exist.
+    pub name: String,
 }

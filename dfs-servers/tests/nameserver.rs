@@ -192,6 +192,7 @@ fn rn(from: &str, to: &str) -> RenameRequest {
         from: p(from),
         to: p(to),
         no_replace: false,
+        exchange: false,
     }
 }
 
@@ -428,6 +429,7 @@ async fn open_write_and_publish_fencing_and_idempotence() {
         from: p("/f"),
         to: p("/f2"),
         no_replace: false,
+        exchange: false,
     })
     .await
     .unwrap();
@@ -890,6 +892,8 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
         "/v1/fileservers/register",
         "/v1/fileservers/heartbeat",
         "/v1/dirs/replication",
+        "/v1/meta/xattr/set",
+        "/v1/meta/xattr/remove",
     ];
     let bad_paths = [
         "/a/../b",
@@ -953,7 +957,8 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
                     "path": "/a/z", "from": "/a/f", "to": "/a/z", "token": 1, "file_id": 2,
                     "base_version": 0, "version": 1, "size": 0, "checksum": "00000000",
                     "servers": [], "id": "fz", "url": "http://127.0.0.1:1",
-                    "capacity_bytes": 1, "free_bytes": 1, "dir": "/a", "replication": 2
+                    "capacity_bytes": 1, "free_bytes": 1, "dir": "/a", "replication": 2,
+                    "name": "user.x", "value": ""
                 });
                 body[field] = value;
                 // Drop the fields this route does not take, so only the bad path can fail.
@@ -975,6 +980,8 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
                     }
                     "/v1/fileservers/heartbeat" => continue,
                     "/v1/dirs/replication" => &["dir", "replication"],
+                    "/v1/meta/xattr/set" => &["path", "name", "value"],
+                    "/v1/meta/xattr/remove" => &["path", "name"],
                     _ => &["path"],
                 };
                 if !keep.contains(&field) {
@@ -1039,6 +1046,32 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
         ("/v1/dirs/replication", r#"{"dir":"/a","replication":"3"}"#),
         ("/v1/dirs/replication", r#"{"dir":"/a"}"#),
         ("/v1/dirs/replication", r#"{"path":"/a","replication":2}"#),
+        (
+            "/v1/meta/xattr/set",
+            r#"{"path":"/a/f","name":"user.x","value":"%%%"}"#,
+        ),
+        (
+            "/v1/meta/xattr/set",
+            r#"{"path":"/a/f","name":"user.x","value":"","mode":"sometimes"}"#,
+        ),
+        (
+            "/v1/meta/xattr/set",
+            r#"{"path":"/a/f","name":7,"value":""}"#,
+        ),
+        ("/v1/meta/xattr/set", r#"{"path":"/a/f","name":"user.x"}"#),
+        (
+            "/v1/meta/xattr/set",
+            r#"{"path":"/a/f","name":"nope.x","value":""}"#,
+        ),
+        (
+            "/v1/meta/xattr/set",
+            r#"{"path":"/a/f","name":"user.","value":""}"#,
+        ),
+        (
+            "/v1/meta/xattr/remove",
+            r#"{"path":"/a/f","name":"user.x"}"#,
+        ),
+        ("/v1/meta/xattr/remove", r#"{"path":"/a/f"}"#),
     ];
     for (route, body) in wrong {
         expect_4xx(
@@ -1065,6 +1098,11 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
         "/v1/meta/list?path=/a&after=../x",
         "/v1/meta/list?path=/a&after=/abs",
         "/v1/meta/list?path=%2e%2e",
+        "/v1/meta/xattr",
+        "/v1/meta/xattr?path=/a/..",
+        "/v1/meta/xattr?path=/a/f&name=user.none",
+        "/v1/meta/xattr?path=/a/f&name=system.posix_acl_access",
+        "/v1/meta/xattr?path=/a/nope",
         "/v1/nope",
     ] {
         expect_4xx(&http, http.get(format!("{}{q}", ns.url)), q).await;
@@ -1084,6 +1122,7 @@ async fn bad_input_corpus_is_refused_and_changes_nothing() {
 
     // Nothing changed.
     assert_eq!(c.list(&p("/a")).await.unwrap(), before_list);
+    assert!(c.list_xattr(&p("/a/f")).await.unwrap().is_empty());
     let root: Vec<String> = c
         .list(&p("/"))
         .await

@@ -9,6 +9,8 @@
 use dfs_proto::names::{
     CreateRequest, OpenWriteRequest, PublishRequest, RegisterRequest, RenameRequest, SetAttrRequest,
 };
+use dfs_proto::names::{RemoveXattrRequest, SetXattrRequest};
+use dfs_proto::xattr::{SetMode, XattrValue};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId};
 use dfs_servers::common::crash_backend::{CrashBackend, CrashDisk};
 use dfs_servers::nameserver::namespace;
@@ -17,6 +19,7 @@ use dfs_servers::nameserver::registry::Live;
 use dfs_servers::nameserver::store::{
     DirRecord, FileserverRecord, Node, Read, Store, WriteTables, ROOT_ID,
 };
+use dfs_servers::nameserver::xattr;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -47,6 +50,11 @@ enum Step {
     Unlink(&'static str),
     Rmdir(&'static str),
     Replication(&'static str, Option<u32>),
+    /// path, attribute name, value.
+    SetXattr(&'static str, &'static str, &'static [u8]),
+    RemoveXattr(&'static str, &'static str),
+    /// RENAME_EXCHANGE of two paths.
+    Exchange(&'static str, &'static str),
 }
 
 const SCRIPT: &[Step] = &[
@@ -59,6 +67,9 @@ const SCRIPT: &[Step] = &[
     Step::OpenWrite("/a/f", 5, false),
     Step::Publish("/a/f", 5, 1, b"hello", &["fs1"]),
     Step::Chmod("/a/f", 0o600),
+    Step::SetXattr("/a/f", "user.kept", b"follows the file"),
+    Step::SetXattr("/a/f", "user.gone", b"removed below"),
+    Step::RemoveXattr("/a/f", "user.gone"),
     Step::OpenWrite("/a/new", 6, true),
     Step::Publish("/a/new", 6, 1, b"x", &["fs1", "fs2"]),
     Step::Rename("/a/f", "/a/b/g"),
@@ -70,7 +81,11 @@ const SCRIPT: &[Step] = &[
     Step::Publish("/t/g", 9, 1, b"world", &["fs2"]),
     Step::Publish("/t/g", 9, 2, b"world, again", &["fs1", "fs2"]),
     Step::Replication("/t", Some(3)),
-    // Replacing a file target.
+    Step::SetXattr("/a/new", "trusted.swap", b"new"),
+    Step::Exchange("/a/new", "/t/g"),
+    Step::Exchange("/t/g", "/a/new"),
+    // Replacing a file target (its attributes go with it).
+    Step::SetXattr("/t/g", "user.replaced", b"dropped with its file"),
     Step::Rename("/a/new", "/t/g"),
     Step::Unlink("/t/c/h"),
     Step::Rmdir("/t/c"),
@@ -186,6 +201,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         from: p(from),
                         to: p(to),
                         no_replace: false,
+                        exchange: false,
                     },
                     now,
                 )?;
@@ -196,6 +212,34 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
             Step::Rmdir(path) => namespace::rmdir(t, &p(path), now)?,
             Step::Replication(dir, r) => {
                 placement::set_replication(t, &p(dir), *r)?;
+            }
+            Step::SetXattr(path, name, value) => xattr::set(
+                t,
+                &SetXattrRequest {
+                    path: p(path),
+                    name: name.to_string(),
+                    value: XattrValue(value.to_vec()),
+                    mode: SetMode::Any,
+                },
+            )?,
+            Step::RemoveXattr(path, name) => xattr::remove(
+                t,
+                &RemoveXattrRequest {
+                    path: p(path),
+                    name: name.to_string(),
+                },
+            )?,
+            Step::Exchange(a, b) => {
+                namespace::rename(
+                    t,
+                    &RenameRequest {
+                        from: p(a),
+                        to: p(b),
+                        no_replace: false,
+                        exchange: true,
+                    },
+                    now,
+                )?;
             }
         }
         Ok(())
@@ -216,6 +260,10 @@ struct Snapshot {
     fileservers: Vec<(String, FileserverRecord)>,
     dirmap: Vec<(DfsPath, DirRecord)>,
     next_id: FileId,
+    /// Extended attributes of every node reachable from the root, by path.
+    xattrs: BTreeMap<String, Vec<(String, Vec<u8>)>>,
+    /// Ids no directory entry leads to that still hold attributes (a removal half-applied).
+    orphan_xattrs: Vec<FileId>,
 }
 
 fn snapshot(store: &Store) -> Snapshot {
@@ -249,7 +297,28 @@ fn snapshot(store: &Store) -> Snapshot {
                 .map(|(id, _)| id)
                 .filter(|id| !reachable.contains(id))
                 .collect();
+            let mut xattrs = BTreeMap::new();
+            for (path, (id, _)) in &tree {
+                let mut attrs = Vec::new();
+                for (name, _) in r.xattr_sizes(*id)? {
+                    let value = r
+                        .xattr(*id, &name)?
+                        .expect("a listed attribute has a value");
+                    attrs.push((name, value));
+                }
+                if !attrs.is_empty() {
+                    xattrs.insert(path.clone(), attrs);
+                }
+            }
+            let mut orphan_xattrs = Vec::new();
+            for id in ROOT_ID..r.id_counter()? {
+                if !reachable.contains(&id) && !r.xattr_sizes(id)?.is_empty() {
+                    orphan_xattrs.push(id);
+                }
+            }
             Ok(Snapshot {
+                xattrs,
+                orphan_xattrs,
                 tree,
                 unreachable,
                 fileservers: r.fileservers()?,
@@ -269,8 +338,21 @@ fn reference() -> Vec<Snapshot> {
         run_step(&store, step, now_of(i)).unwrap_or_else(|e| panic!("{step:?}: {e}"));
         let snap = snapshot(&store);
         assert!(snap.unreachable.is_empty(), "{step:?} left orphans");
+        assert!(
+            snap.orphan_xattrs.is_empty(),
+            "{step:?} left attributes behind"
+        );
         states.push(snap);
     }
+    // The script's attributes: the replaced file's went with it, the survivor's followed it.
+    let last = states.last().unwrap();
+    assert_eq!(
+        last.xattrs.get("/t/g"),
+        Some(&vec![("trusted.swap".to_owned(), b"new".to_vec())])
+    );
+    assert!(states
+        .iter()
+        .any(|s| s.xattrs.values().flatten().any(|(n, _)| n == "user.kept")));
     states
 }
 

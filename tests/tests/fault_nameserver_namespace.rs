@@ -197,6 +197,7 @@ async fn send(c: &NameClient, op: &Op) -> Result<Option<Entry>, ApiError> {
                 from: path(from),
                 to: path(to),
                 no_replace: true,
+                exchange: false,
             })
             .await
             .map(Some),

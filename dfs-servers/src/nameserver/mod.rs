@@ -5,7 +5,7 @@
 //! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
 //! replication repair and garbage collection, `holders` adding and dropping holders,
 //! `orphans` the timing of uploads that were never published, and `scrub` the periodic check
-//! of every stored copy against the namespace's checksums.
+//! of every stored copy against the namespace's checksums; `xattr` the extended attributes.
 
 pub mod holders;
 pub mod maintenance;
@@ -16,6 +16,7 @@ pub mod registry;
 pub mod routes;
 pub mod scrub;
 pub mod store;
+pub mod xattr;
 
 use crate::common;
 use clap::Parser;

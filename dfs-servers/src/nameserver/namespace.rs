@@ -272,6 +272,9 @@ pub fn rename(
             format!("no such file or directory: {from}"),
         )
     })?;
+    if req.exchange {
+        return exchange(t, req, src_pid, src_id, src_node, now).map(|e| (e, Vec::new()));
+    }
     if from == to {
         return Ok((entry(to, src_id, &src_node, Vec::new()), Vec::new()));
     }
@@ -321,6 +324,54 @@ pub fn rename(
         }
     }
     Ok((entry(to, src_id, &src_node, Vec::new()), garbage))
+}
+
+/// RENAME_EXCHANGE: swaps the entries of `req.from` (already looked up) and `req.to` in one
+/// transaction; both must exist, of any kinds, and neither may contain the other.
+fn exchange(
+    t: &mut WriteTables<'_>,
+    req: &RenameRequest,
+    src_pid: FileId,
+    src_id: FileId,
+    mut src_node: Node,
+    now: i64,
+) -> Result<Entry, ApiError> {
+    let (from, to) = (&req.from, &req.to);
+    if req.no_replace {
+        return Err(ApiError::bad_request(
+            "exchange and no_replace exclude each other",
+        ));
+    }
+    let (dst_pid, _, dst) = lookup(t, to)?;
+    let (dst_id, mut dst_node) = dst.ok_or_else(|| {
+        err(
+            ErrorCode::NotFound,
+            format!("no such file or directory: {to}"),
+        )
+    })?;
+    if from == to {
+        return Ok(entry(to, src_id, &src_node, Vec::new()));
+    }
+    if to.starts_with(from) || from.starts_with(to) {
+        return Err(err(
+            ErrorCode::InvalidMove,
+            format!("cannot exchange {from} with a path inside it or containing it ({to})"),
+        ));
+    }
+    t.put_child(src_pid, from.name(), dst_id)?;
+    t.put_child(dst_pid, to.name(), src_id)?;
+    dst_node.parent = src_pid;
+    dst_node.name = from.name().to_owned();
+    t.put_node(dst_id, &dst_node)?;
+    src_node.parent = dst_pid;
+    src_node.name = to.name().to_owned();
+    t.put_node(src_id, &src_node)?;
+    for pid in [src_pid, dst_pid] {
+        if let Some(parent) = t.node(pid)? {
+            touch_dir(t, pid, parent, now)?;
+        }
+    }
+    Ok(entry(to, src_id, &src_node, Vec::new()))
 }
 
 /// Changes mode and/or mtime.

@@ -41,6 +41,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/unlink", needs(Write, post(unlink)))
         .route("/v1/meta/rename", needs(Write, post(rename)))
         .route("/v1/meta/setattr", needs(Write, post(setattr)))
+        .route("/v1/meta/xattr", needs(Need::Read, get(get_xattr)))
+        .route("/v1/meta/xattr/set", needs(Write, post(set_xattr)))
+        .route("/v1/meta/xattr/remove", needs(Write, post(remove_xattr)))
         .route("/v1/meta/open-write", needs(Write, post(open_write)))
         .route("/v1/meta/publish", needs(Write, post(publish)))
         .route("/v1/fileservers/register", needs(Server, post(register)))
@@ -100,12 +103,15 @@ async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListRes
     let limit = q.limit.unwrap_or(MAX_PAGE).clamp(1, MAX_PAGE) as usize;
     blocking(&state.0, move |s| {
         let after = q.after.as_deref().filter(|a| !a.is_empty());
-        let (entries, next_after) = s
-            .store
-            .read(|r| namespace::list(r, &q.path, after, limit))?;
+        let (entries, next_after, with_xattrs) = s.store.read(|r| {
+            let (entries, next) = namespace::list(r, &q.path, after, limit)?;
+            let marked = super::xattr::marked(r, &entries)?;
+            Ok((entries, next, marked))
+        })?;
         Ok(Json(ListResponse {
             entries,
             next_after,
+            with_xattrs,
         }))
     })
     .await
@@ -178,6 +184,54 @@ async fn setattr(
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
         let locations = s.locations(&node.servers);
         Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+    })
+    .await
+}
+
+/// Lists a path's attribute names, or reads one value (`name`): both bounded by the limits
+/// of `dfs_proto::xattr`.
+async fn get_xattr(
+    state: S,
+    ApiQuery(q): ApiQuery<XattrQuery>,
+) -> Result<Json<XattrReply>, ApiError> {
+    let s = &state.0;
+    let reply = match &q.name {
+        Some(name) => XattrReply {
+            names: None,
+            value: Some(dfs_proto::xattr::XattrValue(
+                s.store.read(|r| super::xattr::get(r, &q.path, name))?,
+            )),
+        },
+        None => XattrReply {
+            names: Some(s.store.read(|r| super::xattr::list(r, &q.path))?),
+            value: None,
+        },
+    };
+    Ok(Json(reply))
+}
+
+async fn set_xattr(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<SetXattrRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store.write(|t| super::xattr::set(t, &req))?;
+        Ok(Json(serde_json::json!({})))
+    })
+    .await
+}
+
+async fn remove_xattr(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<RemoveXattrRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store.write(|t| super::xattr::remove(t, &req))?;
+        Ok(Json(serde_json::json!({})))
     })
     .await
 }

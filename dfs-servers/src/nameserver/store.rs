@@ -9,6 +9,9 @@
 //! - `dirmap`: directory path -> JSON [`DirRecord`] (the placement map: the servers of a
 //!   directory prefix and its replication factor; older stores hold a bare list of server ids,
 //!   which still reads).
+//! - `xattrs`: (node id, attribute name) -> value bytes, so a listing is one range scan and
+//!   removing a node removes its attributes in the same transaction. A store written before
+//!   extended attributes simply gets the empty table.
 //!
 //! Every change runs in one write transaction committed with the default (immediate)
 //! durability before the caller replies. The store sits on the real file ([`Store::open`]) or
@@ -32,6 +35,7 @@ const CHILDREN: TableDefinition<(u64, &str), u64> = TableDefinition::new("childr
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FILESERVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("fileservers");
 const DIRMAP: TableDefinition<&str, &[u8]> = TableDefinition::new("dirmap");
+const XATTRS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("xattrs");
 
 /// The root directory's id; fixed so the mount can treat it as inode 1.
 pub const ROOT_ID: FileId = 1;
@@ -158,12 +162,13 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, ApiError> {
 }
 
 /// The opened tables of one transaction, read-only or writable.
-pub struct Tables<N, C, M, F, D> {
+pub struct Tables<N, C, M, F, D, X> {
     nodes: N,
     children: C,
     meta: M,
     fileservers: F,
     dirmap: D,
+    xattrs: X,
 }
 
 /// Tables of a write transaction.
@@ -173,6 +178,7 @@ pub type WriteTables<'t> = Tables<
     Table<'t, &'static str, u64>,
     Table<'t, &'static str, &'static [u8]>,
     Table<'t, &'static str, &'static [u8]>,
+    Table<'t, (u64, &'static str), &'static [u8]>,
 >;
 
 /// Tables of a read transaction.
@@ -182,6 +188,7 @@ pub type ReadTables = Tables<
     ReadOnlyTable<&'static str, u64>,
     ReadOnlyTable<&'static str, &'static [u8]>,
     ReadOnlyTable<&'static str, &'static [u8]>,
+    ReadOnlyTable<(u64, &'static str), &'static [u8]>,
 >;
 
 /// Reads shared by read and write transactions, so the namespace logic is written once.
@@ -207,15 +214,22 @@ pub trait Read {
     fn dirmap(&self) -> Result<Vec<(DfsPath, DirRecord)>, ApiError>;
     /// The next id the counter will hand out (ids below it may have been used).
     fn id_counter(&self) -> Result<FileId, ApiError>;
+    /// One extended attribute of node `id`.
+    fn xattr(&self, id: FileId, name: &str) -> Result<Option<Vec<u8>>, ApiError>;
+    /// Every extended attribute of node `id` with its value's length, in name order.
+    fn xattr_sizes(&self, id: FileId) -> Result<Vec<(String, usize)>, ApiError>;
+    /// Whether node `id` has any extended attribute (one lookup, for listings).
+    fn has_xattrs(&self, id: FileId) -> Result<bool, ApiError>;
 }
 
-impl<N, C, M, F, D> Read for Tables<N, C, M, F, D>
+impl<N, C, M, F, D, X> Read for Tables<N, C, M, F, D, X>
 where
     N: ReadableTable<u64, &'static [u8]>,
     C: ReadableTable<(u64, &'static str), u64>,
     M: ReadableTable<&'static str, u64>,
     F: ReadableTable<&'static str, &'static [u8]>,
     D: ReadableTable<&'static str, &'static [u8]>,
+    X: ReadableTable<(u64, &'static str), &'static [u8]>,
 {
     fn node(&self, id: FileId) -> Result<Option<Node>, ApiError> {
         match self.nodes.get(id).map_err(internal)? {
@@ -297,6 +311,35 @@ where
             .map(|v| v.value())
             .unwrap_or(ROOT_ID + 1))
     }
+
+    fn xattr(&self, id: FileId, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
+        Ok(self
+            .xattrs
+            .get((id, name))
+            .map_err(internal)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn has_xattrs(&self, id: FileId) -> Result<bool, ApiError> {
+        let range = (
+            Bound::Included((id, "")),
+            Bound::Excluded((id.saturating_add(1), "")),
+        );
+        Ok(self.xattrs.range(range).map_err(internal)?.next().is_some())
+    }
+
+    fn xattr_sizes(&self, id: FileId) -> Result<Vec<(String, usize)>, ApiError> {
+        let mut out = Vec::new();
+        let range = (
+            Bound::Included((id, "")),
+            Bound::Excluded((id.saturating_add(1), "")),
+        );
+        for item in self.xattrs.range(range).map_err(internal)? {
+            let (key, value) = item.map_err(internal)?;
+            out.push((key.value().1.to_owned(), value.value().len()));
+        }
+        Ok(out)
+    }
 }
 
 impl WriteTables<'_> {
@@ -307,9 +350,33 @@ impl WriteTables<'_> {
         Ok(())
     }
 
-    /// Removes the node `id` (its directory entry is removed separately).
+    /// Removes the node `id` and its extended attributes (its directory entry is removed
+    /// separately): whatever removes a node can never leave attributes behind.
     pub fn remove_node(&mut self, id: FileId) -> Result<(), ApiError> {
         self.nodes.remove(id).map_err(internal)?;
+        self.remove_xattrs(id)
+    }
+
+    /// Sets one extended attribute of node `id`.
+    pub fn put_xattr(&mut self, id: FileId, name: &str, value: &[u8]) -> Result<(), ApiError> {
+        self.xattrs.insert((id, name), value).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Removes one extended attribute; whether it existed.
+    pub fn remove_xattr(&mut self, id: FileId, name: &str) -> Result<bool, ApiError> {
+        Ok(self.xattrs.remove((id, name)).map_err(internal)?.is_some())
+    }
+
+    /// Removes every extended attribute of node `id`.
+    pub fn remove_xattrs(&mut self, id: FileId) -> Result<(), ApiError> {
+        let range = (
+            Bound::Included((id, "")),
+            Bound::Excluded((id.saturating_add(1), "")),
+        );
+        self.xattrs
+            .retain_in(range, |_, _| false)
+            .map_err(internal)?;
         Ok(())
     }
 
@@ -446,6 +513,7 @@ impl Store {
             meta: txn.open_table(META).map_err(internal)?,
             fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
             dirmap: txn.open_table(DIRMAP).map_err(internal)?,
+            xattrs: txn.open_table(XATTRS).map_err(internal)?,
         };
         f(&tables)
     }
@@ -481,5 +549,6 @@ fn open_write(txn: &WriteTransaction) -> Result<WriteTables<'_>, ApiError> {
         meta: txn.open_table(META).map_err(internal)?,
         fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
         dirmap: txn.open_table(DIRMAP).map_err(internal)?,
+        xattrs: txn.open_table(XATTRS).map_err(internal)?,
     })
 }
