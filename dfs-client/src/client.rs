@@ -317,6 +317,7 @@ impl Client {
             create: (flags.create || flags.create_new).then_some(flags.mode),
             exclusive: flags.create_new,
             exclude: Vec::new(),
+            owner: None,
         };
         let prepared = async {
             let opened = shared.remote.names.open_write(&req).await?;

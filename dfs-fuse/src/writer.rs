@@ -15,7 +15,7 @@ pub use dfs_client::write::{publish_errno, WriteSession as WriteInner};
 use dfs_proto::{ApiError, DfsPath, FileId, Version};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A file open for writing on this mount.
@@ -35,8 +35,12 @@ pub struct WriteState {
     pub handles: AtomicUsize,
     /// Set when the file was unlinked here: nothing is published any more.
     pub unlinked: AtomicBool,
-    /// Permission bits, for attributes.
-    pub mode: u32,
+    /// Permission bits, for attributes (a chmod while writing updates them).
+    pub mode: AtomicU32,
+    /// Owner's uid, for attributes (a chown while writing updates it).
+    pub uid: AtomicU32,
+    /// Owner's gid.
+    pub gid: AtomicU32,
     /// The lock-protected part.
     pub inner: tokio::sync::Mutex<WriteInner>,
 }
@@ -59,9 +63,30 @@ impl WriteState {
         Copy {
             file: self.file.clone(),
             version,
-            mode: self.mode,
+            mode: self.mode(),
             mtime_ns,
+            owner: self.owner(),
         }
+    }
+
+    /// Permission bits as last set.
+    pub fn mode(&self) -> u32 {
+        self.mode.load(Ordering::Acquire)
+    }
+
+    /// Owner as last set.
+    pub fn owner(&self) -> crate::attr::Owner {
+        crate::attr::Owner {
+            uid: self.uid.load(Ordering::Acquire),
+            gid: self.gid.load(Ordering::Acquire),
+        }
+    }
+
+    /// Takes the mode and owner the nameserver now records (after a chmod or chown).
+    pub fn set_perms(&self, mode: u32, owner: crate::attr::Owner) {
+        self.mode.store(mode, Ordering::Release);
+        self.uid.store(owner.uid, Ordering::Release);
+        self.gid.store(owner.gid, Ordering::Release);
     }
 
     /// Size and mtime of the dirty file, for attributes while writing.

@@ -38,6 +38,7 @@ fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
         create: create.then_some(0o644),
         exclusive: false,
         exclude: Vec::new(),
+        owner: None,
     }
 }
 
@@ -78,6 +79,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/a/f"),
             mode: Some(0o600),
             exclusive: true,
+            owner: None,
         })
         .await
         .unwrap();
@@ -91,6 +93,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/a/f"),
             mode: None,
             exclusive: false,
+            owner: None,
         })
         .await
         .unwrap();
@@ -99,12 +102,14 @@ async fn namespace_ops_and_posix_errors() {
         path: p("/a/f"),
         mode: None,
         exclusive: true,
+        owner: None,
     };
     assert_eq!(code(c.create(&excl).await), ErrorCode::AlreadyExists);
     let on_dir = CreateRequest {
         path: p("/a"),
         mode: None,
         exclusive: false,
+        owner: None,
     };
     assert_eq!(code(c.create(&on_dir).await), ErrorCode::IsDirectory);
 
@@ -141,6 +146,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: None,
             exclusive: false,
+            owner: None,
         })
         .await
         .unwrap();
@@ -149,6 +155,11 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: Some(0o100755),
             mtime_ns: Some(42),
+            atime_ns: None,
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: false,
         })
         .await
         .unwrap();
@@ -158,6 +169,11 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: None,
             mtime_ns: Some(7),
+            atime_ns: None,
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: false,
         })
         .await
         .unwrap();
@@ -167,7 +183,12 @@ async fn namespace_ops_and_posix_errors() {
             c.setattr(&SetAttrRequest {
                 path: p("/zz"),
                 mode: Some(1),
-                mtime_ns: None
+                mtime_ns: None,
+                atime_ns: None,
+                uid: None,
+                gid: None,
+                kill_suid: false,
+                access: false,
             })
             .await
         ),
@@ -181,6 +202,7 @@ async fn mkfile(c: &NameClient, path: &str) -> Entry {
         path: p(path),
         mode: None,
         exclusive: true,
+        owner: None,
     })
     .await
     .unwrap()
@@ -286,6 +308,7 @@ async fn listing_is_paginated_and_sorted() {
                 path: p(&format!("/big/n{i:05}")),
                 mode: None,
                 exclusive: true,
+                owner: None,
             })
             .await
             .unwrap();

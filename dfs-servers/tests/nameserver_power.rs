@@ -116,6 +116,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     &dfs_proto::names::MkdirRequest {
                         path: p(path),
                         mode: None,
+                        owner: None,
                     },
                     now,
                 )?;
@@ -127,6 +128,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: None,
                         exclusive: true,
+                        owner: None,
                     },
                     now,
                 )?;
@@ -138,6 +140,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     create: create.then_some(0o644),
                     exclusive: false,
                     exclude: Vec::new(),
+                    owner: None,
                 };
                 namespace::open_write(t, &req, now)?;
                 placement::targets(t, &live, &req.path, 2)?;
@@ -165,7 +168,13 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: Some(*mode),
                         mtime_ns: None,
+                        atime_ns: None,
+                        uid: None,
+                        gid: None,
+                        kill_suid: false,
+                        access: false,
                     },
+                    now,
                 )?;
             }
             Step::Touch(path, mtime) => {
@@ -175,7 +184,13 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: None,
                         mtime_ns: Some(*mtime),
+                        atime_ns: None,
+                        uid: None,
+                        gid: None,
+                        kill_suid: false,
+                        access: false,
                     },
+                    now,
                 )?;
             }
             Step::Rename(from, to) => {
@@ -326,6 +341,7 @@ fn fresh_id_is_new(refs: &[Snapshot], store: &Store, acked: usize, what: &str) {
                     path: p("/fresh-after-crash"),
                     mode: None,
                     exclusive: true,
+                    owner: None,
                 },
                 0,
             )

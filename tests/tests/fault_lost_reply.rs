@@ -122,6 +122,7 @@ async fn write_under_lease(
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
+            owner: None,
         })
         .await?;
     let base = opened.entry;

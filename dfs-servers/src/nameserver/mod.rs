@@ -16,6 +16,7 @@ pub mod registry;
 pub mod routes;
 pub mod scrub;
 pub mod store;
+pub mod upgrade;
 
 use crate::common;
 use clap::Parser;

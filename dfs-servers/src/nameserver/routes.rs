@@ -7,7 +7,7 @@ use super::placement;
 use super::store::Read;
 use super::{now_ns, State};
 use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::{api_fallbacks, ApiJson, ApiQuery};
+use crate::common::{api_fallbacks, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -39,6 +39,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/unlink", post(unlink))
         .route("/v1/meta/rename", post(rename))
         .route("/v1/meta/setattr", post(setattr))
+        .route("/v1/meta/symlink", post(symlink))
+        .route("/v1/meta/mknod", post(mknod))
         .route("/v1/meta/open-write", post(open_write))
         .route("/v1/meta/publish", post(publish))
         .route("/v1/fileservers/register", post(register))
@@ -164,9 +166,37 @@ async fn rename(state: S, ApiJson(req): ApiJson<RenameRequest>) -> Result<Json<E
 
 async fn setattr(state: S, ApiJson(req): ApiJson<SetAttrRequest>) -> Result<Json<Entry>, ApiError> {
     blocking(&state.0, move |s| {
-        let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
+        let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
         let locations = s.locations(&node.servers);
         Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+    })
+    .await
+}
+
+async fn symlink(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<SymlinkRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::symlink(t, &req, now_ns()))
+            .map(Json)
+    })
+    .await
+}
+
+async fn mknod(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<MknodRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::mknod(t, &req, now_ns()))
+            .map(Json)
     })
     .await
 }
