@@ -18,7 +18,7 @@ use fuser::{Errno, FileAttr, FileType};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -384,6 +384,9 @@ impl DfsFs {
             mtime,
             ws.owner(),
         );
+        let (atime, ctime) = ws.times();
+        attr.atime = crate::attr::time_of(atime);
+        attr.ctime = crate::attr::time_of(ctime);
         // POSIX: fstat of an open file that was unlinked shows no links left.
         if ws.unlinked.load(Ordering::Acquire) {
             attr.nlink = 0;
@@ -496,6 +499,7 @@ impl DfsFs {
                         .map_err(|e| lease_errno(&e))?;
                     ws.file.set_len(size).map_err(|e| io_errno(&e))?;
                     inner.mark_changed();
+                    ws.note_change();
                 }
                 None => self.truncate_path(ino, size).await?,
             }
@@ -518,7 +522,7 @@ impl DfsFs {
                 .await
                 .map_err(|e| errno(&e))?;
             if let Some(ws) = &ws {
-                ws.set_perms(entry.mode, Owner::of(&entry));
+                ws.set_meta(&entry);
             }
             if let (Some(ws), Some(t)) = (&ws, mtime) {
                 ws.inner.lock().await.mtime_ns = Some(ns_of(t));
@@ -555,6 +559,7 @@ impl DfsFs {
                 let mut inner = ws.inner.lock().await;
                 ws.file.set_len(size).map_err(|e| io_errno(&e))?;
                 inner.mark_changed();
+                ws.note_change();
             }
             self.flush(opened.fh).await
         }
@@ -1108,6 +1113,13 @@ impl DfsFs {
             mode: AtomicU32::new(entry.mode),
             uid: AtomicU32::new(entry.uid),
             gid: AtomicU32::new(entry.gid),
+            atime_ns: AtomicI64::new(entry.atime_ns.unwrap_or(entry.mtime_ns)),
+            // O_TRUNC of a non-empty file is a content change now.
+            ctime_ns: AtomicI64::new(if mode.truncate && entry.size > 0 {
+                ns_of(SystemTime::now())
+            } else {
+                entry.ctime_ns.unwrap_or(entry.mtime_ns)
+            }),
             inner: tokio::sync::Mutex::new(WriteInner {
                 lease: Some(lease),
                 targets: opened.targets,
@@ -1183,6 +1195,7 @@ impl DfsFs {
             if ws.local_size() > 0 {
                 ws.file.set_len(0).map_err(|e| io_errno(&e))?;
                 inner.mark_changed();
+                ws.note_change();
             }
         }
         ws.handles.fetch_add(1, Ordering::AcqRel);
@@ -1261,6 +1274,7 @@ impl DfsFs {
         }
         ws.file.write_all_at(data, at).map_err(|e| io_errno(&e))?;
         inner.mark_changed();
+        ws.note_change();
         drop(inner);
         if stale_kernel_size {
             tracing::debug!(
@@ -1445,6 +1459,7 @@ impl DfsFs {
     /// notices them by the file's size and times.
     pub async fn note_changed(&self, ws: &Arc<WriteState>) {
         ws.inner.lock().await.changed = true;
+        ws.note_change();
     }
 
     /// Marks the write state behind `fh` changed (passthrough writes noticed at flush).
@@ -1452,6 +1467,7 @@ impl DfsFs {
         if let Ok(handle) = self.handle(fh) {
             if let (Some(ws), true) = (&handle.write, handle.writable) {
                 ws.inner.lock().await.changed = true;
+                ws.note_change();
             }
         }
     }
