@@ -136,11 +136,22 @@ async fn chown_chmod_and_times_move_ctime() {
         (Some(1_000_000_000), 2_000_000_000)
     );
     assert!(e.ctime_ns.unwrap() >= before);
+    // A read's access time (relatime on a mount) is no change: ctime stays.
+    let accessed = c
+        .setattr(&SetAttrRequest {
+            atime_ns: Some(3_000_000_000),
+            access: true,
+            ..setattr("/f")
+        })
+        .await
+        .unwrap();
+    assert_eq!(accessed.atime_ns, Some(3_000_000_000));
+    assert_eq!(accessed.ctime_ns, e.ctime_ns);
     // Survives a restart: it is store state.
     ns.stop().await;
     let ns = Ns::start(dir.path(), |_| {}).await;
     let e = ns.client.stat(&p("/f")).await.unwrap();
-    assert_eq!((e.uid, e.mode, e.atime_ns), (0, 0o711, Some(1_000_000_000)));
+    assert_eq!((e.uid, e.mode, e.atime_ns), (0, 0o711, Some(3_000_000_000)));
     ns.stop().await;
 }
 
