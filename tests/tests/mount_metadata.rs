@@ -319,3 +319,37 @@ fn directory_link_count_counts_subdirectories() {
     assert_eq!(std::fs::metadata(a.path("d")).unwrap().nlink(), 3);
     assert_eq!(std::fs::metadata(a.path("d/file")).unwrap().nlink(), 1);
 }
+
+#[test]
+fn atime_is_kept_by_default_and_recorded_with_relatime() {
+    let cluster = Cluster::start(1);
+    let Some(plain) = Mount::try_start(&cluster.nameserver, &[]) else {
+        return;
+    };
+    let Some(rel) = Mount::try_start(&cluster.nameserver, &["-o", "relatime"]) else {
+        return;
+    };
+    std::fs::write(plain.path("f"), b"data").unwrap();
+    let c = CString::new(plain.path("f").as_os_str().as_bytes()).unwrap();
+    let old = [
+        libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: a valid C path and two timespecs.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), old.as_ptr(), 0) };
+    assert_eq!(rc, 0);
+    // noatime (the default): a read records nothing.
+    std::fs::read(plain.path("f")).unwrap();
+    assert_eq!(lstat_later(&plain.path("f")).atime(), 1_000_000_000);
+    // relatime: an atime not newer than mtime moves on read.
+    std::fs::read(rel.path("f")).unwrap();
+    let m = lstat_later(&plain.path("f"));
+    assert!(m.atime() > 1_000_000_000, "atime recorded: {}", m.atime());
+    assert_eq!(m.mtime(), 1_000_000_000, "a read changes no mtime");
+}
