@@ -65,6 +65,12 @@ enum Command {
     Mv(namespace::MvArgs),
     /// List, read, set or remove extended attributes.
     Xattr(xattr::XattrArgs),
+    /// Make a symbolic link: `dfs ln -s TARGET LINK`.
+    Ln(namespace::LnArgs),
+    /// Change permission bits (octal MODE).
+    Chmod(namespace::ChmodArgs),
+    /// Change owner and/or group (numeric UID[:GID]).
+    Chown(namespace::ChownArgs),
     /// Write leases held now: holder, fencing token, time left.
     Locks(admin::LocksArgs),
     /// The fileservers: id, URL, alive, capacity, free space, blobs.
@@ -185,6 +191,9 @@ fn run_cluster_command(
         Command::Rm(args) => namespace::rm(&client, &args),
         Command::Mv(args) => namespace::mv(&client, &args),
         Command::Xattr(args) => xattr::xattr(&client, &args),
+        Command::Ln(args) => namespace::ln(&client, &args),
+        Command::Chmod(args) => namespace::chmod(&client, &args),
+        Command::Chown(args) => namespace::chown(&client, &args),
         _ => Ok(()),
     }
 }

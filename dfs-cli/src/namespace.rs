@@ -1,11 +1,12 @@
-//! `dfs ls`, `dfs stat`, `dfs mkdir`, `dfs rm` and `dfs mv`: the namespace at the
-//! nameserver, each change committed there before the command returns.
+//! `dfs ls`, `dfs stat`, `dfs mkdir`, `dfs rm`, `dfs mv`, `dfs ln -s`, `dfs chmod` and
+//! `dfs chown`: the namespace at the nameserver, each change committed there before the
+//! command returns.
 
 use crate::common::{base_name, is_not_found, join, CliError};
 use clap::Args;
 use dfs_client::blocking::Client;
 use dfs_client::Metadata;
-use dfs_proto::names::Entry;
+use dfs_proto::names::{Entry, EntryKind};
 use std::io::{self, Write};
 
 /// `dfs ls`.
@@ -15,7 +16,8 @@ use std::io::{self, Write};
   dfs ls -lR /backup
   dfs ls --json /docs | jq '.[].size'")]
 pub struct LsArgs {
-    /// Long listing: kind and mode, size, version, modification time, name.
+    /// Long listing: kind and mode, links, owner and group (numeric), size, version,
+    /// modification time, name (and `-> target` for a symbolic link).
     #[arg(short, long)]
     pub long: bool,
     /// List subdirectories too, recursively.
@@ -90,6 +92,136 @@ pub struct MvArgs {
     pub exchange: bool,
 }
 
+/// `dfs ln`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  dfs ln -s ../shared/report.pdf /docs/report.pdf
+  dfs ln -s /data/current /latest")]
+pub struct LnArgs {
+    /// Make a symbolic link (required: hard links are not supported yet).
+    #[arg(short, long, required = true)]
+    pub symbolic: bool,
+    /// What the link points at, stored as given (relative targets resolve from the link's
+    /// directory when followed on a mount).
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// The link to create.
+    #[arg(value_name = "LINK")]
+    pub link: String,
+}
+
+/// `dfs chmod`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  dfs chmod 640 /docs/report.pdf
+  dfs chmod 1777 /shared")]
+pub struct ChmodArgs {
+    /// Octal mode (up to 4 digits: setuid/setgid/sticky and rwx for owner, group, others).
+    #[arg(value_name = "MODE", value_parser = parse_mode)]
+    pub mode: u32,
+    /// Remote paths.
+    #[arg(required = true, value_name = "REMOTE")]
+    pub paths: Vec<String>,
+}
+
+/// `dfs chown`.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:
+  dfs chown 1000 /home/alice
+  dfs chown 1000:100 /home/alice/notes.txt
+  dfs chown :100 /shared          # the group only")]
+pub struct ChownArgs {
+    /// `UID`, `UID:GID` or `:GID` (numeric: the cluster has no user database).
+    #[arg(value_name = "UID[:GID]", value_parser = parse_owner)]
+    pub owner: (Option<u32>, Option<u32>),
+    /// Remote paths.
+    #[arg(required = true, value_name = "REMOTE")]
+    pub paths: Vec<String>,
+}
+
+/// An octal mode such as `644` or `1777`.
+fn parse_mode(text: &str) -> Result<u32, String> {
+    match u32::from_str_radix(text, 8) {
+        Ok(mode) if mode <= 0o7777 && !text.is_empty() && text.len() <= 4 => Ok(mode),
+        _ => Err(format!("{text:?} is not an octal mode (0 to 7777)")),
+    }
+}
+
+/// `UID`, `UID:GID` or `:GID`.
+fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
+    let id = |part: &str| -> Result<Option<u32>, String> {
+        if part.is_empty() {
+            Ok(None)
+        } else {
+            part.parse()
+                .map(Some)
+                .map_err(|_| format!("{part:?} is not a numeric id"))
+        }
+    };
+    let (uid, gid) = match text.split_once(':') {
+        Some((u, g)) => (id(u)?, id(g)?),
+        None => (id(text)?, None),
+    };
+    if uid.is_none() && gid.is_none() {
+        return Err("give UID, UID:GID or :GID".into());
+    }
+    Ok((uid, gid))
+}
+
+/// Runs `dfs ln -s`.
+pub fn ln(client: &Client, args: &LnArgs) -> Result<(), CliError> {
+    client
+        .symlink(&args.target, &args.link)
+        .map_err(|err| CliError::io(&args.link, &err))
+}
+
+/// Runs `dfs chmod`.
+pub fn chmod(client: &Client, args: &ChmodArgs) -> Result<(), CliError> {
+    for path in &args.paths {
+        client
+            .set_mode(path, args.mode)
+            .map_err(|err| CliError::io(path, &err))?;
+    }
+    Ok(())
+}
+
+/// Runs `dfs chown`.
+pub fn chown(client: &Client, args: &ChownArgs) -> Result<(), CliError> {
+    let (uid, gid) = args.owner;
+    for path in &args.paths {
+        client
+            .set_owner(path, uid, gid)
+            .map_err(|err| CliError::io(path, &err))?;
+    }
+    Ok(())
+}
+
+/// The `ls -l` type letter of a kind.
+fn kind_char(kind: EntryKind) -> char {
+    match kind {
+        EntryKind::File => '-',
+        EntryKind::Dir => 'd',
+        EntryKind::Symlink => 'l',
+        EntryKind::Fifo => 'p',
+        EntryKind::Socket => 's',
+        EntryKind::CharDevice => 'c',
+        EntryKind::BlockDevice => 'b',
+    }
+}
+
+/// The word `stat` shows for a kind.
+fn kind_name(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::File => "file",
+        EntryKind::Dir => "directory",
+        EntryKind::Symlink => "symbolic link",
+        EntryKind::Fifo => "fifo",
+        EntryKind::Socket => "socket",
+        EntryKind::CharDevice => "character device",
+        EntryKind::BlockDevice => "block device",
+    }
+}
+
 /// Runs `dfs ls`.
 pub fn ls(client: &Client, args: &LsArgs) -> Result<(), CliError> {
     let paths = if args.paths.is_empty() {
@@ -146,7 +278,8 @@ pub fn ls(client: &Client, args: &LsArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// One line of `ls`: the name, or with `-l` kind+mode, size, version, mtime and name.
+/// One line of `ls`: the name, or with `-l` kind+mode, links, owner, group, size, version,
+/// mtime, name and a link's target.
 fn print_line(
     out: &mut impl Write,
     meta: &Metadata,
@@ -156,13 +289,20 @@ fn print_line(
     if !long {
         return write_out(out, format_args!("{name}\n"));
     }
-    let kind = if meta.is_dir() { 'd' } else { '-' };
+    let kind = kind_char(meta.kind());
     let entry = meta.entry();
+    let arrow = meta
+        .symlink_target()
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
     write_out(
         out,
         format_args!(
-            "{kind}{} {:>12} v{:<8} {} {name}\n",
+            "{kind}{} {:>3} {:>5} {:>5} {:>12} v{:<8} {} {name}{arrow}\n",
             mode_string(meta.mode()),
+            meta.nlink(),
+            meta.uid(),
+            meta.gid(),
             meta.len(),
             entry.version,
             time_string(entry.mtime_ns),
@@ -245,18 +385,28 @@ pub fn stat(client: &Client, args: &StatArgs) -> Result<(), CliError> {
         if i > 0 {
             write_out(&mut out, format_args!("\n"))?;
         }
-        let kind = match e.kind {
-            dfs_proto::names::EntryKind::Dir => "directory",
-            _ => "file",
-        };
+        let kind = kind_name(e.kind);
+        let target = e
+            .target
+            .as_deref()
+            .map(|t| format!("  target: {t}\n"))
+            .unwrap_or_default();
+        let changed = e
+            .ctime_ns
+            .map(|ns| format!("  changed: {} UTC\n", time_string(ns)))
+            .unwrap_or_default();
         write_out(
             &mut out,
             format_args!(
-                "  path: {}\n  kind: {kind}\n  size: {}\n  mode: {:04o}\n  modified: {} UTC\n  \
+                "  path: {}\n  kind: {kind}\n{target}  size: {}\n  mode: {:04o}\n  \
+                 owner: uid {} gid {}\n  links: {}\n  modified: {} UTC\n{changed}  \
                  version: {}\n  checksum: {}\n  id: {}\n  servers: {}\n",
                 e.path,
                 e.size,
                 e.mode,
+                e.uid,
+                e.gid,
+                e.nlink,
                 time_string(e.mtime_ns),
                 e.version,
                 e.checksum,

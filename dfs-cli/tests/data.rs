@@ -790,3 +790,59 @@ fn xattr_and_mv_exchange() {
     ok(&cluster, &["xattr", "/b", "user.who", "--remove"]);
     assert_eq!(ok(&cluster, &["xattr", "/b"]), "security.tag\n");
 }
+
+#[test]
+fn ln_chmod_chown_and_what_ls_and_stat_show() {
+    let cluster = Cluster::start(1);
+    ok(&cluster, &["mkdir", "/d"]);
+    ok(&cluster, &["mkdir", "/d/sub"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("f");
+    std::fs::write(&file, b"hello").unwrap();
+    ok(&cluster, &["put", s(&file), "/d/f"]);
+    ok(&cluster, &["ln", "-s", "f", "/d/link"]);
+    ok(&cluster, &["chmod", "4750", "/d/f"]);
+    ok(&cluster, &["chown", "1000:100", "/d/f"]);
+    ok(&cluster, &["chown", ":200", "/d/sub"]);
+
+    let ls = ok(&cluster, &["ls", "-l", "/d"]);
+    let line = |name: &str| {
+        ls.lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} in {ls}"))
+            .to_owned()
+    };
+    let f = line(" f");
+    assert!(f.starts_with("-rwxr-x---"), "{f}");
+    assert!(f.contains(" 1000   100 "), "owner and group: {f}");
+    let link = line("link");
+    assert!(
+        link.starts_with('l') && link.ends_with("link -> f"),
+        "{link}"
+    );
+    let sub = line("sub");
+    assert!(sub.contains("     0   200 "), "{sub}");
+
+    let st = ok(&cluster, &["stat", "/d/link"]);
+    assert!(st.contains("kind: symbolic link"), "{st}");
+    assert!(st.contains("target: f"), "{st}");
+    let st = ok(&cluster, &["stat", "/d"]);
+    assert!(st.contains("links: 3"), "2 + one subdirectory: {st}");
+    let st = ok(&cluster, &["stat", "/d/f"]);
+    // chown cleared the setuid bit chmod set, as chown(2) does.
+    assert!(
+        st.contains("mode: 0750") && st.contains("owner: uid 1000 gid 100"),
+        "{st}"
+    );
+
+    let err = fails(&cluster, &["chmod", "999", "/d/f"], 2);
+    assert!(err.contains("octal"), "{err}");
+    fails(&cluster, &["chown", "alice", "/d/f"], 2);
+    fails(&cluster, &["ln", "f", "/d/hard"], 2);
+    let err = fails(&cluster, &["ln", "-s", "f", "/d/link"], 1);
+    assert!(err.contains("exists"), "{err}");
+    for sub in ["ln", "chmod", "chown"] {
+        let help = ok(&cluster, &[sub, "--help"]);
+        assert!(help.contains("Examples:"), "{sub}: {help}");
+    }
+}

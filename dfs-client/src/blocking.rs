@@ -214,6 +214,31 @@ impl Client {
         self.runtime.block_on(self.inner.remove_xattr(path, name))
     }
 
+    /// See [`crate::Client::symlink`].
+    pub fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
+        self.runtime.block_on(self.inner.symlink(target, link))
+    }
+
+    /// See [`crate::Client::read_link`].
+    pub fn read_link(&self, path: &str) -> io::Result<String> {
+        self.runtime.block_on(self.inner.read_link(path))
+    }
+
+    /// See [`crate::Client::set_mode`].
+    pub fn set_mode(&self, path: &str, mode: u32) -> io::Result<Metadata> {
+        self.runtime.block_on(self.inner.set_mode(path, mode))
+    }
+
+    /// See [`crate::Client::set_owner`].
+    pub fn set_owner(
+        &self,
+        path: &str,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> io::Result<Metadata> {
+        self.runtime.block_on(self.inner.set_owner(path, uid, gid))
+    }
+
     /// See [`crate::Client::read`].
     pub fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         self.runtime.block_on(self.inner.read(path))

@@ -10,7 +10,9 @@ use crate::remote::Remote;
 use crate::write::WriteSession;
 use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
-use dfs_proto::names::{Entry, EntryKind, OpenWriteRequest, RenameRequest};
+use dfs_proto::names::{
+    Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+};
 use dfs_proto::tls::TlsConfig;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
 use std::io;
@@ -357,6 +359,66 @@ impl Client {
         Ok(self.shared.remote.names.remove_xattr(&path, name).await?)
     }
 
+    /// Makes `link` a symbolic link to `target` (stored as given, like `std::os::unix::fs::symlink`).
+    pub async fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
+        let req = SymlinkRequest {
+            path: parse(link)?,
+            target: target.to_owned(),
+            owner: None,
+        };
+        self.shared.remote.names.symlink(&req).await?;
+        Ok(())
+    }
+
+    /// The target of symbolic link `path`; `InvalidInput` when it is not a link.
+    pub async fn read_link(&self, path: &str) -> io::Result<String> {
+        let meta = self.metadata(path).await?;
+        meta.symlink_target().map(str::to_owned).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{path} is not a symbolic link"),
+            )
+        })
+    }
+
+    /// Sets the permission bits of `path` (chmod; setuid, setgid and sticky included).
+    pub async fn set_mode(&self, path: &str, mode: u32) -> io::Result<Metadata> {
+        self.setattr(path, Some(mode), None, None).await
+    }
+
+    /// Changes the owner and/or group of `path` (chown). The nameserver stores what it is
+    /// sent: who may do this is decided by the key (read-write) and, on a mount, the kernel.
+    pub async fn set_owner(
+        &self,
+        path: &str,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> io::Result<Metadata> {
+        self.setattr(path, None, uid, gid).await
+    }
+
+    async fn setattr(
+        &self,
+        path: &str,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+    ) -> io::Result<Metadata> {
+        let req = SetAttrRequest {
+            path: parse(path)?,
+            mode,
+            mtime_ns: None,
+            atime_ns: None,
+            uid,
+            gid,
+            kill_suid: false,
+            access: false,
+        };
+        Ok(Metadata::from(
+            self.shared.remote.names.setattr(&req).await?,
+        ))
+    }
+
     /// The whole content of `path` in memory (for small files; [`Client::open`] streams).
     pub async fn read(&self, path: &str) -> io::Result<Vec<u8>> {
         let mut file = self.open(path).await?;
@@ -402,6 +464,7 @@ impl Client {
             create: (flags.create || flags.create_new).then_some(flags.mode),
             exclusive: flags.create_new,
             exclude: Vec::new(),
+            owner: None,
         };
         let prepared = async {
             let opened = shared.remote.names.open_write(&req).await?;
@@ -585,6 +648,36 @@ impl Metadata {
     /// Whether this is a regular file.
     pub fn is_file(&self) -> bool {
         self.entry.kind == EntryKind::File
+    }
+
+    /// Whether this is a symbolic link (metadata never follows links).
+    pub fn is_symlink(&self) -> bool {
+        self.entry.kind == EntryKind::Symlink
+    }
+
+    /// File, directory, symlink, FIFO, socket or device node.
+    pub fn kind(&self) -> EntryKind {
+        self.entry.kind
+    }
+
+    /// A symbolic link's target, as stored.
+    pub fn symlink_target(&self) -> Option<&str> {
+        self.entry.target.as_deref()
+    }
+
+    /// Owner's user id.
+    pub fn uid(&self) -> u32 {
+        self.entry.uid
+    }
+
+    /// Owner's group id.
+    pub fn gid(&self) -> u32 {
+        self.entry.gid
+    }
+
+    /// Link count (2 + subdirectories for a directory).
+    pub fn nlink(&self) -> u64 {
+        self.entry.nlink
     }
 
     /// Permission bits (`0o644`).

@@ -197,6 +197,7 @@ impl WriteSession {
                 create: None,
                 exclusive: false,
                 exclude: Vec::new(),
+                owner: None,
             })
             .await;
         let opened = match opened {
@@ -418,6 +419,7 @@ impl WriteSession {
                 create: None,
                 exclusive: false,
                 exclude: failed.to_vec(),
+                owner: None,
             })
             .await;
         let opened = match reply {

@@ -1,8 +1,8 @@
 //! The thin `fuser::Filesystem` adapter: every callback hands its work to the tokio runtime
 //! and replies from the task, so one slow download never stalls `ls` in another terminal.
 
-use crate::attr::build;
-use crate::fs::{DfsFs, OpenMode};
+use crate::attr::{build, Owner};
+use crate::fs::{AttrChanges, DfsFs, OpenMode};
 use crate::passthrough::Passthrough;
 use crate::xattr::{fit, Fitted, Xattrs};
 use fuser::{
@@ -83,6 +83,14 @@ pub fn wait_idle(inflight: &AtomicUsize, limit: Duration) {
     }
 }
 
+/// The caller of a request (its fsuid/fsgid): new files and directories are made for it.
+fn caller(req: &Request) -> Owner {
+    Owner {
+        uid: req.uid(),
+        gid: req.gid(),
+    }
+}
+
 fn time_of(t: TimeOrNow) -> SystemTime {
     match t {
         TimeOrNow::SpecificTime(t) => t,
@@ -147,10 +155,10 @@ impl Filesystem for Adapter {
         _req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
-        _uid: Option<u32>,
-        _gid: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
@@ -160,9 +168,18 @@ impl Filesystem for Adapter {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let mtime = mtime.map(time_of);
+        // With default_permissions the kernel has already checked the caller may (only root
+        // gives a file away; the owner may pick one of its own groups).
+        let changes = AttrChanges {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(time_of),
+            mtime: mtime.map(time_of),
+        };
         self.spawn(move |fs, ttl| async move {
-            match fs.setattr(ino.0, mode, size, mtime).await {
+            match fs.setattr(ino.0, changes).await {
                 Ok(attr) => reply.attr(&ttl, &attr),
                 Err(e) => reply.error(e),
             }
@@ -171,22 +188,19 @@ impl Filesystem for Adapter {
 
     fn mknod(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _rdev: u32,
+        rdev: u32,
         reply: ReplyEntry,
     ) {
-        if mode & libc::S_IFMT != libc::S_IFREG {
-            reply.error(Errno::ENOTSUP);
-            return;
-        }
         let name = name.to_owned();
         let entry_ttl = self.entry_ttl;
+        let owner = caller(req);
         self.spawn(move |fs, ttl| async move {
-            match fs.mknod(parent.0, &name, mode & !umask).await {
+            match fs.mknod(parent.0, &name, mode & !umask, rdev, owner).await {
                 Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
                 Err(e) => reply.error(e),
             }
@@ -195,7 +209,7 @@ impl Filesystem for Adapter {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -204,9 +218,38 @@ impl Filesystem for Adapter {
     ) {
         let name = name.to_owned();
         let entry_ttl = self.entry_ttl;
+        let owner = caller(req);
         self.spawn(move |fs, ttl| async move {
-            match fs.mkdir(parent.0, &name, mode & !umask).await {
+            match fs.mkdir(parent.0, &name, mode & !umask, owner).await {
                 Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        let (name, target) = (link_name.to_owned(), target.to_owned());
+        let entry_ttl = self.entry_ttl;
+        let owner = caller(req);
+        self.spawn(move |fs, ttl| async move {
+            match fs.symlink(parent.0, &name, &target, owner).await {
+                Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |fs, _| async move {
+            match fs.readlink(ino.0).await {
+                Ok(target) => reply.data(&target),
                 Err(e) => reply.error(e),
             }
         });
@@ -278,7 +321,7 @@ impl Filesystem for Adapter {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -288,8 +331,12 @@ impl Filesystem for Adapter {
     ) {
         let name = name.to_owned();
         let (pt, xattrs) = (self.pt.clone(), self.xattrs.clone());
+        let owner = caller(req);
         self.spawn(move |fs, ttl| async move {
-            match fs.create(parent.0, &name, mode & !umask, flags).await {
+            match fs
+                .create(parent.0, &name, mode & !umask, flags, owner)
+                .await
+            {
                 Ok((attr, opened)) => {
                     xattrs.note_created(attr.ino.0);
                     pt.reply_create(&fs, reply, &ttl, &attr, opened)
@@ -460,7 +507,7 @@ impl Filesystem for Adapter {
             Ok(items) => items,
             Err(e) => return reply.error(e),
         };
-        let owner = crate::attr::Owner::current();
+        let owner = Owner::current();
         let dir = build(
             ino.0,
             FileType::Directory,

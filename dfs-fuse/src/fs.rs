@@ -1,7 +1,7 @@
 //! The filesystem logic: every FUSE operation as an async method returning `Result<_, Errno>`,
 //! testable without the kernel. The adapter only translates arguments and replies.
 
-use crate::attr::{attr_of, build, ns_of, Owner};
+use crate::attr::{attr_of, build, entry_kind, ns_of, Owner};
 use crate::cache::{Cache, DirtyMeta};
 use crate::inodes::{ino_of, InodeTable, ROOT_INO};
 use crate::view::{Copy, Views};
@@ -10,14 +10,15 @@ use dashmap::DashMap;
 use dfs_client::leases::Leases;
 use dfs_client::remote::{pause_before_asking_again, Remote};
 use dfs_proto::names::{
-    CreateRequest, Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest,
+    CreateRequest, Entry, EntryKind, MkdirRequest, MknodRequest, OpenWriteRequest, RenameRequest,
+    SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use fuser::{Errno, FileAttr, FileType};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,11 +31,51 @@ const SETTLE_WAIT: Duration = Duration::from_secs(5);
 pub struct FsConfig {
     /// Refuse every change with EROFS.
     pub read_only: bool,
-    /// Owner shown for every file.
+    /// Owner shown where the nameserver named none (the root's fallback attributes).
     pub owner: Owner,
+    /// Record access times with relatime rules on open for reading (else noatime).
+    pub relatime: bool,
     /// How stale the kernel may show attributes (`attr_timeout`); `getattr` right after an
     /// open answers from that open's revalidation while it is younger than this.
     pub attr_timeout: Duration,
+}
+
+/// The metadata changes of one `setattr` call (each `None` is left as it is).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttrChanges {
+    /// chmod.
+    pub mode: Option<u32>,
+    /// chown: the new owner's uid.
+    pub uid: Option<u32>,
+    /// chown/chgrp: the new group.
+    pub gid: Option<u32>,
+    /// truncate.
+    pub size: Option<u64>,
+    /// utimensat: atime (UTIME_NOW already made a time by the adapter; UTIME_OMIT is None).
+    pub atime: Option<SystemTime>,
+    /// utimensat: mtime.
+    pub mtime: Option<SystemTime>,
+}
+
+impl AttrChanges {
+    /// Whether anything stored at the nameserver (not the size) changes.
+    fn metadata(&self) -> bool {
+        self.mode.is_some()
+            || self.uid.is_some()
+            || self.gid.is_some()
+            || self.atime.is_some()
+            || self.mtime.is_some()
+    }
+}
+
+/// A file an open creates (O_CREAT): where, with which mode, and for whom.
+#[derive(Debug, Clone)]
+struct NewFile {
+    parent: u64,
+    path: DfsPath,
+    mode: u32,
+    exclusive: bool,
+    owner: Owner,
 }
 
 /// How a file is opened, decoded from `open(2)` flags.
@@ -280,23 +321,16 @@ impl DfsFs {
             if let Some(ws) = self.write_state(ino) {
                 return self.attr_of_write(&ws);
             }
-            if let Some(attr) = self
-                .views
-                .attr_unless(ino, Some(entry.version), self.config.owner)
-            {
+            if let Some(attr) = self.views.attr_unless(ino, Some(entry.version)) {
                 return attr;
             }
         }
-        attr_of(entry, self.config.owner)
+        attr_of(entry)
     }
 
     /// Records a kernel lookup done through readdirplus.
     pub fn note_lookup(&self, parent: u64, item: &DirItem) {
-        let kind = if item.attr.kind == FileType::Directory {
-            EntryKind::Dir
-        } else {
-            EntryKind::File
-        };
+        let kind = entry_kind(item.attr.kind);
         self.table()
             .insert(parent, &item.name, item.ino, kind, true);
     }
@@ -350,10 +384,13 @@ impl DfsFs {
             ws.ino,
             FileType::RegularFile,
             size,
-            ws.mode,
+            ws.mode(),
             mtime,
-            self.config.owner,
+            ws.owner(),
         );
+        let (atime, ctime) = ws.times();
+        attr.atime = crate::attr::time_of(atime);
+        attr.ctime = crate::attr::time_of(ctime);
         // POSIX: fstat of an open file that was unlinked shows no links left.
         if ws.unlinked.load(Ordering::Acquire) {
             attr.nlink = 0;
@@ -404,14 +441,9 @@ impl DfsFs {
         if let Some(attr) = self.getattr_local(ino) {
             return Ok(attr);
         }
-        let owner = self.config.owner;
         // An open file whose name is gone (here or elsewhere) keeps its attributes: the
         // kernel asks for them on reads past its cached size, and ENOENT would fail the read.
-        let gone = || {
-            self.views
-                .attr_unless(ino, None, owner)
-                .ok_or(Errno::ENOENT)
-        };
+        let gone = || self.views.attr_unless(ino, None).ok_or(Errno::ENOENT);
         let Ok(path) = self.path_of(ino) else {
             return gone();
         };
@@ -447,16 +479,14 @@ impl DfsFs {
         None
     }
 
-    /// `setattr`: truncate (size), chmod (mode), utimens (mtime). Owners are not stored:
-    /// chown is accepted and changes nothing.
-    pub async fn setattr(
-        &self,
-        ino: u64,
-        mode: Option<u32>,
-        size: Option<u64>,
-        mtime: Option<SystemTime>,
-    ) -> Result<FileAttr, Errno> {
-        if mode.is_some() || size.is_some() || mtime.is_some() {
+    /// `setattr`: truncate (size), chmod (mode), chown (uid, gid), utimensat (atime, mtime).
+    /// Whether the caller may is the kernel's to check (`default_permissions`); the
+    /// nameserver stores what it is sent.
+    pub async fn setattr(&self, ino: u64, changes: AttrChanges) -> Result<FileAttr, Errno> {
+        let AttrChanges {
+            mode, size, mtime, ..
+        } = changes;
+        if changes.metadata() || size.is_some() {
             self.check_writable()?;
         }
         self.opened_attrs.remove(&ino);
@@ -473,21 +503,31 @@ impl DfsFs {
                         .map_err(|e| lease_errno(&e))?;
                     ws.file.set_len(size).map_err(|e| io_errno(&e))?;
                     inner.mark_changed();
+                    ws.note_change();
                 }
                 None => self.truncate_path(ino, size).await?,
             }
         }
-        if mode.is_some() || mtime.is_some() {
+        if changes.metadata() {
             let req = SetAttrRequest {
                 path: path.clone(),
                 mode: mode.map(|m| m & 0o7777),
                 mtime_ns: mtime.map(ns_of),
+                atime_ns: changes.atime.map(ns_of),
+                uid: changes.uid,
+                gid: changes.gid,
+                kill_suid: false,
+                access: false,
             };
-            self.remote
+            let entry = self
+                .remote
                 .names
                 .setattr(&req)
                 .await
                 .map_err(|e| errno(&e))?;
+            if let Some(ws) = &ws {
+                ws.set_meta(&entry);
+            }
             if let (Some(ws), Some(t)) = (&ws, mtime) {
                 ws.inner.lock().await.mtime_ns = Some(ns_of(t));
                 let _ = ws.file.set_modified(t);
@@ -523,6 +563,7 @@ impl DfsFs {
                 let mut inner = ws.inner.lock().await;
                 ws.file.set_len(size).map_err(|e| io_errno(&e))?;
                 inner.mark_changed();
+                ws.note_change();
             }
             self.flush(opened.fh).await
         }
@@ -584,19 +625,58 @@ impl DfsFs {
         }
     }
 
-    /// `mkdir`.
+    /// `readlink`: a symlink's target, as stored.
+    pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
+        let path = self.path_of(ino)?;
+        let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
+        match entry.target {
+            Some(target) if entry.kind == EntryKind::Symlink => Ok(target.into_bytes()),
+            _ => Err(Errno::EINVAL),
+        }
+    }
+
+    /// `symlink`: a link entry at the nameserver, owned by the caller.
+    pub async fn symlink(
+        &self,
+        parent: u64,
+        name: &std::ffi::OsStr,
+        target: &std::path::Path,
+        owner: Owner,
+    ) -> Result<FileAttr, Errno> {
+        self.check_writable()?;
+        let path = self.child_path(parent, name)?;
+        let target = target.to_str().ok_or(Errno::EINVAL)?.to_owned();
+        let entry = self
+            .remote
+            .names
+            .symlink(&SymlinkRequest {
+                path,
+                target,
+                owner: Some(owner.wire()),
+            })
+            .await
+            .map_err(|e| errno(&e))?;
+        Ok(self.remember(parent, &entry, true))
+    }
+
+    /// `mkdir`, for the caller `owner`.
     pub async fn mkdir(
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
         mode: u32,
+        owner: Owner,
     ) -> Result<FileAttr, Errno> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
         let entry = self
             .remote
             .names
-            .mkdir(&path, Some(mode & 0o7777))
+            .mkdir_with(&MkdirRequest {
+                path,
+                mode: Some(mode & 0o7777),
+                owner: Some(owner.wire()),
+            })
             .await
             .map_err(|e| errno(&e))?;
         Ok(self.remember(parent, &entry, true))
@@ -773,11 +853,14 @@ impl DfsFs {
         let path = self.path_of(ino)?;
         let (entry, clean, was_cached) = self.revalidate(ino, &path).await?;
         let clean = self.refresh_in_place(ino, &entry).unwrap_or(clean);
-        let seen = (
-            Instant::now(),
-            attr_of(&entry, self.config.owner),
-            entry.version,
-        );
+        if entry.kind != EntryKind::File {
+            // FIFOs and devices are opened by the kernel itself; never download for them.
+            return Err(Errno::EINVAL);
+        }
+        let seen = (Instant::now(), attr_of(&entry), entry.version);
+        if self.config.relatime {
+            self.touch_atime(&path, &entry).await;
+        }
         // Read-write, so that a writer here can adopt it in place (see `adopt_view`), also
         // as the kernel's passthrough backing file, which needs write access for writers.
         let file = open_rw(&clean)
@@ -793,6 +876,7 @@ impl DfsFs {
                 version: entry.version,
                 mode: entry.mode,
                 mtime_ns: entry.mtime_ns,
+                owner: Owner::of(&entry),
             },
         );
         let changed = self
@@ -849,6 +933,7 @@ impl DfsFs {
                         version: entry.version,
                         mode: entry.mode,
                         mtime_ns: entry.mtime_ns,
+                        owner: Owner::of(entry),
                     },
                 );
                 Some(self.cache.clean_path(entry.id, entry.version))
@@ -894,13 +979,15 @@ impl DfsFs {
         Ok(())
     }
 
-    /// `create`: O_CREAT through the kernel's create call; the new file is open for writing.
+    /// `create`: O_CREAT through the kernel's create call; the new file is open for writing
+    /// and, when new, owned by `owner`.
     pub async fn create(
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
         mode: u32,
         flags: i32,
+        owner: Owner,
     ) -> Result<(FileAttr, Opened), Errno> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
@@ -923,10 +1010,14 @@ impl DfsFs {
         }
         let mut m = OpenMode::from_flags(flags);
         m.write = true;
-        let create = Some(mode & 0o7777);
-        let opened = self
-            .open_write(0, Some((parent, path.clone(), create, exclusive)), m)
-            .await?;
+        let create = NewFile {
+            parent,
+            path: path.clone(),
+            mode: mode & 0o7777,
+            exclusive,
+            owner,
+        };
+        let opened = self.open_write(0, Some(create), m).await?;
         let handle = self.handle(opened.fh)?;
         let ino = handle.ino;
         let attr = match &handle.write {
@@ -939,15 +1030,15 @@ impl DfsFs {
     }
 
     /// Opens for writing: joins this inode's write state or creates it (lease, open-write,
-    /// dirty file). `create` carries (parent, path, mode, exclusive) for O_CREAT.
+    /// dirty file). `create` says what to create for O_CREAT.
     async fn open_write(
         &self,
         ino: u64,
-        create: Option<(u64, DfsPath, Option<u32>, bool)>,
+        create: Option<NewFile>,
         mode: OpenMode,
     ) -> Result<Opened, Errno> {
         let path = match &create {
-            Some((_, path, _, _)) => path.clone(),
+            Some(new) => new.path.clone(),
             None => self.path_of(ino)?,
         };
         // For create the inode is learned from the nameserver; look for a state afterwards.
@@ -965,9 +1056,10 @@ impl DfsFs {
         let req = OpenWriteRequest {
             path: path.clone(),
             token: lease.token,
-            create: create.as_ref().and_then(|c| c.2),
-            exclusive: create.as_ref().is_some_and(|c| c.3),
+            create: create.as_ref().map(|c| c.mode),
+            exclusive: create.as_ref().is_some_and(|c| c.exclusive),
             exclude: Vec::new(),
+            owner: create.as_ref().map(|c| c.owner.wire()),
         };
         let opened = match self.remote.names.open_write(&req).await {
             Ok(o) => o,
@@ -983,8 +1075,8 @@ impl DfsFs {
         }
         let requested = ino;
         let ino = ino_of(entry.id, &entry.path);
-        if let Some((parent, _, _, _)) = &create {
-            self.remember(*parent, &entry, false);
+        if let Some(new) = &create {
+            self.remember(new.parent, &entry, false);
         } else if ino != requested {
             lease.release(&self.leases).await;
             return Err(Errno::ESTALE);
@@ -1060,7 +1152,16 @@ impl DfsFs {
             file,
             handles: AtomicUsize::new(0),
             unlinked: AtomicBool::new(false),
-            mode: entry.mode,
+            mode: AtomicU32::new(entry.mode),
+            uid: AtomicU32::new(entry.uid),
+            gid: AtomicU32::new(entry.gid),
+            atime_ns: AtomicI64::new(entry.atime_ns.unwrap_or(entry.mtime_ns)),
+            // O_TRUNC of a non-empty file is a content change now.
+            ctime_ns: AtomicI64::new(if mode.truncate && entry.size > 0 {
+                ns_of(SystemTime::now())
+            } else {
+                entry.ctime_ns.unwrap_or(entry.mtime_ns)
+            }),
             inner: tokio::sync::Mutex::new(WriteInner {
                 lease: Some(lease),
                 targets: opened.targets,
@@ -1136,6 +1237,7 @@ impl DfsFs {
             if ws.local_size() > 0 {
                 ws.file.set_len(0).map_err(|e| io_errno(&e))?;
                 inner.mark_changed();
+                ws.note_change();
             }
         }
         ws.handles.fetch_add(1, Ordering::AcqRel);
@@ -1214,6 +1316,7 @@ impl DfsFs {
         }
         ws.file.write_all_at(data, at).map_err(|e| io_errno(&e))?;
         inner.mark_changed();
+        ws.note_change();
         drop(inner);
         if stale_kernel_size {
             tracing::debug!(
@@ -1421,7 +1524,7 @@ impl DfsFs {
     /// Whether the root is reachable: used to check the nameserver before mounting.
     pub async fn check_root(&self) -> Result<FileAttr, ApiError> {
         let entry = self.remote.names.stat(&DfsPath::root()).await?;
-        let mut attr = attr_of(&entry, self.config.owner);
+        let mut attr = attr_of(&entry);
         attr.ino = fuser::INodeNo(ROOT_INO);
         Ok(attr)
     }
@@ -1436,6 +1539,7 @@ impl DfsFs {
     /// notices them by the file's size and times.
     pub async fn note_changed(&self, ws: &Arc<WriteState>) {
         ws.inner.lock().await.changed = true;
+        ws.note_change();
     }
 
     /// Marks the write state behind `fh` changed (passthrough writes noticed at flush).
@@ -1443,29 +1547,74 @@ impl DfsFs {
         if let Ok(handle) = self.handle(fh) {
             if let (Some(ws), true) = (&handle.write, handle.writable) {
                 ws.inner.lock().await.changed = true;
+                ws.note_change();
             }
         }
     }
 
-    /// Creates an empty file without opening it (tests, `mknod`).
+    /// `mknod`: an empty regular file (not opened), or a FIFO, socket or device node as a
+    /// namespace entry; `mode` carries the type bits.
     pub async fn mknod(
         &self,
         parent: u64,
         name: &std::ffi::OsStr,
         mode: u32,
+        rdev: u32,
+        owner: Owner,
     ) -> Result<FileAttr, Errno> {
         self.check_writable()?;
         let path = self.child_path(parent, name)?;
-        let entry = self
-            .remote
-            .names
-            .create(&CreateRequest {
-                path,
-                mode: Some(mode & 0o7777),
-                exclusive: true,
-            })
-            .await
-            .map_err(|e| errno(&e))?;
+        let names = &self.remote.names;
+        let entry = match EntryKind::special_of_mode(mode) {
+            Some(kind) => {
+                names
+                    .mknod(&MknodRequest {
+                        path,
+                        kind,
+                        mode: mode & 0o7777,
+                        rdev: u64::from(rdev),
+                        owner: Some(owner.wire()),
+                    })
+                    .await
+            }
+            None if mode & libc::S_IFMT == libc::S_IFREG || mode & libc::S_IFMT == 0 => {
+                names
+                    .create(&CreateRequest {
+                        path,
+                        mode: Some(mode & 0o7777),
+                        exclusive: true,
+                        owner: Some(owner.wire()),
+                    })
+                    .await
+            }
+            None => return Err(Errno::EINVAL),
+        }
+        .map_err(|e| errno(&e))?;
         Ok(self.remember(parent, &entry, true))
+    }
+
+    /// relatime: records this read's access time when the stored one is not newer than the
+    /// last change (or is a day old). Best effort: a failed update never fails the open.
+    async fn touch_atime(&self, path: &DfsPath, entry: &Entry) {
+        const DAY_NS: i64 = 86_400 * 1_000_000_000;
+        let now = ns_of(SystemTime::now());
+        let atime = entry.atime_ns.unwrap_or(entry.mtime_ns);
+        let changed = entry.ctime_ns.unwrap_or(entry.mtime_ns).max(entry.mtime_ns);
+        if atime > changed && now - atime < DAY_NS {
+            return;
+        }
+        let req = SetAttrRequest {
+            path: path.clone(),
+            mode: None,
+            mtime_ns: None,
+            atime_ns: Some(now),
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: true,
+        };
+        if let Err(err) = self.remote.names.setattr(&req).await {
+            tracing::debug!(%err, %path, "could not record the access time");
+        }
     }
 }

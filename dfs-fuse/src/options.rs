@@ -91,12 +91,17 @@ pub struct MountConfig {
     pub entry_timeout: Duration,
     /// Mount read-only: writes fail with EROFS.
     pub read_only: bool,
-    /// Let other users use the mount.
+    /// Let other users use the mount: on by default when root mounts (a shared mount, as
+    /// NFS is), `-o noallow_other` turns it off.
     pub allow_other: bool,
     /// Let root use the mount.
     pub allow_root: bool,
-    /// Let the kernel check permission bits.
+    /// Let the kernel check permission bits and owners against the stored uid/gid/mode: on
+    /// by default (files have owners), `-o nodefault_permissions` turns it off.
     pub default_permissions: bool,
+    /// Record access times with relatime rules (`-o relatime`); off by default (`noatime`):
+    /// an atime update is a durable nameserver write per read.
+    pub relatime: bool,
     /// Kernel flags passed through unchanged (nosuid, nodev, noexec, noatime, ...).
     pub passthrough_flags: Vec<String>,
     /// Readiness pipe of a daemonising parent.
@@ -128,8 +133,8 @@ const IGNORED: &[&str] = &[
     "suid",
     "exec",
     "atime",
-    "relatime",
     "norelatime",
+    "strictatime",
 ];
 
 /// Kernel flags we forward as they are.
@@ -156,9 +161,11 @@ impl Args {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(10),
             read_only: false,
-            allow_other: false,
+            // SAFETY: geteuid cannot fail and touches no memory.
+            allow_other: unsafe { libc::geteuid() } == 0,
             allow_root: false,
-            default_permissions: false,
+            default_permissions: true,
+            relatime: false,
             passthrough_flags: Vec::new(),
             ready_fd: self.ready_fd,
             kernel_passthrough: false,
@@ -193,6 +200,13 @@ impl Args {
                 "entry_timeout" => cfg.entry_timeout = parse_secs(need(key, value)?)?,
                 "ro" => cfg.read_only = true,
                 "allow_other" => cfg.allow_other = true,
+                "noallow_other" => cfg.allow_other = false,
+                "nodefault_permissions" => cfg.default_permissions = false,
+                "relatime" => cfg.relatime = true,
+                "noatime" => {
+                    cfg.relatime = false;
+                    cfg.passthrough_flags.push(key.to_owned());
+                }
                 "allow_root" => cfg.allow_root = true,
                 "default_permissions" => cfg.default_permissions = true,
                 "foreground" => cfg.foreground = true,
@@ -435,6 +449,27 @@ mod tests {
         assert!(!p.kernel_passthrough);
         let p = parse(&["http://ns", "/m", "-o", "nopassthrough,passthrough"]).unwrap();
         assert!(p.kernel_passthrough);
+    }
+
+    #[test]
+    fn permissions_sharing_and_atime_defaults_are_switchable() {
+        let d = parse(&["http://ns", "/m"]).unwrap();
+        assert!(d.default_permissions, "the kernel checks modes by default");
+        // SAFETY: geteuid cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        assert_eq!(d.allow_other, root, "shared when root mounts");
+        assert!(!d.relatime, "noatime is the default");
+        let o = parse(&[
+            "http://ns",
+            "/m",
+            "-o",
+            "nodefault_permissions,noallow_other,relatime",
+        ])
+        .unwrap();
+        assert!(!o.default_permissions && !o.allow_other && o.relatime);
+        let n = parse(&["http://ns", "/m", "-o", "relatime,noatime"]).unwrap();
+        assert!(!n.relatime);
+        assert!(n.passthrough_flags.contains(&"noatime".to_string()));
     }
 
     #[test]

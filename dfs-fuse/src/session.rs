@@ -99,6 +99,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         FsConfig {
             read_only: cfg.read_only,
             owner: Owner::current(),
+            relatime: cfg.relatime,
             attr_timeout: cfg.attr_timeout,
         },
     ));

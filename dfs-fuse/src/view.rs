@@ -23,6 +23,8 @@ struct View {
     /// Permission bits and mtime of that version, for attributes answered from the copy.
     mode: u32,
     mtime_ns: i64,
+    /// Its owner, for the same attributes.
+    owner: Owner,
     /// Open descriptors of the inode on this mount.
     handles: usize,
 }
@@ -44,6 +46,8 @@ pub struct Copy {
     pub mode: u32,
     /// Its modification time.
     pub mtime_ns: i64,
+    /// Its owner.
+    pub owner: Owner,
 }
 
 impl Views {
@@ -63,6 +67,7 @@ impl Views {
                 v.file = copy.file.clone();
                 v.version = copy.version;
                 v.mode = copy.mode;
+                v.owner = copy.owner;
                 v.mtime_ns = copy.mtime_ns;
                 v.handles += 1;
             })
@@ -70,6 +75,7 @@ impl Views {
                 file: copy.file.clone(),
                 version: copy.version,
                 mode: copy.mode,
+                owner: copy.owner,
                 mtime_ns: copy.mtime_ns,
                 handles: 1,
             });
@@ -88,6 +94,7 @@ impl Views {
                     file: c.file,
                     version: c.version,
                     mode: c.mode,
+                    owner: c.owner,
                     mtime_ns: c.mtime_ns,
                     handles: 1,
                 }
@@ -100,6 +107,7 @@ impl Views {
             v.file = copy.file;
             v.version = copy.version;
             v.mode = copy.mode;
+            v.owner = copy.owner;
             v.mtime_ns = copy.mtime_ns;
         }
     }
@@ -131,7 +139,7 @@ impl Views {
     /// Attributes of the open copy of `ino` when it has open descriptors and `current` (what
     /// the nameserver says now, `None` when the file is gone) is not the version they read:
     /// the kernel must keep a size that matches what reads return.
-    pub fn attr_unless(&self, ino: u64, current: Option<u64>, owner: Owner) -> Option<FileAttr> {
+    pub fn attr_unless(&self, ino: u64, current: Option<u64>) -> Option<FileAttr> {
         let v = self.map.get(&ino)?;
         if current == Some(v.version) {
             return None;
@@ -143,7 +151,7 @@ impl Views {
             size,
             v.mode,
             time_of(v.mtime_ns),
-            owner,
+            v.owner,
         );
         if current.is_none() {
             // POSIX: fstat of an open file whose last name is gone shows no links.
@@ -166,6 +174,7 @@ mod tests {
             version,
             mode: 0o644,
             mtime_ns: 0,
+            owner: Owner { uid: 1, gid: 1 },
         }
     }
 
@@ -185,14 +194,14 @@ mod tests {
     #[test]
     fn attributes_follow_the_open_copy_until_it_is_current() {
         let views = Views::new();
-        let owner = Owner { uid: 1, gid: 1 };
         views.open_newest(9, copy(b"abcd", 3));
-        assert!(views.attr_unless(9, Some(3), owner).is_none());
-        let attr = views.attr_unless(9, Some(4), owner).unwrap();
+        assert!(views.attr_unless(9, Some(3)).is_none());
+        let attr = views.attr_unless(9, Some(4)).unwrap();
         assert_eq!(attr.size, 4);
         assert_eq!(attr.nlink, 1);
-        assert_eq!(views.attr_unless(9, None, owner).unwrap().nlink, 0);
-        assert!(views.attr_unless(10, None, owner).is_none());
+        assert_eq!((attr.uid, attr.gid), (1, 1));
+        assert_eq!(views.attr_unless(9, None).unwrap().nlink, 0);
+        assert!(views.attr_unless(10, None).is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub use dfs_client::write::{publish_errno, WriteSession as WriteInner};
 use dfs_proto::{ApiError, DfsPath, FileId, Version};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// A file open for writing on this mount.
@@ -35,8 +35,17 @@ pub struct WriteState {
     pub handles: AtomicUsize,
     /// Set when the file was unlinked here: nothing is published any more.
     pub unlinked: AtomicBool,
-    /// Permission bits, for attributes.
-    pub mode: u32,
+    /// Permission bits, for attributes (a chmod while writing updates them).
+    pub mode: AtomicU32,
+    /// Owner's uid, for attributes (a chown while writing updates it).
+    pub uid: AtomicU32,
+    /// Owner's gid.
+    pub gid: AtomicU32,
+    /// Access time as the nameserver last recorded it (utimensat while writing sets it).
+    pub atime_ns: AtomicI64,
+    /// Change time of the last metadata change the nameserver recorded; a local content
+    /// change (the dirty file's mtime) is newer and shown instead.
+    pub ctime_ns: AtomicI64,
     /// The lock-protected part.
     pub inner: tokio::sync::Mutex<WriteInner>,
 }
@@ -59,9 +68,50 @@ impl WriteState {
         Copy {
             file: self.file.clone(),
             version,
-            mode: self.mode,
+            mode: self.mode(),
             mtime_ns,
+            owner: self.owner(),
         }
+    }
+
+    /// Permission bits as last set.
+    pub fn mode(&self) -> u32 {
+        self.mode.load(Ordering::Acquire)
+    }
+
+    /// Owner as last set.
+    pub fn owner(&self) -> crate::attr::Owner {
+        crate::attr::Owner {
+            uid: self.uid.load(Ordering::Acquire),
+            gid: self.gid.load(Ordering::Acquire),
+        }
+    }
+
+    /// Takes the mode, owner and times the nameserver now records (after a chmod, chown or
+    /// utimensat while the file is written here).
+    pub fn set_meta(&self, entry: &dfs_proto::names::Entry) {
+        self.mode.store(entry.mode, Ordering::Release);
+        self.uid.store(entry.uid, Ordering::Release);
+        self.gid.store(entry.gid, Ordering::Release);
+        let atime = entry.atime_ns.unwrap_or(entry.mtime_ns);
+        self.atime_ns.store(atime, Ordering::Release);
+        let ctime = entry.ctime_ns.unwrap_or(entry.mtime_ns);
+        self.ctime_ns.store(ctime, Ordering::Release);
+    }
+
+    /// The content changed here (write, truncate): ctime moves now, as on a local disk;
+    /// the publish at close records its own.
+    pub fn note_change(&self) {
+        let now = crate::attr::ns_of(std::time::SystemTime::now());
+        self.ctime_ns.fetch_max(now, Ordering::AcqRel);
+    }
+
+    /// Stored access time and change time, for attributes while writing.
+    pub fn times(&self) -> (i64, i64) {
+        (
+            self.atime_ns.load(Ordering::Acquire),
+            self.ctime_ns.load(Ordering::Acquire),
+        )
     }
 
     /// Size and mtime of the dirty file, for attributes while writing.

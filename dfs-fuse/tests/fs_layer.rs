@@ -4,7 +4,7 @@
 use dfs_client::leases::Leases;
 use dfs_fuse::attr::Owner;
 use dfs_fuse::cache::Cache;
-use dfs_fuse::fs::{DfsFs, FsConfig, OpenMode};
+use dfs_fuse::fs::{AttrChanges, DfsFs, FsConfig, OpenMode};
 use dfs_fuse::inodes::ROOT_INO;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::DfsPath;
@@ -25,6 +25,7 @@ fn new_fs(cluster: &Cluster, cache: &std::path::Path) -> (DfsFs, String) {
         FsConfig {
             read_only: false,
             owner: Owner::current(),
+            relatime: false,
             attr_timeout: Duration::from_secs(1),
         },
     );
@@ -50,6 +51,7 @@ fn write_publish_read_and_cache() {
                 OsStr::new("f"),
                 0o640,
                 libc::O_WRONLY | libc::O_CREAT,
+                Owner::current(),
             )
             .await
             .unwrap();
@@ -104,7 +106,15 @@ fn write_publish_read_and_cache() {
         assert_eq!(after, before + 1, "one download for three opens");
 
         // truncate(2) with no open handle publishes too.
-        fs_b.setattr(b_ino, None, Some(5), None).await.unwrap();
+        fs_b.setattr(
+            b_ino,
+            AttrChanges {
+                size: Some(5),
+                ..AttrChanges::default()
+            },
+        )
+        .await
+        .unwrap();
         let o = fs.open(ino, OpenMode::default()).await.unwrap();
         assert_eq!(fs.read(o.fh, 0, 100).await.unwrap(), b"hello");
         fs.release(o.fh).await;
@@ -116,15 +126,17 @@ fn write_publish_read_and_cache() {
                 .unwrap_err(),
             fuser::Errno::ENOENT
         );
-        fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755).await.unwrap();
+        fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755, Owner::current())
+            .await
+            .unwrap();
         assert_eq!(
-            fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755)
+            fs.mkdir(ROOT_INO, OsStr::new("d"), 0o755, Owner::current())
                 .await
                 .unwrap_err(),
             fuser::Errno::EEXIST
         );
         let d = fs.lookup(ROOT_INO, OsStr::new("d")).await.unwrap().ino.0;
-        fs.create(d, OsStr::new("x"), 0o644, libc::O_WRONLY)
+        fs.create(d, OsStr::new("x"), 0o644, libc::O_WRONLY, Owner::current())
             .await
             .map(|(_, o)| o.fh)
             .map(|fh| futures_release(&fs, fh))
@@ -159,6 +171,7 @@ fn second_writer_is_busy_and_a_fenced_writer_keeps_its_changes() {
                 OsStr::new("g"),
                 0o644,
                 libc::O_WRONLY | libc::O_CREAT,
+                Owner::current(),
             )
             .await
             .unwrap();
@@ -226,6 +239,7 @@ async fn put(fs: &DfsFs, name: &str, content: &[u8]) -> u64 {
             OsStr::new(name),
             0o644,
             libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            Owner::current(),
         )
         .await
         .unwrap();

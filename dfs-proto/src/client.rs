@@ -260,9 +260,25 @@ impl NameClient {
                 &MkdirRequest {
                     path: path.clone(),
                     mode,
+                    owner: None,
                 },
             )
             .await
+    }
+
+    /// Creates a directory with every option (an owner, for a mount creating it for a user).
+    pub async fn mkdir_with(&self, req: &MkdirRequest) -> Result<Entry, ApiError> {
+        self.api.post("/v1/meta/mkdir", req).await
+    }
+
+    /// Creates a symbolic link (a namespace entry with its target, no content).
+    pub async fn symlink(&self, req: &SymlinkRequest) -> Result<Entry, ApiError> {
+        self.api.post("/v1/meta/symlink", req).await
+    }
+
+    /// Creates a FIFO, socket or device node.
+    pub async fn mknod(&self, req: &MknodRequest) -> Result<Entry, ApiError> {
+        self.api.post("/v1/meta/mknod", req).await
     }
 
     /// Removes an empty directory.
@@ -290,7 +306,7 @@ impl NameClient {
         self.api.post("/v1/meta/rename", req).await
     }
 
-    /// Changes mode and/or mtime.
+    /// Changes mode, owner and/or times.
     pub async fn setattr(&self, req: &SetAttrRequest) -> Result<Entry, ApiError> {
         self.api.post("/v1/meta/setattr", req).await
     }

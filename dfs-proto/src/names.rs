@@ -3,7 +3,7 @@
 use crate::{Checksum, DfsPath, FileId, ServerId, Version};
 use serde::{Deserialize, Serialize};
 
-/// Whether an entry is a file or a directory.
+/// What an entry is: the POSIX file types, all namespace entries; only files have content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
@@ -11,6 +11,48 @@ pub enum EntryKind {
     File,
     /// A directory; its content is the entries below it.
     Dir,
+    /// A symbolic link; its target is in [`Entry::target`], no blob.
+    Symlink,
+    /// A named pipe: the kernel of the mount that opens it does the piping.
+    Fifo,
+    /// A UNIX socket's name (binding and connecting stay local to one kernel).
+    Socket,
+    /// A character device node ([`Entry::rdev`]).
+    CharDevice,
+    /// A block device node ([`Entry::rdev`]).
+    BlockDevice,
+}
+
+impl EntryKind {
+    /// Whether entries of this kind have content on fileservers (only regular files).
+    pub fn has_content(self) -> bool {
+        self == EntryKind::File
+    }
+
+    /// The `S_IFMT` bits of this kind, for `st_mode`.
+    pub fn type_bits(self) -> u32 {
+        match self {
+            EntryKind::File => 0o100000,
+            EntryKind::Dir => 0o040000,
+            EntryKind::Symlink => 0o120000,
+            EntryKind::Fifo => 0o010000,
+            EntryKind::Socket => 0o140000,
+            EntryKind::CharDevice => 0o020000,
+            EntryKind::BlockDevice => 0o060000,
+        }
+    }
+
+    /// The special kind named by a mode's `S_IFMT` bits (`mknod`); `None` for regular files,
+    /// directories and symlinks, which have their own requests.
+    pub fn special_of_mode(mode: u32) -> Option<EntryKind> {
+        match mode & 0o170000 {
+            0o010000 => Some(EntryKind::Fifo),
+            0o140000 => Some(EntryKind::Socket),
+            0o020000 => Some(EntryKind::CharDevice),
+            0o060000 => Some(EntryKind::BlockDevice),
+            _ => None,
+        }
+    }
 }
 
 /// One file or directory as the nameserver records it.
@@ -39,6 +81,42 @@ pub struct Entry {
     /// publish); empty in listings. Try them in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<String>,
+    /// Owner's user id (servers older than owners send none: root).
+    #[serde(default)]
+    pub uid: u32,
+    /// Owner's group id.
+    #[serde(default)]
+    pub gid: u32,
+    /// Last access time, ns since the epoch (older servers: absent, shown as mtime).
+    #[serde(default)]
+    pub atime_ns: Option<i64>,
+    /// Last metadata or content change, ns since the epoch (older servers: absent).
+    #[serde(default)]
+    pub ctime_ns: Option<i64>,
+    /// Link count: 2 + subdirectories for a directory, 1 otherwise.
+    #[serde(default = "one")]
+    pub nlink: u64,
+    /// A symlink's target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Device number of a device node.
+    #[serde(default)]
+    pub rdev: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The caller a mount creates or changes an entry for: servers trust it as NFS trusts
+/// AUTH_SYS credentials (the client key says who may talk to the cluster, this says which
+/// local user a change is for).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// User id (the FUSE request's fsuid).
+    pub uid: u32,
+    /// Group id (the FUSE request's fsgid).
+    pub gid: u32,
 }
 
 /// Query for endpoints addressed by one path (`GET /v1/meta/stat?path=/a`).
@@ -102,6 +180,10 @@ pub struct MkdirRequest {
     /// Permission bits; default `0o755`.
     #[serde(default)]
     pub mode: Option<u32>,
+    /// Owner of the new directory (default root); the group becomes the parent's when the
+    /// parent has setgid, and the new directory inherits setgid then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// Body of `POST /v1/meta/create`: a new empty file.
@@ -116,6 +198,40 @@ pub struct CreateRequest {
     /// Fail with `already_exists` when the path exists (O_EXCL); otherwise return the entry.
     #[serde(default)]
     pub exclusive: bool,
+    /// Owner of a new file (default root; the parent's group under setgid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// Body of `POST /v1/meta/symlink`: a symbolic link, stored as a namespace entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SymlinkRequest {
+    /// The link to create; its parent must exist and the name must be free.
+    pub path: DfsPath,
+    /// What the link points at, stored as given (1 to 4095 bytes, no NUL).
+    pub target: String,
+    /// Owner of the link (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// Body of `POST /v1/meta/mknod`: a FIFO, socket or device node.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MknodRequest {
+    /// The node to create; its parent must exist and the name must be free.
+    pub path: DfsPath,
+    /// fifo, socket, char_device or block_device.
+    pub kind: EntryKind,
+    /// Permission bits.
+    pub mode: u32,
+    /// Device number (devices only).
+    #[serde(default)]
+    pub rdev: u64,
+    /// Owner of the node (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// Body of `POST /v1/meta/rename`: atomic, for files and directories.
@@ -148,6 +264,24 @@ pub struct SetAttrRequest {
     /// New modification time in nanoseconds since the epoch.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
+    /// New access time in nanoseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub atime_ns: Option<i64>,
+    /// New owner (only root may change it; the mount checks, see `caller`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
+    /// New group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gid: Option<u32>,
+    /// Clear setuid, and setgid when group-executable (a write by a non-owner, as POSIX asks;
+    /// sent by the mount, which knows who writes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kill_suid: bool,
+    /// A read's access time (relatime on the mount): `atime_ns` is stored and ctime stays,
+    /// since an access is no change; a utimensat of atime alone leaves this false and moves
+    /// ctime.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access: bool,
 }
 
 /// Body of `POST /v1/meta/open-write`: a lease holder announces itself before writing.
@@ -170,6 +304,9 @@ pub struct OpenWriteRequest {
     /// `create`, commits nothing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<ServerId>,
+    /// With `create`: the owner of a new file (default root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// Reply of open-write: what to write on top of, and where to upload.

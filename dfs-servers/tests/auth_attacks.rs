@@ -212,6 +212,7 @@ async fn an_id_cannot_be_moved_to_another_url_and_the_real_server_keeps_it() {
             create: Some(0o644),
             exclusive: false,
             exclude: vec![],
+            owner: None,
         })
         .await
         .unwrap();
@@ -257,6 +258,11 @@ async fn read_write_keys_cannot_chmod_the_root_or_set_replication() {
             path: p("/"),
             mode: Some(0),
             mtime_ns: None,
+            atime_ns: None,
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: false,
         })
         .await
         .unwrap_err();

@@ -428,6 +428,7 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
                     path: p(&format!("/{file}-{w}")),
                     mode: None,
                     exclusive: true,
+                    owner: None,
                 })
                 .await
                 .unwrap();

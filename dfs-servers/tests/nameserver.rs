@@ -39,6 +39,7 @@ fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
         create: create.then_some(0o644),
         exclusive: false,
         exclude: Vec::new(),
+        owner: None,
     }
 }
 
@@ -79,6 +80,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/a/f"),
             mode: Some(0o600),
             exclusive: true,
+            owner: None,
         })
         .await
         .unwrap();
@@ -92,6 +94,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/a/f"),
             mode: None,
             exclusive: false,
+            owner: None,
         })
         .await
         .unwrap();
@@ -100,12 +103,14 @@ async fn namespace_ops_and_posix_errors() {
         path: p("/a/f"),
         mode: None,
         exclusive: true,
+        owner: None,
     };
     assert_eq!(code(c.create(&excl).await), ErrorCode::AlreadyExists);
     let on_dir = CreateRequest {
         path: p("/a"),
         mode: None,
         exclusive: false,
+        owner: None,
     };
     assert_eq!(code(c.create(&on_dir).await), ErrorCode::IsDirectory);
 
@@ -142,6 +147,7 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: None,
             exclusive: false,
+            owner: None,
         })
         .await
         .unwrap();
@@ -150,6 +156,11 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: Some(0o100755),
             mtime_ns: Some(42),
+            atime_ns: None,
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: false,
         })
         .await
         .unwrap();
@@ -159,6 +170,11 @@ async fn namespace_ops_and_posix_errors() {
             path: p("/g"),
             mode: None,
             mtime_ns: Some(7),
+            atime_ns: None,
+            uid: None,
+            gid: None,
+            kill_suid: false,
+            access: false,
         })
         .await
         .unwrap();
@@ -168,7 +184,12 @@ async fn namespace_ops_and_posix_errors() {
             c.setattr(&SetAttrRequest {
                 path: p("/zz"),
                 mode: Some(1),
-                mtime_ns: None
+                mtime_ns: None,
+                atime_ns: None,
+                uid: None,
+                gid: None,
+                kill_suid: false,
+                access: false,
             })
             .await
         ),
@@ -182,6 +203,7 @@ async fn mkfile(c: &NameClient, path: &str) -> Entry {
         path: p(path),
         mode: None,
         exclusive: true,
+        owner: None,
     })
     .await
     .unwrap()
@@ -288,6 +310,7 @@ async fn listing_is_paginated_and_sorted() {
                 path: p(&format!("/big/n{i:05}")),
                 mode: None,
                 exclusive: true,
+                owner: None,
             })
             .await
             .unwrap();

@@ -19,6 +19,7 @@ fn open_req(path: &str, token: u64, create: bool, exclude: &[&str]) -> OpenWrite
         create: create.then_some(0o644),
         exclusive: false,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
+        owner: None,
     }
 }
 

@@ -132,6 +132,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     &dfs_proto::names::MkdirRequest {
                         path: p(path),
                         mode: None,
+                        owner: None,
                     },
                     now,
                 )?;
@@ -143,6 +144,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: None,
                         exclusive: true,
+                        owner: None,
                     },
                     now,
                 )?;
@@ -154,6 +156,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     create: create.then_some(0o644),
                     exclusive: false,
                     exclude: Vec::new(),
+                    owner: None,
                 };
                 namespace::open_write(t, &req, now)?;
                 placement::targets(t, &live, &req.path, 2)?;
@@ -181,7 +184,13 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: Some(*mode),
                         mtime_ns: None,
+                        atime_ns: None,
+                        uid: None,
+                        gid: None,
+                        kill_suid: false,
+                        access: false,
                     },
+                    now,
                 )?;
             }
             Step::Touch(path, mtime) => {
@@ -191,7 +200,13 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                         path: p(path),
                         mode: None,
                         mtime_ns: Some(*mtime),
+                        atime_ns: None,
+                        uid: None,
+                        gid: None,
+                        kill_suid: false,
+                        access: false,
                     },
+                    now,
                 )?;
             }
             Step::Rename(from, to) => {
@@ -409,6 +424,7 @@ fn fresh_id_is_new(refs: &[Snapshot], store: &Store, acked: usize, what: &str) {
                     path: p("/fresh-after-crash"),
                     mode: None,
                     exclusive: true,
+                    owner: None,
                 },
                 0,
             )

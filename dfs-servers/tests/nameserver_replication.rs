@@ -21,6 +21,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> Vec<Files
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
+            owner: None,
         })
         .await
         .unwrap();
@@ -277,6 +278,7 @@ async fn factors_survive_a_restart_and_an_old_map_still_reads() {
                 create: Some(0o644),
                 exclusive: false,
                 exclude: Vec::new(),
+                owner: None,
             })
             .await
             .unwrap();

@@ -29,6 +29,7 @@ async fn mkfile(c: &NameClient, path: &str) -> Entry {
         path: p(path),
         mode: None,
         exclusive: true,
+        owner: None,
     })
     .await
     .unwrap()

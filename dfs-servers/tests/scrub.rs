@@ -21,6 +21,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
+            owner: None,
         })
         .await
         .unwrap();

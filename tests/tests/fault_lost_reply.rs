@@ -121,6 +121,7 @@ async fn write_under_lease(
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
+            owner: None,
         })
         .await?;
     let base = opened.entry;

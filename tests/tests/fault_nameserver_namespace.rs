@@ -189,6 +189,7 @@ async fn send(c: &NameClient, op: &Op) -> Result<Option<Entry>, ApiError> {
                 path: path(p),
                 mode: Some(*mode),
                 exclusive: true,
+                owner: None,
             })
             .await
             .map(Some),
@@ -208,6 +209,11 @@ async fn send(c: &NameClient, op: &Op) -> Result<Option<Entry>, ApiError> {
                 path: path(p),
                 mode: Some(*mode),
                 mtime_ns: Some(*mtime),
+                atime_ns: None,
+                uid: None,
+                gid: None,
+                kill_suid: false,
+                access: false,
             })
             .await
             .map(Some),

@@ -16,6 +16,7 @@ pub mod registry;
 pub mod routes;
 pub mod scrub;
 pub mod store;
+pub mod upgrade;
 pub mod xattr;
 
 use crate::common;

@@ -5,8 +5,8 @@ use super::placement;
 use super::registry::Live;
 use super::store::{Node, Read, WriteTables, ROOT_ID};
 use dfs_proto::names::{
-    CreateRequest, Entry, EntryKind, FileserverRef, MkdirRequest, OpenWriteRequest, PublishRequest,
-    RenameRequest, SetAttrRequest,
+    CreateRequest, Entry, EntryKind, FileserverRef, MkdirRequest, MknodRequest, OpenWriteRequest,
+    Owner, PublishRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, ServerId, Version};
 
@@ -23,6 +23,34 @@ pub struct Garbage {
 
 /// Permission bits only; file-type bits from a client are ignored.
 const MODE_MASK: u32 = 0o7777;
+const S_ISUID: u32 = 0o4000;
+const S_ISGID: u32 = 0o2000;
+/// Longest symlink target accepted, as Linux's PATH_MAX less the NUL.
+pub const MAX_TARGET: usize = 4095;
+
+/// The node a new entry in `parent` gets: the caller's owner, except that under a setgid
+/// directory it takes the directory's group (and a new directory inherits setgid), as POSIX
+/// file systems do.
+fn new_node(
+    pid: FileId,
+    parent: &Node,
+    name: &str,
+    kind: EntryKind,
+    mode: u32,
+    owner: Option<Owner>,
+    now: i64,
+) -> Node {
+    let owner = owner.unwrap_or_default();
+    let mut mode = mode & MODE_MASK;
+    let mut gid = owner.gid;
+    if parent.mode & S_ISGID != 0 {
+        gid = parent.gid;
+        if kind == EntryKind::Dir {
+            mode |= S_ISGID;
+        }
+    }
+    Node::new(pid, name, kind, mode, now).owned_by(owner.uid, gid)
+}
 
 fn err(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(code, message)
@@ -101,16 +129,32 @@ pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) ->
         checksum: node.checksum,
         servers: node.servers.clone(),
         locations,
+        uid: node.uid,
+        gid: node.gid,
+        atime_ns: Some(node.atime_ns),
+        ctime_ns: Some(node.ctime_ns),
+        nlink: if node.kind == EntryKind::Dir {
+            2 + node.subdirs
+        } else {
+            1
+        },
+        target: node.target.clone(),
+        rdev: node.rdev,
     }
 }
 
+/// A directory's entries changed: mtime and ctime move, and its subdirectory count by
+/// `subdirs` (a directory added or removed below it).
 fn touch_dir(
     t: &mut WriteTables<'_>,
     id: FileId,
     mut node: Node,
+    subdirs: i64,
     now: i64,
 ) -> Result<(), ApiError> {
     node.mtime_ns = now;
+    node.ctime_ns = now;
+    node.subdirs = node.subdirs.saturating_add_signed(subdirs);
     t.put_node(id, &node)
 }
 
@@ -142,16 +186,18 @@ pub fn mkdir(t: &mut WriteTables<'_>, req: &MkdirRequest, now: i64) -> Result<En
         ));
     }
     let id = t.next_id()?;
-    let node = Node::new(
+    let node = new_node(
         pid,
+        &parent,
         req.path.name(),
         EntryKind::Dir,
-        req.mode.unwrap_or(0o755) & MODE_MASK,
+        req.mode.unwrap_or(0o755),
+        req.owner,
         now,
     );
     t.put_node(id, &node)?;
     t.put_child(pid, req.path.name(), id)?;
-    touch_dir(t, pid, parent, now)?;
+    touch_dir(t, pid, parent, 1, now)?;
     Ok(entry(&req.path, id, &node, Vec::new()))
 }
 
@@ -174,12 +220,12 @@ pub fn rmdir(t: &mut WriteTables<'_>, path: &DfsPath, now: i64) -> Result<(), Ap
     }
     t.remove_child(pid, path.name())?;
     t.remove_node(id)?;
-    touch_dir(t, pid, parent, now)
+    touch_dir(t, pid, parent, -1, now)
 }
 
 /// Creates an empty file, or returns the existing one unless `exclusive`.
 pub fn create(t: &mut WriteTables<'_>, req: &CreateRequest, now: i64) -> Result<Entry, ApiError> {
-    let (id, node) = create_file(t, &req.path, req.mode, req.exclusive, now)?;
+    let (id, node) = create_file(t, &req.path, req.mode, req.exclusive, req.owner, now)?;
     Ok(entry(&req.path, id, &node, Vec::new()))
 }
 
@@ -188,6 +234,7 @@ fn create_file(
     path: &DfsPath,
     mode: Option<u32>,
     exclusive: bool,
+    owner: Option<Owner>,
     now: i64,
 ) -> Result<(FileId, Node), ApiError> {
     if path.is_root() {
@@ -215,17 +262,94 @@ fn create_file(
         return Ok((id, node));
     }
     let id = t.next_id()?;
-    let node = Node::new(
+    let node = new_node(
         pid,
+        &parent,
         path.name(),
         EntryKind::File,
-        mode.unwrap_or(0o644) & MODE_MASK,
+        mode.unwrap_or(0o644),
+        owner,
         now,
     );
     t.put_node(id, &node)?;
     t.put_child(pid, path.name(), id)?;
-    touch_dir(t, pid, parent, now)?;
+    touch_dir(t, pid, parent, 0, now)?;
     Ok((id, node))
+}
+
+/// Finds the free name `path` for a new entry: its parent (id, node), or `already_exists`.
+fn free_name(t: &mut WriteTables<'_>, path: &DfsPath) -> Result<(FileId, Node), ApiError> {
+    if path.is_root() {
+        return Err(err(ErrorCode::AlreadyExists, "/ already exists".into()));
+    }
+    let (pid, parent, existing) = lookup(t, path)?;
+    if existing.is_some() {
+        return Err(err(
+            ErrorCode::AlreadyExists,
+            format!("{path} already exists"),
+        ));
+    }
+    Ok((pid, parent))
+}
+
+/// Creates a symbolic link: a namespace entry holding its target, no blob.
+pub fn symlink(t: &mut WriteTables<'_>, req: &SymlinkRequest, now: i64) -> Result<Entry, ApiError> {
+    if req.target.is_empty() || req.target.len() > MAX_TARGET || req.target.contains('\0') {
+        return Err(ApiError::bad_request(format!(
+            "a symlink target must be 1 to {MAX_TARGET} bytes without NUL"
+        )));
+    }
+    let (pid, parent) = free_name(t, &req.path)?;
+    let id = t.next_id()?;
+    let mut node = new_node(
+        pid,
+        &parent,
+        req.path.name(),
+        EntryKind::Symlink,
+        0o777,
+        req.owner,
+        now,
+    );
+    node.mode = 0o777;
+    node.size = req.target.len() as u64;
+    node.target = Some(req.target.clone());
+    t.put_node(id, &node)?;
+    t.put_child(pid, req.path.name(), id)?;
+    touch_dir(t, pid, parent, 0, now)?;
+    Ok(entry(&req.path, id, &node, Vec::new()))
+}
+
+/// Creates a FIFO, socket or device node: a namespace entry with no content.
+pub fn mknod(t: &mut WriteTables<'_>, req: &MknodRequest, now: i64) -> Result<Entry, ApiError> {
+    let devices = [EntryKind::CharDevice, EntryKind::BlockDevice];
+    match req.kind {
+        EntryKind::Fifo | EntryKind::Socket if req.rdev == 0 => {}
+        EntryKind::Fifo | EntryKind::Socket => {
+            return Err(ApiError::bad_request("rdev is only for device nodes"));
+        }
+        kind if devices.contains(&kind) => {}
+        kind => {
+            return Err(ApiError::bad_request(format!(
+                "mknod makes fifo, socket, char_device or block_device, not {kind:?}"
+            )));
+        }
+    }
+    let (pid, parent) = free_name(t, &req.path)?;
+    let id = t.next_id()?;
+    let mut node = new_node(
+        pid,
+        &parent,
+        req.path.name(),
+        req.kind,
+        req.mode,
+        req.owner,
+        now,
+    );
+    node.rdev = req.rdev;
+    t.put_node(id, &node)?;
+    t.put_child(pid, req.path.name(), id)?;
+    touch_dir(t, pid, parent, 0, now)?;
+    Ok(entry(&req.path, id, &node, Vec::new()))
 }
 
 /// Removes a file; returns its id (so a mount marks only the write of the file that was
@@ -250,7 +374,7 @@ pub fn unlink(
     }
     t.remove_child(pid, path.name())?;
     t.remove_node(id)?;
-    touch_dir(t, pid, parent, now)?;
+    touch_dir(t, pid, parent, 0, now)?;
     Ok((id, garbage_of(id, &node)))
 }
 
@@ -293,22 +417,32 @@ pub fn rename(
                 format!("{to} already exists"),
             ));
         }
-        match (src_node.kind, dst_node.kind) {
-            (EntryKind::Dir, EntryKind::File) => {
+        let (src_dir, dst_dir) = (
+            src_node.kind == EntryKind::Dir,
+            dst_node.kind == EntryKind::Dir,
+        );
+        match (src_dir, dst_dir) {
+            (true, false) => {
                 return Err(err(
                     ErrorCode::NotDirectory,
                     format!("{to} is not a directory"),
                 ));
             }
-            (EntryKind::File, EntryKind::Dir) => {
+            (false, true) => {
                 return Err(err(ErrorCode::IsDirectory, format!("{to} is a directory")));
             }
-            (EntryKind::Dir, EntryKind::Dir) => {
+            (true, true) => {
                 if !t.children(dst_id, None, 1)?.is_empty() {
                     return Err(err(ErrorCode::NotEmpty, format!("{to} is not empty")));
                 }
             }
-            (EntryKind::File, EntryKind::File) => garbage = garbage_of(dst_id, &dst_node),
+            (false, false) => garbage = garbage_of(dst_id, &dst_node),
+        }
+        if dst_dir {
+            // The replaced directory leaves the destination; the moved one arrives below.
+            if let Some(parent) = t.node(dst_pid)? {
+                touch_dir(t, dst_pid, parent, -1, now)?;
+            }
         }
         t.remove_node(dst_id)?;
     }
@@ -316,11 +450,19 @@ pub fn rename(
     t.put_child(dst_pid, to.name(), src_id)?;
     src_node.parent = dst_pid;
     src_node.name = to.name().to_owned();
+    src_node.ctime_ns = now;
     t.put_node(src_id, &src_node)?;
+    let moved = i64::from(src_node.kind == EntryKind::Dir);
     // Re-read the parents: they may be the same directory, or one may have been rewritten above.
-    for pid in [src_pid, dst_pid] {
-        if let Some(parent) = t.node(pid)? {
-            touch_dir(t, pid, parent, now)?;
+    if src_pid == dst_pid {
+        if let Some(parent) = t.node(src_pid)? {
+            touch_dir(t, src_pid, parent, 0, now)?;
+        }
+    } else {
+        for (pid, delta) in [(src_pid, -moved), (dst_pid, moved)] {
+            if let Some(parent) = t.node(pid)? {
+                touch_dir(t, pid, parent, delta, now)?;
+            }
         }
     }
     Ok((entry(to, src_id, &src_node, Vec::new()), garbage))
@@ -358,6 +500,9 @@ fn exchange(
             format!("cannot exchange {from} with a path inside it or containing it ({to})"),
         ));
     }
+    // A directory that changes parents moves one subdirectory count with it.
+    let dirs = |n: &Node| i64::from(n.kind == EntryKind::Dir);
+    let src_delta = dirs(&dst_node) - dirs(&src_node);
     t.put_child(src_pid, from.name(), dst_id)?;
     t.put_child(dst_pid, to.name(), src_id)?;
     dst_node.parent = src_pid;
@@ -366,22 +511,53 @@ fn exchange(
     src_node.parent = dst_pid;
     src_node.name = to.name().to_owned();
     t.put_node(src_id, &src_node)?;
-    for pid in [src_pid, dst_pid] {
+    let moves = if src_pid == dst_pid {
+        vec![(src_pid, 0)]
+    } else {
+        vec![(src_pid, src_delta), (dst_pid, -src_delta)]
+    };
+    for (pid, delta) in moves {
         if let Some(parent) = t.node(pid)? {
-            touch_dir(t, pid, parent, now)?;
+            touch_dir(t, pid, parent, delta, now)?;
         }
     }
     Ok(entry(to, src_id, &src_node, Vec::new()))
 }
 
-/// Changes mode and/or mtime.
-pub fn setattr(t: &mut WriteTables<'_>, req: &SetAttrRequest) -> Result<(FileId, Node), ApiError> {
+/// Changes mode, owner and times; every change moves ctime. A change of owner or group
+/// without an explicit mode clears setuid, and setgid when group-executable, as chown(2)
+/// does (the kernel sends the mode it wants when it decided itself). The caller's right to
+/// the change is the mount's to check (the kernel's `default_permissions`): the servers trust
+/// the uid it sends, as NFS servers trust AUTH_SYS.
+pub fn setattr(
+    t: &mut WriteTables<'_>,
+    req: &SetAttrRequest,
+    now: i64,
+) -> Result<(FileId, Node), ApiError> {
     let (id, mut node) = resolve(t, &req.path)?;
+    let chown = req.uid.is_some_and(|u| u != node.uid) || req.gid.is_some_and(|g| g != node.gid);
+    if let Some(uid) = req.uid {
+        node.uid = uid;
+    }
+    if let Some(gid) = req.gid {
+        node.gid = gid;
+    }
     if let Some(mode) = req.mode {
         node.mode = mode & MODE_MASK;
+    } else if (chown && node.kind != EntryKind::Dir) || req.kill_suid {
+        node.mode &= !S_ISUID;
+        if node.mode & 0o010 != 0 {
+            node.mode &= !S_ISGID;
+        }
     }
     if let Some(mtime) = req.mtime_ns {
         node.mtime_ns = mtime;
+    }
+    if let Some(atime) = req.atime_ns {
+        node.atime_ns = atime;
+    }
+    if !req.access {
+        node.ctime_ns = now;
     }
     t.put_node(id, &node)?;
     Ok((id, node))
@@ -395,18 +571,10 @@ pub fn open_write(
     now: i64,
 ) -> Result<(FileId, Node), ApiError> {
     let (id, mut node) = match req.create {
-        Some(mode) => create_file(t, &req.path, Some(mode), req.exclusive, now)?,
-        None => {
-            let (id, node) = resolve(t, &req.path)?;
-            if node.kind == EntryKind::Dir {
-                return Err(err(
-                    ErrorCode::IsDirectory,
-                    format!("{} is a directory", req.path),
-                ));
-            }
-            (id, node)
-        }
+        Some(mode) => create_file(t, &req.path, Some(mode), req.exclusive, req.owner, now)?,
+        None => resolve(t, &req.path)?,
     };
+    not_content(&req.path, &node)?;
     if req.token < node.token {
         return Err(err(
             ErrorCode::Fenced,
@@ -421,6 +589,20 @@ pub fn open_write(
         t.put_node(id, &node)?;
     }
     Ok((id, node))
+}
+
+/// Refuses to write content to anything but a regular file.
+fn not_content(path: &DfsPath, node: &Node) -> Result<(), ApiError> {
+    match node.kind {
+        EntryKind::File => Ok(()),
+        EntryKind::Dir => Err(err(
+            ErrorCode::IsDirectory,
+            format!("{path} is a directory"),
+        )),
+        kind => Err(ApiError::bad_request(format!(
+            "{path} is a {kind:?}, not a regular file: it has no content to write"
+        ))),
+    }
 }
 
 /// Finds a file by id, wherever it is now: a publish follows its file, not the name it was
@@ -473,12 +655,7 @@ pub fn publish(
 ) -> Result<(FileId, Node, DfsPath, Vec<Garbage>), ApiError> {
     let id = req.file_id;
     let (mut node, path) = resolve_id(t, id)?;
-    if node.kind == EntryKind::Dir {
-        return Err(err(
-            ErrorCode::IsDirectory,
-            format!("{path} is a directory"),
-        ));
-    }
+    not_content(&path, &node)?;
     if req.token < node.token {
         return Err(err(
             ErrorCode::Fenced,
@@ -538,6 +715,7 @@ pub fn publish(
     node.version = req.version;
     node.servers = servers;
     node.mtime_ns = req.mtime_ns.unwrap_or(now);
+    node.ctime_ns = now;
     node.token = node.token.max(req.token);
     t.put_node(id, &node)?;
     Ok((id, node, path, garbage))

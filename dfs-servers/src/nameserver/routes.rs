@@ -44,6 +44,8 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/xattr", needs(Need::Read, get(get_xattr)))
         .route("/v1/meta/xattr/set", needs(Write, post(set_xattr)))
         .route("/v1/meta/xattr/remove", needs(Write, post(remove_xattr)))
+        .route("/v1/meta/symlink", needs(Write, post(symlink)))
+        .route("/v1/meta/mknod", needs(Write, post(mknod)))
         .route("/v1/meta/open-write", needs(Write, post(open_write)))
         .route("/v1/meta/publish", needs(Write, post(publish)))
         .route("/v1/fileservers/register", needs(Server, post(register)))
@@ -181,7 +183,7 @@ async fn setattr(
         who.require_admin()?;
     }
     blocking(&state.0, move |s| {
-        let (id, node) = s.store.write(|t| namespace::setattr(t, &req))?;
+        let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
         let locations = s.locations(&node.servers);
         Ok(Json(namespace::entry(&req.path, id, &node, locations)))
     })
@@ -223,6 +225,20 @@ async fn set_xattr(
     .await
 }
 
+async fn symlink(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<SymlinkRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::symlink(t, &req, now_ns()))
+            .map(Json)
+    })
+    .await
+}
+
 async fn remove_xattr(
     state: S,
     Caller(principal): Caller,
@@ -232,6 +248,20 @@ async fn remove_xattr(
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::remove(t, &req))?;
         Ok(Json(serde_json::json!({})))
+    })
+    .await
+}
+
+async fn mknod(
+    state: S,
+    Caller(principal): Caller,
+    ApiJson(req): ApiJson<MknodRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    principal.require_write()?;
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::mknod(t, &req, now_ns()))
+            .map(Json)
     })
     .await
 }

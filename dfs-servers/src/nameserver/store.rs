@@ -4,7 +4,9 @@
 //! - `nodes`: node id -> JSON [`Node`] (files and directories; the root is id 1).
 //! - `children`: (parent id, name) -> child id, so listing a directory is one range scan and a
 //!   path lookup is one point lookup per component. Renaming a directory tree moves one key.
-//! - `meta`: counters (`next_id`), so ids are never reused, even across restarts.
+//! - `meta`: counters (`next_id`), so ids are never reused, even across restarts, and the
+//!   store's `schema_version` (absent in stores written before versions existed: version 1;
+//!   see [`SCHEMA_VERSION`] and the `upgrade` module).
 //! - `fileservers`: server id -> JSON [`FileserverRecord`].
 //! - `dirmap`: directory path -> JSON [`DirRecord`] (the placement map: the servers of a
 //!   directory prefix and its replication factor; older stores hold a bare list of server ids,
@@ -40,6 +42,12 @@ const XATTRS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("xattrs
 /// The root directory's id; fixed so the mount can treat it as inode 1.
 pub const ROOT_ID: FileId = 1;
 const NEXT_ID: &str = "next_id";
+/// Key of the schema version in `meta`.
+pub(crate) const SCHEMA_KEY: &str = "schema_version";
+/// The schema this code writes. 1: no version key, nodes without owners or times beyond
+/// mtime. 2: nodes carry uid/gid, atime/ctime, the subdirectory count, special-file kinds
+/// (symlink target, rdev).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// One file or directory as stored; its path is derived from the parent chain.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +72,31 @@ pub struct Node {
     pub servers: Vec<ServerId>,
     /// Highest fencing token seen for this file (open-write or publish).
     pub token: u64,
+    /// Owner's user id (stores of schema 1 had none: their files belong to root).
+    #[serde(default)]
+    pub uid: u32,
+    /// Owner's group id.
+    #[serde(default)]
+    pub gid: u32,
+    /// Last access time, ns since the epoch (updated only as the mount's atime rule asks).
+    #[serde(default)]
+    pub atime_ns: i64,
+    /// Last change of metadata or content, ns since the epoch.
+    #[serde(default)]
+    pub ctime_ns: i64,
+    /// Directories directly inside this one, kept so `st_nlink` is 2 + subdirs without a scan.
+    #[serde(default)]
+    pub subdirs: u64,
+    /// A symlink's target, as given (not resolved, may dangle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Device number of a character or block device node.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rdev: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Node {
@@ -80,7 +113,21 @@ impl Node {
             checksum: Checksum::of(&[]),
             servers: Vec::new(),
             token: 0,
+            uid: 0,
+            gid: 0,
+            atime_ns: mtime_ns,
+            ctime_ns: mtime_ns,
+            subdirs: 0,
+            target: None,
+            rdev: 0,
         }
+    }
+
+    /// Sets the owner (builder style, for creation).
+    pub fn owned_by(mut self, uid: u32, gid: u32) -> Node {
+        self.uid = uid;
+        self.gid = gid;
+        self
     }
 }
 
@@ -220,6 +267,8 @@ pub trait Read {
     fn xattr_sizes(&self, id: FileId) -> Result<Vec<(String, usize)>, ApiError>;
     /// Whether node `id` has any extended attribute (one lookup, for listings).
     fn has_xattrs(&self, id: FileId) -> Result<bool, ApiError>;
+    /// The store's schema version (1 when the store predates versions).
+    fn schema_version(&self) -> Result<u64, ApiError>;
 }
 
 impl<N, C, M, F, D, X> Read for Tables<N, C, M, F, D, X>
@@ -340,6 +389,15 @@ where
         }
         Ok(out)
     }
+
+    fn schema_version(&self) -> Result<u64, ApiError> {
+        Ok(self
+            .meta
+            .get(SCHEMA_KEY)
+            .map_err(internal)?
+            .map(|v| v.value())
+            .unwrap_or(1))
+    }
 }
 
 impl WriteTables<'_> {
@@ -398,6 +456,23 @@ impl WriteTables<'_> {
         let next = self.id_counter()?;
         self.meta.insert(NEXT_ID, next + 1).map_err(internal)?;
         Ok(next)
+    }
+
+    /// Records the schema version the store is now in.
+    pub fn set_schema_version(&mut self, version: u64) -> Result<(), ApiError> {
+        self.meta.insert(SCHEMA_KEY, version).map_err(internal)?;
+        Ok(())
+    }
+
+    /// Every stored node as raw JSON, for the schema upgrade (which must see fields the
+    /// current [`Node`] would fill with defaults).
+    pub fn raw_nodes(&self) -> Result<Vec<(FileId, serde_json::Value)>, ApiError> {
+        let mut out = Vec::new();
+        for item in self.nodes.iter().map_err(internal)? {
+            let (key, value) = item.map_err(internal)?;
+            out.push((key.value(), decode(value.value())?));
+        }
+        Ok(out)
     }
 
     /// Stores a fileserver's registration.
@@ -466,12 +541,30 @@ impl Store {
     }
 
     /// Creates the tables and the root directory in the first transaction, so a fresh store
-    /// and a reopened one look the same.
+    /// and a reopened one look the same; upgrades an older schema in that same transaction
+    /// (all or nothing), and refuses a store written by newer code, whose fields this code
+    /// would silently drop on its next write.
     fn init(db: Database, now_ns: i64) -> Result<Store, ApiError> {
         let store = Store { db };
         store.write(|t| {
             if t.node(ROOT_ID)?.is_none() {
                 t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
+                t.set_schema_version(SCHEMA_VERSION)?;
+                return Ok(());
+            }
+            let found = t.schema_version()?;
+            if found > SCHEMA_VERSION {
+                return Err(ApiError::new(
+                    dfs_proto::ErrorCode::Unavailable,
+                    format!(
+                        "the store has schema version {found}, newer than the {SCHEMA_VERSION} \
+                         this nameserver knows: run the release that wrote it (or newer)"
+                    ),
+                ));
+            }
+            if found < SCHEMA_VERSION {
+                super::upgrade::upgrade(t, found)?;
+                t.set_schema_version(SCHEMA_VERSION)?;
             }
             Ok(())
         })?;
