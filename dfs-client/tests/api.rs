@@ -398,7 +398,7 @@ fn extended_attributes_and_exchange_through_the_client() {
         client.remove_xattr("/b", "user.k").await.unwrap();
         assert!(client.list_xattr("/b").await.unwrap().is_empty());
     });
-    let sync = blocking::Client::new(&cluster.nameserver).unwrap();
+    let sync = cluster.blocking_client();
     sync.set_xattr("/a", "user.s", b"sync", SetMode::Any)
         .unwrap();
     assert_eq!(sync.get_xattr("/a", "user.s").unwrap(), b"sync");

@@ -93,6 +93,10 @@ struct Ctx {
     blob_checksum: Checksum,
 }
 
+/// Blobs the rows read and delete are unpublished versions of real files: GC keeps those for
+/// `orphan_after_ms`, while a blob of no file at all may be collected during the run.
+const FUTURE: u64 = 1 << 20;
+
 fn p(path: &str) -> DfsPath {
     DfsPath::parse(path).unwrap()
 }
@@ -165,6 +169,35 @@ fn rows() -> Vec<Row> {
             "POST",
             "/v1/meta/setattr",
             |_, w| json!({"path": format!("/sa-{}", w.name()), "mode": 0o600}),
+            WRITE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/symlink",
+            |_, w| json!({"path": format!("/ln-{}", w.name()), "target": "sa"}),
+            WRITE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/mknod",
+            |_, w| json!({"path": format!("/fifo-{}", w.name()), "kind": "fifo", "mode": 0o644}),
+            WRITE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/xattr/set",
+            |_, w| json!({"path": format!("/sa-{}", w.name()), "name": "user.k", "value": "dg=="}),
+            WRITE,
+        ),
+        row(Srv::Name, "GET", "/v1/meta/xattr?path=/blob-holder", READ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/xattr/remove",
+            |_, w| json!({"path": format!("/sa-{}", w.name()), "name": "user.k"}),
             WRITE,
         ),
         // The root's mode decides who can do anything at all: admin keys only.
@@ -256,8 +289,8 @@ fn rows() -> Vec<Row> {
         row(Srv::File, "GET", "/healthz", OPEN),
         row(Srv::File, "GET", "/v1/stats", READ),
         row(Srv::File, "GET", "/v1/blobs", OPERATOR),
-        row(Srv::File, "GET", "/v1/blobs/1/1", READ),
-        row(Srv::File, "HEAD", "/v1/blobs/1/1", READ),
+        row(Srv::File, "GET", "/v1/blobs/{blob}", READ),
+        row(Srv::File, "HEAD", "/v1/blobs/{blob}", READ),
         Row {
             srv: Srv::File,
             method: "PUT",
@@ -266,11 +299,11 @@ fn rows() -> Vec<Row> {
             raw: Some(b"new blob"),
             expect: [401, 401, 401, 201, 201, 201, 201],
         },
-        row(Srv::File, "DELETE", "/v1/blobs/20{n}/1", SERVER),
+        row(Srv::File, "DELETE", "/v1/blobs/{doomed}", SERVER),
         with(
             Srv::File,
             "POST",
-            "/v1/blobs/1/1/fetch",
+            "/v1/blobs/{blob}/fetch",
             |c, _| {
                 serde_json::to_value(FetchRequest {
                     source: c.fs_url.clone(),
@@ -280,7 +313,7 @@ fn rows() -> Vec<Row> {
             },
             SERVER,
         ),
-        row(Srv::File, "POST", "/v1/blobs/1/1/verify", SERVER),
+        row(Srv::File, "POST", "/v1/blobs/{blob}/verify", SERVER),
     ]
 }
 
@@ -414,10 +447,21 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
     }
     let locks = LockClient::new(&servers.lock).with_credential(admin.clone());
     let files = FileClient::new().with_credential(key.server_credential());
-    let blob = files
-        .upload_bytes(&servers.fs, 1, 1, b"matrix".to_vec())
+    let holder = names
+        .create(&CreateRequest {
+            path: p("/blob-holder"),
+            mode: None,
+            exclusive: true,
+            owner: None,
+        })
         .await
         .unwrap();
+    let blob_path = format!("{}/{FUTURE}", holder.id);
+    let blob = files
+        .upload_bytes(&servers.fs, holder.id, FUTURE, b"matrix".to_vec())
+        .await
+        .unwrap();
+    let mut doomed = HashMap::new();
     let mut tokens = HashMap::new();
     for who in COLUMNS {
         let w = who.name();
@@ -442,10 +486,12 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
             .await
             .unwrap();
         tokens.insert(who, lease.token);
+        let version = FUTURE + 1 + n(who) as u64;
         files
-            .upload_bytes(&servers.fs, 200 + n(who) as u64, 1, b"doomed".to_vec())
+            .upload_bytes(&servers.fs, holder.id, version, b"doomed".to_vec())
             .await
             .unwrap();
+        doomed.insert(who, format!("{}/{version}", holder.id));
     }
     let ctx = Ctx {
         fs_url: servers.fs.clone(),
@@ -466,7 +512,9 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
             let path = row
                 .path
                 .replace("{who}", who.name())
-                .replace("{n}", &n(*who).to_string());
+                .replace("{n}", &n(*who).to_string())
+                .replace("{blob}", &blob_path)
+                .replace("{doomed}", &doomed[who]);
             let method = reqwest::Method::from_bytes(row.method.as_bytes()).unwrap();
             let mut req = http.request(method, format!("{base}{path}"));
             if let Some(cred) = &credentials[who] {

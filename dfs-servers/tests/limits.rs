@@ -62,6 +62,7 @@ fn p(s: &str) -> DfsPath {
 async fn lockserver(tweak: impl FnOnce(&mut lockserver::Config)) -> (String, oneshot::Sender<()>) {
     let dir = tempfile::tempdir().unwrap().keep();
     let mut config = lockserver::Config {
+        insecure: true,
         data: dir,
         ..lockserver::Config::default()
     };
@@ -83,6 +84,7 @@ async fn fileserver(
     tweak: impl FnOnce(&mut fileserver::Config),
 ) -> (String, oneshot::Sender<()>) {
     let mut config = fileserver::Config {
+        insecure: true,
         data: data.to_owned(),
         nameserver: String::new(),
         ..fileserver::Config::default()
