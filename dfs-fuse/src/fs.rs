@@ -1391,6 +1391,9 @@ impl DfsFs {
         crate::falloc::apply(&ws.file, mode, offset, length).map_err(|e| io_errno(&e))?;
         if mode == PUNCH || ws.local_size() != before {
             inner.mark_changed();
+            // fallocate(2) changes mtime and ctime when it changes the file, as write does.
+            ws.note_change();
+            let _ = ws.file.set_modified(std::time::SystemTime::now());
         }
         Ok(())
     }

@@ -260,13 +260,23 @@ fn dfs_up_tls_runs_the_cluster_and_the_mount_over_https() {
         .enable_all()
         .build()
         .unwrap();
-    let client = dfs_client::Client::with_ca(&url, &ca).unwrap();
+    let key_file = root.join("data/user.key");
+    let key = dfs_proto::auth::ClientKey::load(&key_file).expect("dfs up made a user key");
+    let client = dfs_client::Client::builder(&url)
+        .ca(&ca)
+        .unwrap()
+        .key(key.clone())
+        .build();
     assert_eq!(runtime.block_on(client.read("/tls.txt")).unwrap(), content);
     let http = dfs_proto::tls::TlsConfig::with_ca(&ca)
         .http_client()
         .unwrap();
     let info = runtime
-        .block_on(NameClient::with_http(&url, http).cluster())
+        .block_on(
+            NameClient::with_http(&url, http)
+                .with_credential(key.credential())
+                .cluster(),
+        )
         .unwrap();
     assert!(info
         .fileservers
@@ -278,6 +288,7 @@ fn dfs_up_tls_runs_the_cluster_and_the_mount_over_https() {
         Command::new(&bin)
             .args(["cat", "/tls.txt", "--nameserver", &url])
             .args(extra)
+            .env("DFS_KEY", &key_file)
             .env_remove("DFS_CA")
             .output()
             .unwrap()
@@ -313,9 +324,10 @@ fn dfs_up_tls_runs_the_cluster_and_the_mount_over_https() {
         .arg(&mnt2)
         .arg("-o")
         .arg(format!(
-            "ca={},cache_dir={}",
+            "ca={},cache_dir={},key={}",
             ca.display(),
-            cache2.display()
+            cache2.display(),
+            key_file.display()
         ))
         .env("PATH", SYSTEM_PATH)
         .output()

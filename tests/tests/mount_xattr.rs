@@ -395,6 +395,9 @@ fn writes_and_listings_do_not_each_ask_the_nameserver_for_attributes() {
             count: 0,
         },
     ));
+    // The proxy's URL is not the cluster's: the mount is given the cluster's key by hand.
+    let key = dfs_tests::keys::key_file_for(&cluster.nameserver).expect("the cluster's key");
+    dfs_tests::keys::register(&proxy.url, &key);
     let Some(a) = Mount::try_start(&proxy.url, &["-o", "attr_timeout=0"]) else {
         return;
     };

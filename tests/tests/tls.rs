@@ -26,7 +26,11 @@ fn a_client_with_the_ca_writes_and_reads_over_https() {
         .as_deref()
         .is_some_and(|url| url.starts_with("https://")));
 
-    let client = dfs_client::Client::with_ca(&cluster.nameserver, &ca).unwrap();
+    let client = dfs_client::Client::builder(&cluster.nameserver)
+        .ca(&ca)
+        .unwrap()
+        .key(cluster.keys.client.clone())
+        .build();
     let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     cluster.block_on(async {
         client.create_dir("/secure").await.unwrap();
