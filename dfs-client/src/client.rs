@@ -495,7 +495,13 @@ impl Client {
             }
         };
         let truncated = flags.truncate && opened.entry.size > 0;
-        let session = WriteSession::new(lease, opened.targets, opened.entry.version, truncated);
+        let session = WriteSession::new(
+            lease,
+            opened.targets,
+            opened.write_capability,
+            opened.entry.version,
+            truncated,
+        );
         let writer = Writer::new(shared.clone(), session, spool);
         tracing::debug!(%path, base = opened.entry.version, "opened for writing");
         Ok(File::new(

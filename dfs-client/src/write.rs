@@ -9,7 +9,7 @@
 //! succeeded the caller keeps its copy.
 
 use crate::leases::{HeldLease, Leases};
-use crate::remote::{Remote, Stored};
+use crate::remote::{capability_fresh, Remote, Stored};
 use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
 use std::fs::File;
@@ -119,6 +119,8 @@ pub struct WriteSession {
     pub lease: Option<Arc<HeldLease>>,
     /// Upload targets from the last open-write.
     pub targets: Vec<FileserverRef>,
+    /// The write capability of the last open-write (for this lease's versions).
+    pub write_capability: Option<String>,
     /// The version the local copy is based on (the last one we published, or the opened one).
     pub base_version: Version,
     /// The low bits of the last version built (from [`Leases::next_seq`]).
@@ -143,12 +145,14 @@ impl WriteSession {
     pub fn new(
         lease: Arc<HeldLease>,
         targets: Vec<FileserverRef>,
+        write_capability: Option<String>,
         base_version: Version,
         changed: bool,
     ) -> WriteSession {
         WriteSession {
             lease: Some(lease),
             targets,
+            write_capability,
             base_version,
             seq: 0,
             changed,
@@ -215,6 +219,7 @@ impl WriteSession {
             ));
         }
         self.targets = opened.targets;
+        self.write_capability = opened.write_capability;
         self.lease = Some(lease.clone());
         Ok(lease)
     }
@@ -273,6 +278,13 @@ impl WriteSession {
             }
         };
         let version = version_for(lease.token, self.seq);
+        if content.size() > 0
+            && remote.has_credential()
+            && !capability_fresh(self.write_capability.as_deref())
+        {
+            self.renew_write_capability(path, lease.token, remote)
+                .await?;
+        }
         let (servers, size, checksum) = if content.size() > 0 {
             let stored = self
                 .upload_replicated(file_id, path, lease.token, version, &content, remote)
@@ -319,6 +331,30 @@ impl WriteSession {
         Ok(())
     }
 
+    /// Asks open-write again (same token: idempotent, commits nothing) for a new write
+    /// capability, the last one being about to expire (a file kept open for long).
+    async fn renew_write_capability(
+        &mut self,
+        path: &DfsPath,
+        token: u64,
+        remote: &Remote,
+    ) -> Result<(), ApiError> {
+        let opened = remote
+            .names
+            .open_write(&OpenWriteRequest {
+                path: path.clone(),
+                token,
+                create: None,
+                exclusive: false,
+                exclude: Vec::new(),
+                owner: None,
+            })
+            .await?;
+        self.write_capability = opened.write_capability;
+        self.targets = opened.targets;
+        Ok(())
+    }
+
     /// Uploads `content` to every target; when some fail, asks the nameserver (open-write
     /// again, same token, the failed servers excluded) for replacements and uploads there,
     /// until as many servers hold it as the targets asked for or no new target is offered.
@@ -340,7 +376,16 @@ impl WriteSession {
         let mut first_err: Option<ApiError> = None;
         let mut round = self.targets.clone();
         loop {
-            match remote.upload_all(&round, file_id, version, content).await {
+            match remote
+                .upload_all(
+                    &round,
+                    file_id,
+                    version,
+                    content,
+                    self.write_capability.as_deref(),
+                )
+                .await
+            {
                 Ok(got) => {
                     failed.extend(
                         round

@@ -151,6 +151,7 @@ mod tests {
             checksum: Checksum::EMPTY,
             servers: vec![],
             locations: vec![],
+            capability: None,
             uid: 7,
             gid: 8,
             atime_ns: Some(1_000),

@@ -1165,6 +1165,7 @@ impl DfsFs {
             inner: tokio::sync::Mutex::new(WriteInner {
                 lease: Some(lease),
                 targets: opened.targets,
+                write_capability: opened.write_capability,
                 base_version: entry.version,
                 seq: 0,
                 // O_TRUNC of a non-empty file is a change even with no write after it.

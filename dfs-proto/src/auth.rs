@@ -27,6 +27,21 @@ type HmacSha256 = Hmac<Sha256>;
 /// Header that carries a blob capability on fileserver `GET`/`PUT` of a blob.
 pub const CAPABILITY_HEADER: &str = "x-dfs-capability";
 
+/// How long a blob capability lives: long enough for a client to start its downloads and
+/// uploads after the nameserver's answer, short enough that a leaked one soon stops working.
+/// It is checked when a transfer starts, so a longer transfer is never cut off by it.
+pub const CAPABILITY_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// When `capability` expires (Unix ms), or `None` when it is not one: clients renew a
+/// capability near its end without a failed request first.
+pub fn capability_expiry(capability: &str) -> Option<u64> {
+    let mut parts = capability.split('.');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(CAPABILITY_PREFIX), Some(_), Some(expires)) => expires.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Environment variable naming a client key file, for the CLI, the mount and `dfs-client`.
 pub const KEY_ENV: &str = "DFS_KEY";
 

@@ -526,6 +526,7 @@ pub struct FileClient {
     http: reqwest::Client,
     timeouts: Timeouts,
     credential: Option<Credential>,
+    capability: Option<String>,
 }
 
 impl Default for FileClient {
@@ -550,6 +551,7 @@ impl FileClient {
             http,
             timeouts: Timeouts::default(),
             credential: None,
+            capability: None,
         }
     }
 
@@ -559,9 +561,23 @@ impl FileClient {
         self
     }
 
-    /// A request to `url` carrying this client's credential.
+    /// A copy sending `capability` (from the nameserver's answer) with its blob requests:
+    /// a fileserver of a cluster with a key serves a blob to a client only with one.
+    /// Cheap: the connection pool is shared.
+    pub fn with_capability(&self, capability: Option<&str>) -> FileClient {
+        FileClient {
+            capability: capability.map(str::to_owned),
+            ..self.clone()
+        }
+    }
+
+    /// A request to `url` carrying this client's credential and capability.
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        authorize(self.http.request(method, url), self.credential.as_ref())
+        let req = authorize(self.http.request(method, url), self.credential.as_ref());
+        match &self.capability {
+            Some(cap) => req.header(crate::auth::CAPABILITY_HEADER, cap),
+            None => req,
+        }
     }
 
     /// The same client with other silence limits (tests shrink them).

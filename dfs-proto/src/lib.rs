@@ -37,5 +37,11 @@ pub fn version_for(token: u64, seq: u64) -> Version {
     (token << 20) | (seq & 0xF_FFFF)
 }
 
+/// The first version of `version`'s token (its publish counter zeroed): what a write
+/// capability names, since one open-write covers every publish under the lease.
+pub fn version_block(version: Version) -> Version {
+    version & !0xF_FFFF
+}
+
 /// Header carrying the content checksum of an uploaded blob (see [`Checksum`]).
 pub const CHECKSUM_HEADER: &str = "x-dfs-checksum";

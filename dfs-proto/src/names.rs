@@ -81,6 +81,11 @@ pub struct Entry {
     /// publish); empty in listings. Try them in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<String>,
+    /// A read capability for exactly (`id`, `version`), sent to the fileservers in
+    /// [`crate::auth::CAPABILITY_HEADER`]: given with `locations` when the cluster has a key
+    /// (valid [`crate::auth::CAPABILITY_TTL_MS`]); absent in listings and insecure clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
     /// Owner's user id (servers older than owners send none: root).
     #[serde(default)]
     pub uid: u32,
@@ -316,6 +321,11 @@ pub struct OpenWriteResponse {
     pub entry: Entry,
     /// Fileservers the next version must be uploaded to (all of them, in parallel).
     pub targets: Vec<FileserverRef>,
+    /// A write capability for the versions of this lease's token (every
+    /// `version_for(token, _)` of `entry.id`), for the uploads; absent in insecure clusters.
+    /// It lives [`crate::auth::CAPABILITY_TTL_MS`]: a writer past it repeats the open-write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_capability: Option<String>,
 }
 
 /// A fileserver as a client addresses it.

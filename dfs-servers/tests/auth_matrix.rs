@@ -8,7 +8,7 @@
 //! one sees. Another column (another holder's lease) or capability rows are one more entry
 //! in [`COLUMNS`] or [`rows`].
 
-use dfs_proto::auth::{ClusterKey, Credential, Role};
+use dfs_proto::auth::{BlobOp, ClusterKey, Credential, Role};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_proto::files::FetchRequest;
 use dfs_proto::locks::AcquireRequest;
@@ -74,6 +74,8 @@ struct Row {
     body: Option<fn(&Ctx, Who) -> Value>,
     /// Raw bytes sent instead of JSON (blob uploads).
     raw: Option<&'static [u8]>,
+    /// A blob capability sent in `x-dfs-capability`.
+    cap: Option<fn(&Ctx) -> String>,
     expect: [u16; 7],
 }
 
@@ -84,10 +86,20 @@ const WRITE: [u16; 7] = [401, 401, 401, 403, 200, 200, 200];
 const ADMIN: [u16; 7] = [401, 401, 401, 403, 403, 200, 403];
 const SERVER: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
 const OPERATOR: [u16; 7] = [401, 401, 401, 403, 403, 200, 200];
+/// A blob request without a valid capability: only the servers' credential passes.
+const NO_CAP: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
+/// An upload without a valid write capability.
+const NO_WRITE_CAP: [u16; 7] = [401, 401, 401, 403, 403, 403, 201];
 
 /// What the rows refer to, set up before the matrix runs.
 struct Ctx {
     fs_url: String,
+    /// The cluster key, to sign the capabilities the rows present.
+    key: ClusterKey,
+    /// The file the readable blob belongs to.
+    holder: u64,
+    /// The index of the column being asked, for capabilities per column.
+    column: std::cell::Cell<usize>,
     /// Lease tokens per column, for renew and release.
     tokens: HashMap<Who, u64>,
     blob_checksum: Checksum,
@@ -112,6 +124,7 @@ fn rows() -> Vec<Row> {
         path,
         body: None,
         raw: None,
+        cap: None,
         expect,
     };
     let with = |srv, method, path, body: fn(&Ctx, Who) -> Value, expect| Row {
@@ -120,6 +133,16 @@ fn rows() -> Vec<Row> {
         path,
         body: Some(body),
         raw: None,
+        cap: None,
+        expect,
+    };
+    let capped = |method, path, cap: fn(&Ctx) -> String, expect| Row {
+        srv: Srv::File,
+        method,
+        path,
+        body: None,
+        raw: (method == "PUT").then_some(b"new blob".as_slice()),
+        cap: Some(cap),
         expect,
     };
     vec![
@@ -284,21 +307,109 @@ fn rows() -> Vec<Row> {
             |c, w| json!({"token": c.tokens[&w], "client": format!("held-{}", w.name())}),
             WRITE,
         ),
-        // Fileserver. Blob GET/HEAD/PUT need any valid credential here; capabilities
-        // (issue 12 item 3) narrow them further.
+        // Fileserver. A blob's GET/HEAD/PUT need a capability the nameserver signed for
+        // exactly that blob and operation, unless the servers ask.
         row(Srv::File, "GET", "/healthz", OPEN),
         row(Srv::File, "GET", "/v1/stats", READ),
         row(Srv::File, "GET", "/v1/blobs", OPERATOR),
-        row(Srv::File, "GET", "/v1/blobs/{blob}", READ),
-        row(Srv::File, "HEAD", "/v1/blobs/{blob}", READ),
+        row(Srv::File, "GET", "/v1/blobs/{blob}", NO_CAP),
+        row(Srv::File, "HEAD", "/v1/blobs/{blob}", NO_CAP),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder, FUTURE, 0),
+            READ,
+        ),
+        capped(
+            "HEAD",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder, FUTURE, 0),
+            READ,
+        ),
+        // A capability for another version, another file, already expired, for writing, or
+        // not one at all.
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder, FUTURE + 1, 0),
+            NO_CAP,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder + 1, FUTURE, 0),
+            NO_CAP,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder, FUTURE, -1),
+            NO_CAP,
+        ),
+        capped(
+            "HEAD",
+            "/v1/blobs/{blob}",
+            |c| c.read_cap(c.holder, FUTURE, -1),
+            NO_CAP,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.write_cap(c.holder, FUTURE, 0),
+            NO_CAP,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |_| "cap1.r.99999999999999.00".into(),
+            NO_CAP,
+        ),
         Row {
             srv: Srv::File,
             method: "PUT",
             path: "/v1/blobs/10{n}/1",
             body: None,
             raw: Some(b"new blob"),
-            expect: [401, 401, 401, 201, 201, 201, 201],
+            cap: None,
+            expect: NO_WRITE_CAP,
         },
+        // A write capability covers its lease's token: versions 1..2^20 are token 0's.
+        capped(
+            "PUT",
+            "/v1/blobs/11{n}/1",
+            |c| c.write_cap_for_path(11, 0),
+            [401, 401, 401, 403, 201, 201, 201],
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/12{n}/5",
+            |c| c.write_cap_for_path(12, 0),
+            [401, 401, 401, 403, 201, 201, 201],
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/13{n}/1",
+            |c| c.read_cap_for_path(13),
+            NO_WRITE_CAP,
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/14{n}/1",
+            |c| c.write_cap_for_path(15, 0),
+            NO_WRITE_CAP,
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/16{n}/1",
+            |c| c.write_cap_for_path(16, -1),
+            NO_WRITE_CAP,
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/17{n}/2097152",
+            |c| c.write_cap_for_path(17, 0),
+            NO_WRITE_CAP,
+        ),
         row(Srv::File, "DELETE", "/v1/blobs/{doomed}", SERVER),
         with(
             Srv::File,
@@ -313,8 +424,59 @@ fn rows() -> Vec<Row> {
             },
             SERVER,
         ),
+        // Copies come only from registered fileservers, never from any URL.
+        with(
+            Srv::File,
+            "POST",
+            "/v1/blobs/{blob}/fetch",
+            |c, _| {
+                serde_json::to_value(FetchRequest {
+                    source: "http://127.0.0.1:1".into(),
+                    checksum: c.blob_checksum,
+                })
+                .unwrap()
+            },
+            [401, 401, 401, 403, 403, 403, 403],
+        ),
         row(Srv::File, "POST", "/v1/blobs/{blob}/verify", SERVER),
     ]
+}
+
+impl Ctx {
+    /// A read capability for (id, version); already expired when `expired` < 0.
+    fn read_cap(&self, id: u64, version: u64, expired: i64) -> String {
+        self.key
+            .capability(id, version, BlobOp::Read, expiry(expired))
+    }
+
+    fn write_cap(&self, id: u64, version: u64, expired: i64) -> String {
+        self.key
+            .capability(id, version, BlobOp::Write, expiry(expired))
+    }
+
+    /// A write capability for token 0's versions of file `{prefix}{n}`, the file a PUT row
+    /// addresses for column `n` (a row names another prefix to test another file).
+    fn write_cap_for_path(&self, prefix: u64, expired: i64) -> String {
+        self.write_cap(self.column_file(prefix), 0, expired)
+    }
+
+    fn read_cap_for_path(&self, prefix: u64) -> String {
+        self.read_cap(self.column_file(prefix), 1, 0)
+    }
+
+    fn column_file(&self, prefix: u64) -> u64 {
+        format!("{prefix}{}", self.column.get()).parse().unwrap()
+    }
+}
+
+/// The expiry of a capability: ten minutes from now, or already past when `expired` < 0.
+fn expiry(expired: i64) -> u64 {
+    let now = dfs_proto::auth::now_unix_ms();
+    if expired < 0 {
+        now - 1000
+    } else {
+        now + 600_000
+    }
 }
 
 struct Servers {
@@ -495,6 +657,9 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
     }
     let ctx = Ctx {
         fs_url: servers.fs.clone(),
+        key: key.clone(),
+        holder: holder.id,
+        column: std::cell::Cell::new(0),
         tokens,
         blob_checksum: blob.checksum,
     };
@@ -525,6 +690,10 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
             }
             if let Some(raw) = row.raw {
                 req = req.body(raw.to_vec());
+            }
+            ctx.column.set(n(*who));
+            if let Some(cap) = row.cap {
+                req = req.header("x-dfs-capability", cap(&ctx));
             }
             let reply = req.send().await.unwrap();
             let status = reply.status().as_u16();

@@ -5,6 +5,7 @@
 //! goes through [`storage::Storage`] so [`powerloss::PowerLossStorage`] can show what survives
 //! a power cut. At start the server registers with the nameserver and keeps heartbeating.
 
+pub mod access;
 pub mod config;
 pub mod ingest;
 pub mod powerloss;
@@ -112,6 +113,10 @@ impl Fileserver {
                 },
                 files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
+                peers: Arc::new(access::Peers::new(
+                    nameserver.clone(),
+                    verifier.cluster_key().is_none(),
+                )),
                 verifier,
             },
             identity: registration::Identity {

@@ -3,10 +3,11 @@
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
 //! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
-//! replication repair and garbage collection, `holders` adding and dropping holders,
+//! replication repair and garbage collection, `caps` the blob capabilities it hands out, `holders` adding and dropping holders,
 //! `orphans` the timing of uploads that were never published, and `scrub` the periodic check
 //! of every stored copy against the namespace's checksums; `xattr` the extended attributes.
 
+pub mod caps;
 pub mod holders;
 pub mod maintenance;
 pub mod namespace;

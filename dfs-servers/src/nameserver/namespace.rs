@@ -129,6 +129,7 @@ pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) ->
         checksum: node.checksum,
         servers: node.servers.clone(),
         locations,
+        capability: None,
         uid: node.uid,
         gid: node.gid,
         atime_ns: Some(node.atime_ns),

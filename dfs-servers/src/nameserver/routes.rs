@@ -94,8 +94,7 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn stat(state: S, ApiQuery(q): ApiQuery<PathQuery>) -> Result<Json<Entry>, ApiError> {
     let s = &state.0;
     let (id, node) = s.store.read(|r| namespace::resolve(r, &q.path))?;
-    let locations = s.locations(&node.servers);
-    Ok(Json(namespace::entry(&q.path, id, &node, locations)))
+    Ok(Json(s.reader_entry(&q.path, id, &node)))
 }
 
 async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListResponse>, ApiError> {
@@ -144,6 +143,7 @@ async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<E
     blocking(&state.0, move |s| {
         let mut entry = s.store.write(|t| namespace::create(t, &req, now_ns()))?;
         entry.locations = s.locations(&entry.servers);
+        s.add_read_capability(&mut entry);
         Ok(Json(entry))
     })
     .await
@@ -184,8 +184,7 @@ async fn setattr(
     }
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
-        let locations = s.locations(&node.servers);
-        Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+        Ok(Json(s.reader_entry(&req.path, id, &node)))
     })
     .await
 }
@@ -321,10 +320,10 @@ async fn open_write(
             .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
         {
             // A repeated open-write (same token, no create, no map change): nothing to commit.
-            let locations = s.locations(&node.servers);
             return Ok(Json(OpenWriteResponse {
-                entry: namespace::entry(&req.path, id, &node, locations),
+                entry: s.reader_entry(&req.path, id, &node),
                 targets,
+                write_capability: s.write_capability(id, req.token),
             }));
         }
         let (id, node, targets) = s.store.write(|t| {
@@ -332,10 +331,10 @@ async fn open_write(
             let targets = placement::targets(t, &live, &req.path, replication)?;
             Ok((id, node, targets))
         })?;
-        let locations = s.locations(&node.servers);
         Ok(Json(OpenWriteResponse {
-            entry: namespace::entry(&req.path, id, &node, locations),
+            entry: s.reader_entry(&req.path, id, &node),
             targets,
+            write_capability: s.write_capability(id, req.token),
         }))
     })
     .await
@@ -356,8 +355,7 @@ async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
-        let locations = s.locations(&node.servers);
-        Ok(Json(namespace::entry(&path, id, &node, locations)))
+        Ok(Json(s.reader_entry(&path, id, &node)))
     })
     .await
 }
