@@ -29,6 +29,16 @@ pub struct Lease {
     pub ttl_ms: u64,
     /// Time left at the moment of the reply.
     pub expires_in_ms: u64,
+    /// The key name that holds it: only that key renews or releases it.
+    #[serde(default)]
+    pub holder: String,
+    /// Wall-clock end, Unix milliseconds, as signed.
+    #[serde(default)]
+    pub expires_unix_ms: u64,
+    /// The lockserver's signature over token, holder, client, expiry and paths; absent from
+    /// an insecure lockserver. Writers send it to the nameserver ([`LeaseProof`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// Body of `POST /v1/locks/renew` and `POST /v1/locks/release`.
@@ -63,4 +73,61 @@ pub struct LeaseList {
     /// Set when more leases follow: ask again with `after` set to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
+}
+
+/// What a writer shows the nameserver at open-write and publish: its lease as the
+/// lockserver signed it, so a token alone (guessed, borrowed, or 2^64-1) opens nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseProof {
+    /// The key name that holds the lease; must be the caller's.
+    pub holder: String,
+    /// The session inside that key.
+    pub client: String,
+    /// Wall-clock end of the lease as signed, Unix milliseconds.
+    pub expires_unix_ms: u64,
+    /// The paths it covers; the file written must be one of them.
+    pub paths: Vec<DfsPath>,
+    /// The lockserver's signature (see `ClusterKey::sign_lease`).
+    pub signature: String,
+}
+
+impl LeaseProof {
+    /// The signed fields, with the token the request names.
+    pub fn claim(&self, token: u64) -> crate::auth::LeaseClaim<'_> {
+        crate::auth::LeaseClaim {
+            token,
+            holder: &self.holder,
+            client: &self.client,
+            expires_unix_ms: self.expires_unix_ms,
+            paths: &self.paths,
+        }
+    }
+}
+
+impl Lease {
+    /// The proof of this lease for the nameserver; `None` from an insecure lockserver,
+    /// which signs nothing.
+    pub fn proof(&self) -> Option<LeaseProof> {
+        Some(LeaseProof {
+            holder: self.holder.clone(),
+            client: self.client.clone(),
+            expires_unix_ms: self.expires_unix_ms,
+            paths: self.paths.clone(),
+            signature: self.signature.clone()?,
+        })
+    }
+}
+
+/// Body of `POST /v1/locks/break` (admin keys only): the lease with this token, or the one
+/// holding this path. Exactly one of the two.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakRequest {
+    /// The lease's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// A path the lease holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<DfsPath>,
 }

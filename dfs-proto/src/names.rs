@@ -312,6 +312,10 @@ pub struct OpenWriteRequest {
     /// With `create`: the owner of a new file (default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// The lease of `token` as the lockserver signed it; required by a nameserver with a
+    /// cluster key (see docs/security.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::locks::LeaseProof>,
 }
 
 /// Reply of open-write: what to write on top of, and where to upload.
@@ -360,6 +364,10 @@ pub struct PublishRequest {
     /// Modification time to record; default: now.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
+    /// The lease of `token` as the lockserver signed it (renewed: its latest signature);
+    /// required by a nameserver with a cluster key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::locks::LeaseProof>,
 }
 
 /// Body of `POST /v1/fileservers/register`, sent by a fileserver at start.

@@ -66,6 +66,8 @@ impl LockServer {
         // Sweep often enough that dead leases leave the disk soon after their lock-delay.
         let sweep_every = Duration::from_millis((config.ttl_ms + config.lock_delay_ms) / 4)
             .clamp(Duration::from_millis(25), Duration::from_secs(1));
+        let mut table = table;
+        table.set_key(verifier.cluster_key().cloned());
         Ok(LockServer {
             table: Arc::new(Mutex::new(table)),
             sweep_every,

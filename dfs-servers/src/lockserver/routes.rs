@@ -3,12 +3,14 @@
 use super::table::LockTable;
 use super::table::MAX_PAGE;
 use crate::common::limits::{limit_body, BodyLimits};
-use crate::common::policy::Need::{Read, Write};
-use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery};
+use crate::common::policy::Need::{Admin, Read, Write};
+use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dfs_proto::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
+use dfs_proto::locks::{
+    AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest,
+};
 use dfs_proto::ApiError;
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +40,7 @@ pub fn router(table: Shared, body_deadline_ms: u64) -> Router {
         .route("/v1/locks/acquire", needs(Write, post(acquire)))
         .route("/v1/locks/renew", needs(Write, post(renew)))
         .route("/v1/locks/release", needs(Write, post(release)))
+        .route("/v1/locks/break", needs(Admin, post(break_lease)))
         .route("/v1/locks", needs(Read, get(list)))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -51,26 +54,42 @@ pub fn router(table: Shared, body_deadline_ms: u64) -> Router {
 
 async fn acquire(
     State(table): State<Shared>,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<AcquireRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    with_table(&table, move |t| t.acquire(&req)).await.map(Json)
+    with_table(&table, move |t| t.acquire(&req, &who))
+        .await
+        .map(Json)
 }
 
 async fn renew(
     State(table): State<Shared>,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    with_table(&table, move |t| t.renew(req.token, &req.client))
+    with_table(&table, move |t| t.renew(req.token, &req.client, &who))
         .await
         .map(Json)
 }
 
 async fn release(
     State(table): State<Shared>,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    with_table(&table, move |t| t.release(req.token, &req.client)).await?;
+    with_table(&table, move |t| t.release(req.token, &req.client, &who)).await?;
     Ok(Json(serde_json::json!({})))
+}
+
+/// `POST /v1/locks/break`: an admin drops a lease, by token or by path; answers the lease
+/// as it was.
+async fn break_lease(
+    State(table): State<Shared>,
+    ApiJson(req): ApiJson<BreakRequest>,
+) -> Result<Json<Lease>, ApiError> {
+    with_table(&table, move |t| t.break_lease(req.token, req.path.as_ref()))
+        .await
+        .map(Json)
 }
 
 async fn list(

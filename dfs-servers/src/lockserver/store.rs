@@ -37,6 +37,12 @@ impl StoreError {
 pub struct StoredLease {
     /// The session holding it.
     pub client: String,
+    /// The key name that holds it (empty in stores from before holders were recorded).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holder: String,
+    /// That key's id; renew and release need the same key.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holder_id: String,
     /// The exact paths it locks.
     pub paths: Vec<DfsPath>,
     /// Its length, used again by every renewal.

@@ -3,12 +3,13 @@
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
 //! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
-//! replication repair and garbage collection, `caps` the blob capabilities it hands out, `holders` adding and dropping holders,
+//! replication repair and garbage collection, `caps` the blob capabilities it hands out, `holders` adding and dropping holders, `leases` the signed leases writers prove,
 //! `orphans` the timing of uploads that were never published, and `scrub` the periodic check
 //! of every stored copy against the namespace's checksums; `xattr` the extended attributes.
 
 pub mod caps;
 pub mod holders;
+pub mod leases;
 pub mod maintenance;
 pub mod namespace;
 pub mod orphans;
@@ -227,6 +228,10 @@ pub struct State {
     pub orphans: orphans::Orphans,
     /// Checks credentials, and signs blob capabilities with the cluster key.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
+    /// Leases writers proved at open-write, per file (memory only).
+    pub leases: leases::LiveLeases,
+    /// The HTTP client (with the cluster's CA) for asking the lockserver about a lease.
+    pub http: reqwest::Client,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -281,9 +286,13 @@ pub async fn run_then(
         registry,
         config,
         files: match verifier.cluster_key() {
-            Some(key) => FileClient::with_http(http).with_credential(key.server_credential()),
-            None => FileClient::with_http(http),
+            Some(key) => {
+                FileClient::with_http(http.clone()).with_credential(key.server_credential())
+            }
+            None => FileClient::with_http(http.clone()),
         },
+        leases: leases::LiveLeases::default(),
+        http,
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),

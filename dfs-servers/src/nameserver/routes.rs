@@ -151,8 +151,10 @@ async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<E
 
 async fn unlink(
     state: S,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> Result<Json<UnlinkResponse>, ApiError> {
+    state.0.check_not_leased(&who, &req.path).await?;
     blocking(&state.0, move |s| {
         let (id, garbage) = s
             .store
@@ -163,7 +165,15 @@ async fn unlink(
     .await
 }
 
-async fn rename(state: S, ApiJson(req): ApiJson<RenameRequest>) -> Result<Json<Entry>, ApiError> {
+async fn rename(
+    state: S,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    // The file moved and the one it replaces (or swaps with) are both pulled from under
+    // their writers.
+    state.0.check_not_leased(&who, &req.from).await?;
+    state.0.check_not_leased(&who, &req.to).await?;
     blocking(&state.0, move |s| {
         let (entry, garbage) = s.store.write(|t| namespace::rename(t, &req, now_ns()))?;
         s.discard(garbage);
@@ -182,6 +192,7 @@ async fn setattr(
     if req.path.is_root() {
         who.require_admin()?;
     }
+    state.0.check_not_leased(&who, &req.path).await?;
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
         Ok(Json(s.reader_entry(&req.path, id, &node)))
@@ -217,6 +228,7 @@ async fn set_xattr(
     ApiJson(req): ApiJson<SetXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
+    state.0.check_not_leased(&principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::set(t, &req))?;
         Ok(Json(serde_json::json!({})))
@@ -244,6 +256,7 @@ async fn remove_xattr(
     ApiJson(req): ApiJson<RemoveXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
+    state.0.check_not_leased(&principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::remove(t, &req))?;
         Ok(Json(serde_json::json!({})))
@@ -295,8 +308,14 @@ pub const MAX_EXCLUDE: usize = 1000;
 
 async fn open_write(
     state: S,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<OpenWriteRequest>,
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
+    // Before anything is recorded: a token the lockserver did not sign for this key and
+    // path must not become the file's highest (it would fence every honest writer).
+    let proved = state
+        .0
+        .check_lease(&who, &req.path, req.token, req.lease.as_ref())?;
     if req.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::bad_request(format!(
             "exclude names more than {MAX_EXCLUDE} fileservers"
@@ -320,6 +339,9 @@ async fn open_write(
             .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
         {
             // A repeated open-write (same token, no create, no map change): nothing to commit.
+            if let Some(lease) = proved {
+                s.leases.remember(id, lease);
+            }
             return Ok(Json(OpenWriteResponse {
                 entry: s.reader_entry(&req.path, id, &node),
                 targets,
@@ -331,6 +353,9 @@ async fn open_write(
             let targets = placement::targets(t, &live, &req.path, replication)?;
             Ok((id, node, targets))
         })?;
+        if let Some(lease) = proved {
+            s.leases.remember(id, lease);
+        }
         Ok(Json(OpenWriteResponse {
             entry: s.reader_entry(&req.path, id, &node),
             targets,
@@ -340,7 +365,14 @@ async fn open_write(
     .await
 }
 
-async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json<Entry>, ApiError> {
+async fn publish(
+    state: S,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<PublishRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    state
+        .0
+        .check_lease(&who, &req.path, req.token, req.lease.as_ref())?;
     blocking(&state.0, move |s| {
         let (id, node, path, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
