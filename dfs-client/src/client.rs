@@ -459,6 +459,7 @@ impl Client {
         let shared = &self.shared;
         let lease = Arc::new(shared.leases.acquire(&path).await?);
         let req = OpenWriteRequest {
+            lease: lease.proof(),
             path: path.clone(),
             token: lease.token,
             create: (flags.create || flags.create_new).then_some(flags.mode),

@@ -6,7 +6,7 @@
 //! close under it fails (EIO on the mount, an error on a [`crate::File`]).
 
 use crate::remote::Remote;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, LeaseProof};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,8 @@ pub struct HeldLease {
     pub token: u64,
     /// The path it covers.
     pub path: DfsPath,
+    /// The lease as last signed (grant or renewal), for the nameserver.
+    proof: Arc<Mutex<Option<LeaseProof>>>,
     lost: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
 }
@@ -34,6 +36,12 @@ impl HeldLease {
     /// Whether renewal failed: writes and close must fail.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
+    }
+
+    /// The lease as the lockserver last signed it, to send with open-write and publish
+    /// (`None` from an insecure lockserver).
+    pub fn proof(&self) -> Option<LeaseProof> {
+        self.proof.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops renewing and gives the lease back (best effort: an unreachable lockserver lets
@@ -164,7 +172,9 @@ impl Leases {
             }
         };
         let lost = Arc::new(AtomicBool::new(false));
+        let proof = Arc::new(Mutex::new(lease.proof()));
         let renewer = tokio::spawn(renew_loop(
+            proof.clone(),
             self.remote.clone(),
             self.session.clone(),
             lease.token,
@@ -175,6 +185,7 @@ impl Leases {
         Ok(HeldLease {
             token: lease.token,
             path: path.clone(),
+            proof,
             lost,
             renewer,
         })
@@ -183,6 +194,7 @@ impl Leases {
 
 /// Renews at ttl/3; on transient errors keeps trying until the lease would have expired.
 async fn renew_loop(
+    proof: Arc<Mutex<Option<LeaseProof>>>,
     remote: Arc<Remote>,
     session: String,
     token: u64,
@@ -209,6 +221,7 @@ async fn renew_loop(
         match result {
             Ok(lease) => {
                 expires = Instant::now() + Duration::from_millis(lease.expires_in_ms);
+                *proof.lock().unwrap_or_else(|e| e.into_inner()) = lease.proof();
             }
             Err(err) if err.code.is_retryable() && Instant::now() + every / 2 < expires => {
                 tracing::warn!(token, %err, "lease renewal failed; retrying");

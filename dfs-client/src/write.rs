@@ -196,6 +196,7 @@ impl WriteSession {
         let opened = remote
             .names
             .open_write(&OpenWriteRequest {
+                lease: lease.proof(),
                 path: path.clone(),
                 token: lease.token,
                 create: None,
@@ -300,6 +301,7 @@ impl WriteSession {
             ));
         }
         let req = PublishRequest {
+            lease: lease.proof(),
             path: path.clone(),
             file_id,
             base_version: self.base_version,
@@ -342,6 +344,7 @@ impl WriteSession {
         let opened = remote
             .names
             .open_write(&OpenWriteRequest {
+                lease: self.lease.as_ref().and_then(|l| l.proof()),
                 path: path.clone(),
                 token,
                 create: None,
@@ -459,6 +462,7 @@ impl WriteSession {
         let reply = remote
             .names
             .open_write(&OpenWriteRequest {
+                lease: self.lease.as_ref().and_then(|l| l.proof()),
                 path: path.clone(),
                 token,
                 create: None,

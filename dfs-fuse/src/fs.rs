@@ -1054,6 +1054,7 @@ impl DfsFs {
         }
         let lease = Arc::new(self.leases.acquire(&path).await.map_err(|e| errno(&e))?);
         let req = OpenWriteRequest {
+            lease: lease.proof(),
             path: path.clone(),
             token: lease.token,
             create: create.as_ref().map(|c| c.mode),

@@ -135,6 +135,31 @@ impl Setup {
     }
 }
 
+/// A lease on `path` for key `holder`, signed as the lockserver signs it.
+fn signed_lease(
+    key: &ClusterKey,
+    holder: &str,
+    path: &str,
+    token: u64,
+) -> dfs_proto::locks::LeaseProof {
+    let paths = vec![p(path)];
+    let expires_unix_ms = dfs_proto::auth::now_unix_ms() + 60_000;
+    let signature = key.sign_lease(&dfs_proto::auth::LeaseClaim {
+        token,
+        holder,
+        client: "c",
+        expires_unix_ms,
+        paths: &paths,
+    });
+    dfs_proto::locks::LeaseProof {
+        holder: holder.into(),
+        client: "c".into(),
+        expires_unix_ms,
+        paths,
+        signature,
+    }
+}
+
 fn fake(id: &str, secret: Option<&str>) -> RegisterRequest {
     RegisterRequest {
         id: id.into(),
@@ -207,6 +232,7 @@ async fn an_id_cannot_be_moved_to_another_url_and_the_real_server_keeps_it() {
     let writer = s.as_client(Role::ReadWrite);
     let opened = writer
         .open_write(&dfs_proto::names::OpenWriteRequest {
+            lease: Some(signed_lease(&s.key, "someone", "/f", 1)),
             path: p("/f"),
             token: 1,
             create: Some(0o644),

@@ -8,10 +8,10 @@
 //! one sees. Another column (another holder's lease) or capability rows are one more entry
 //! in [`COLUMNS`] or [`rows`].
 
-use dfs_proto::auth::{BlobOp, ClusterKey, Credential, Role};
+use dfs_proto::auth::{BlobOp, ClusterKey, Credential, LeaseClaim, Role};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_proto::files::FetchRequest;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, LeaseProof};
 use dfs_proto::names::*;
 use dfs_proto::{Checksum, DfsPath};
 use dfs_servers::{fileserver, lockserver, nameserver};
@@ -86,6 +86,8 @@ const WRITE: [u16; 7] = [401, 401, 401, 403, 200, 200, 200];
 const ADMIN: [u16; 7] = [401, 401, 401, 403, 403, 200, 403];
 const SERVER: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
 const OPERATOR: [u16; 7] = [401, 401, 401, 403, 403, 200, 200];
+/// A write without a valid signed lease of the caller's own key.
+const NO_LEASE: [u16; 7] = [401, 401, 401, 403, 403, 403, 403];
 /// A blob request without a valid capability: only the servers' credential passes.
 const NO_CAP: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
 /// An upload without a valid write capability.
@@ -100,8 +102,12 @@ struct Ctx {
     holder: u64,
     /// The index of the column being asked, for capabilities per column.
     column: std::cell::Cell<usize>,
-    /// Lease tokens per column, for renew and release.
+    /// Lease tokens per column, for renew and release: each held by the column's own key
+    /// when it may take leases (read-write, admin, server), else by the admin.
     tokens: HashMap<Who, u64>,
+    /// Lease tokens per column held by another key ("stranger") under the same session
+    /// name the column sends: another holder's lease.
+    foreign: HashMap<Who, u64>,
     blob_checksum: Checksum,
 }
 
@@ -231,33 +237,76 @@ fn rows() -> Vec<Row> {
             |_, _| json!({"path": "/", "mode": 0o755}),
             ADMIN,
         ),
+        // Open-write and publish need the lease as the lockserver signed it, for the caller's
+        // own key and this path: a bare token, a forged one, or another key's lease is refused.
         with(
             Srv::Name,
             "POST",
             "/v1/meta/open-write",
-            |_, w| json!({"path": format!("/ow-{}", w.name()), "token": 1, "create": 0o644}),
+            |c, w| {
+                json!({"path": format!("/ow-{}", w.name()), "token": 1, "create": 0o644,
+                       "lease": c.lease(key_name(w), &format!("/ow-{}", w.name()), 1)})
+            },
             WRITE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |_, w| json!({"path": format!("/ow-{}", w.name()), "token": 2, "create": 0o644}),
+            NO_LEASE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |c, w| {
+                json!({"path": format!("/ow-{}", w.name()), "token": u64::MAX, "create": 0o644,
+                       "lease": c.lease(key_name(w), &format!("/ow-{}", w.name()), 1)})
+            },
+            NO_LEASE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |c, w| {
+                json!({"path": format!("/ow-{}", w.name()), "token": 3, "create": 0o644,
+                       "lease": c.lease("stranger", &format!("/ow-{}", w.name()), 3)})
+            },
+            NO_LEASE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |c, w| {
+                json!({"path": format!("/ow-{}", w.name()), "token": 4, "create": 0o644,
+                       "lease": c.lease(key_name(w), "/elsewhere", 4)})
+            },
+            NO_LEASE,
         ),
         // An unknown file id: whoever may publish gets 404, the rest never get that far.
         with(
             Srv::Name,
             "POST",
             "/v1/meta/publish",
-            |_, w| {
-                serde_json::to_value(PublishRequest {
-                    path: p(&format!("/pub-{}", w.name())),
-                    file_id: 999_999,
-                    base_version: 0,
-                    version: 1,
-                    token: 1,
-                    size: 0,
-                    checksum: Checksum::of(b""),
-                    servers: vec![],
-                    mtime_ns: None,
-                })
-                .unwrap()
-            },
+            |c, w| publish(c, w, Some(key_name(w))),
             [401, 401, 401, 403, 404, 404, 404],
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/publish",
+            |c, w| publish(c, w, None),
+            NO_LEASE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/publish",
+            |c, w| publish(c, w, Some("stranger")),
+            NO_LEASE,
         ),
         with(
             Srv::Name,
@@ -306,6 +355,37 @@ fn rows() -> Vec<Row> {
             "/v1/locks/release",
             |c, w| json!({"token": c.tokens[&w], "client": format!("held-{}", w.name())}),
             WRITE,
+        ),
+        // Another key's lease, even with its session name: only its holder renews or
+        // releases it.
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/renew",
+            |c, w| json!({"token": c.foreign[&w], "client": format!("foreign-{}", w.name())}),
+            [401, 401, 401, 403, 403, 403, 403],
+        ),
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/release",
+            |c, w| json!({"token": c.foreign[&w], "client": format!("foreign-{}", w.name())}),
+            [401, 401, 401, 403, 403, 403, 403],
+        ),
+        // Breaking someone's lease is for admin keys.
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/break",
+            |_, w| json!({"path": format!("/brk-{}", w.name())}),
+            ADMIN,
+        ),
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/break",
+            |c, w| json!({"token": c.foreign[&w]}),
+            ADMIN,
         ),
         // Fileserver. A blob's GET/HEAD/PUT need a capability the nameserver signed for
         // exactly that blob and operation, unless the servers ask.
@@ -442,7 +522,57 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// The key name of each column's credential (what a lease it takes records as holder).
+fn key_name(who: Who) -> &'static str {
+    match who {
+        Who::ReadOnly => "reader",
+        Who::ReadWrite => "writer",
+        Who::Admin => "root",
+        Who::Server => "dfs-server",
+        Who::Revoked => "gone",
+        Who::None | Who::Bad => "intruder",
+    }
+}
+
+/// A publish of an unknown file under lease 1 held by `holder` (none: no lease sent).
+fn publish(c: &Ctx, who: Who, holder: Option<&str>) -> Value {
+    let path = format!("/pub-{}", who.name());
+    serde_json::to_value(PublishRequest {
+        lease: holder.map(|h| c.lease(h, &path, 1)),
+        path: p(&path),
+        file_id: 999_999,
+        base_version: 0,
+        version: 1,
+        token: 1,
+        size: 0,
+        checksum: Checksum::of(b""),
+        servers: vec![],
+        mtime_ns: None,
+    })
+    .unwrap()
+}
+
 impl Ctx {
+    /// Lease `token` on `path` for key `holder`, signed as the lockserver signs it.
+    fn lease(&self, holder: &str, path: &str, token: u64) -> LeaseProof {
+        let paths = vec![p(path)];
+        let expires_unix_ms = dfs_proto::auth::now_unix_ms() + 60_000;
+        let signature = self.key.sign_lease(&LeaseClaim {
+            token,
+            holder,
+            client: "matrix",
+            expires_unix_ms,
+            paths: &paths,
+        });
+        LeaseProof {
+            holder: holder.into(),
+            client: "matrix".into(),
+            expires_unix_ms,
+            paths,
+            signature,
+        }
+    }
+
     /// A read capability for (id, version); already expired when `expired` < 0.
     fn read_cap(&self, id: u64, version: u64, expired: i64) -> String {
         self.key
@@ -625,6 +755,13 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
         .unwrap();
     let mut doomed = HashMap::new();
     let mut tokens = HashMap::new();
+    let mut foreign = HashMap::new();
+    let mut broken = HashMap::new();
+    let stranger = LockClient::new(&servers.lock).with_credential(
+        key.issue_client("stranger", Role::ReadWrite)
+            .unwrap()
+            .credential(),
+    );
     for who in COLUMNS {
         let w = who.name();
         names.mkdir(&p(&format!("/rm-{w}")), None).await.unwrap();
@@ -639,7 +776,13 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
                 .await
                 .unwrap();
         }
-        let lease = locks
+        let own = match who {
+            Who::ReadWrite | Who::Admin | Who::Server => {
+                LockClient::new(&servers.lock).with_credential(credentials[&who].clone().unwrap())
+            }
+            _ => locks.clone(),
+        };
+        let lease = own
             .acquire(&AcquireRequest {
                 paths: vec![p(&format!("/held-{w}"))],
                 client: format!("held-{w}"),
@@ -648,6 +791,17 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
             .await
             .unwrap();
         tokens.insert(who, lease.token);
+        for (path, list) in [("foreign", &mut foreign), ("brk", &mut broken)] {
+            let lease = stranger
+                .acquire(&AcquireRequest {
+                    paths: vec![p(&format!("/{path}-{w}"))],
+                    client: format!("foreign-{w}"),
+                    ttl_ms: Some(60_000),
+                })
+                .await
+                .unwrap();
+            list.insert(who, lease.token);
+        }
         let version = FUTURE + 1 + n(who) as u64;
         files
             .upload_bytes(&servers.fs, holder.id, version, b"doomed".to_vec())
@@ -661,6 +815,7 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
         holder: holder.id,
         column: std::cell::Cell::new(0),
         tokens,
+        foreign,
         blob_checksum: blob.checksum,
     };
 
@@ -749,6 +904,25 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
         .map
         .iter()
         .all(|m| m.dir != p("/secret") || m.servers.iter().all(|s| s == "fake-server")));
+    // Only the admin's breaks took effect; another key's renew or release changed nothing.
+    let live: Vec<u64> = locks
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .iter()
+        .map(|l| l.token)
+        .collect();
+    assert!(!live.contains(&broken[&Who::Admin]), "break by path");
+    assert!(!live.contains(&ctx.foreign[&Who::Admin]), "break by token");
+    for who in [Who::ReadWrite, Who::Server] {
+        assert!(live.contains(&broken[&who]), "{} broke a lease", who.name());
+        assert!(
+            live.contains(&ctx.foreign[&who]),
+            "{} released another's",
+            who.name()
+        );
+    }
     let root = names.stat(&p("/")).await.unwrap();
     assert_eq!(root.mode & 0o777, 0o755);
     for who in [Who::None, Who::Bad, Who::Revoked, Who::ReadOnly] {

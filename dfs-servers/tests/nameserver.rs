@@ -34,6 +34,7 @@ async fn register(c: &NameClient, id: &str, url: &str, free: u64, dirs: &[&str])
 
 fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
     OpenWriteRequest {
+        lease: None,
         path: p(path),
         token,
         create: create.then_some(0o644),
@@ -45,6 +46,7 @@ fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
 
 fn pubreq(e: &Entry, token: u64, seq: u64, content: &[u8], servers: &[&str]) -> PublishRequest {
     PublishRequest {
+        lease: None,
         path: e.path.clone(),
         file_id: e.id,
         base_version: e.version,

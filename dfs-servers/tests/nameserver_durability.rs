@@ -14,6 +14,7 @@ use std::time::Duration;
 
 fn open_req(path: &str, token: u64, create: bool, exclude: &[&str]) -> OpenWriteRequest {
     OpenWriteRequest {
+        lease: None,
         path: p(path),
         token,
         create: create.then_some(0o644),
@@ -31,6 +32,7 @@ fn publish_req(
     servers: &[String],
 ) -> PublishRequest {
     PublishRequest {
+        lease: None,
         path: entry.path.clone(),
         file_id: entry.id,
         base_version: entry.version,

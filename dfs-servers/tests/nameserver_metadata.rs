@@ -66,6 +66,7 @@ async fn new_entries_take_the_callers_owner_and_a_setgid_directorys_group() {
     assert_eq!((old.uid, old.gid), (0, 0));
     let ow = c
         .open_write(&OpenWriteRequest {
+            lease: None,
             path: p("/mine"),
             token: 1,
             create: Some(0o600),
@@ -185,6 +186,7 @@ async fn symlinks_are_entries_with_a_target() {
     // Content writes are refused: a link has no blob.
     let ow = c
         .open_write(&OpenWriteRequest {
+            lease: None,
             path: p("/l"),
             token: 1,
             create: None,

@@ -151,6 +151,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
             }
             Step::OpenWrite(path, token, create) => {
                 let req = OpenWriteRequest {
+                    lease: None,
                     path: p(path),
                     token: *token,
                     create: create.then_some(0o644),
@@ -165,6 +166,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                 let (id, node) = namespace::resolve(t, &p(path))?;
                 let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
                 let req = PublishRequest {
+                    lease: None,
                     path: p(path),
                     file_id: id,
                     base_version: node.version,

@@ -16,6 +16,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
     let files = FileClient::new();
     let o = c
         .open_write(&OpenWriteRequest {
+            lease: None,
             path: p(path),
             token,
             create: Some(0o644),
@@ -33,6 +34,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
             .unwrap();
     }
     c.publish(&PublishRequest {
+        lease: None,
         path: p(path),
         file_id: o.entry.id,
         base_version: o.entry.version,

@@ -116,6 +116,7 @@ async fn write_under_lease(
     let opened = remote
         .names
         .open_write(&OpenWriteRequest {
+            lease: None,
             path: path.clone(),
             token,
             create: Some(0o644),
@@ -134,6 +135,7 @@ async fn write_under_lease(
     remote
         .names
         .publish(&PublishRequest {
+            lease: None,
             path: path.clone(),
             file_id: base.id,
             base_version: base.version,

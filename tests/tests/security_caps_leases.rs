@@ -123,15 +123,29 @@ async fn a_blob_is_read_only_with_the_capability_of_its_version() {
     let c = Cluster::start().await;
     let writer = c.client(Role::ReadWrite, "writer");
     writer.write("/secret", b"first").await.unwrap();
-    let first = c.names(Role::ReadOnly, "reader").stat(&p("/secret")).await.unwrap();
+    let first = c
+        .names(Role::ReadOnly, "reader")
+        .stat(&p("/secret"))
+        .await
+        .unwrap();
     writer.write("/secret", b"second version").await.unwrap();
     assert_eq!(
-        c.client(Role::ReadOnly, "reader").read("/secret").await.unwrap(),
+        c.client(Role::ReadOnly, "reader")
+            .read("/secret")
+            .await
+            .unwrap(),
         b"second version"
     );
 
-    let entry = c.names(Role::ReadOnly, "reader").stat(&p("/secret")).await.unwrap();
-    let cap = entry.capability.clone().expect("a read capability with the entry");
+    let entry = c
+        .names(Role::ReadOnly, "reader")
+        .stat(&p("/secret"))
+        .await
+        .unwrap();
+    let cap = entry
+        .capability
+        .clone()
+        .expect("a read capability with the entry");
     let url = &entry.locations[0];
     let files = c.files(Role::ReadWrite, "thief");
     // Without a capability, a key reads nothing.
@@ -167,7 +181,9 @@ async fn a_blob_is_read_only_with_the_capability_of_its_version() {
         .get(format!("{url}/v1/blobs/{}/{}", entry.id, entry.version))
         .header(
             "authorization",
-            c.client_key(Role::Admin, "root").credential().header_value(),
+            c.client_key(Role::Admin, "root")
+                .credential()
+                .header_value(),
         )
         .header(CAPABILITY_HEADER, "cap1.r.1.zz")
         .send()
@@ -192,7 +208,11 @@ async fn a_copy_is_fetched_only_from_a_registered_fileserver() {
         }
     });
     let servers = FileClient::new().with_credential(c.key.server_credential());
-    for source in [bait.clone(), format!("{bait}/"), "http://169.254.169.254".into()] {
+    for source in [
+        bait.clone(),
+        format!("{bait}/"),
+        "http://169.254.169.254".into(),
+    ] {
         let err = servers
             .fetch(
                 &c.fs,

@@ -172,8 +172,8 @@ impl State {
     async fn lockserver_holds(&self, token: u64) -> Option<bool> {
         let url = self.config.lockserver.as_deref()?;
         let key = self.verifier.cluster_key()?;
-        let locks = LockClient::with_http(url, self.http.clone())
-            .with_credential(key.server_credential());
+        let locks =
+            LockClient::with_http(url, self.http.clone()).with_credential(key.server_credential());
         let query = LeaseListQuery {
             after: Some(token.checked_sub(1)?),
             limit: Some(1),
