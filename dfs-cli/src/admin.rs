@@ -1,17 +1,15 @@
 //! `dfs locks`, `dfs fileservers`, `dfs map` and `dfs status`: what an operator asks the
 //! cluster, read from the nameserver's `GET /v1/cluster`, the lockserver's `GET /v1/locks`
 //! (the lockserver found through the nameserver) and each fileserver's `GET /v1/blobs`.
-//! The only change is `dfs map set`, through `POST /v1/dirs/replication`.
-//!
-//! There is no `locks break`: the lockserver releases a lease only for its holder (a wrong
-//! client gets `lease_expired` and nothing changes), so no endpoint can break one safely; a
-//! dead holder's lease frees itself after its TTL plus the lock-delay.
+//! The changes are `dfs map set`, through `POST /v1/dirs/replication`, and `dfs locks break`.
+//! `dfs locks break` (admin keys) drops a stuck lease through `POST /v1/locks/break`.
 
 use crate::common::Access;
 use crate::common::CliError;
 use crate::namespace::print_json;
 use clap::{Args, Subcommand};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
+use dfs_proto::locks::BreakRequest;
 use dfs_proto::names::ClusterInfo;
 use dfs_proto::{ApiError, DfsPath};
 use serde::Serialize;
@@ -22,11 +20,53 @@ use std::io;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   dfs locks
-  dfs locks --json | jq '.leases[].paths'")]
+  dfs locks --json | jq '.leases[].paths'
+  dfs --key admin.key locks break /reports/big.csv
+  dfs --key admin.key locks break 1234")]
 pub struct LocksArgs {
     /// The lockserver's `LeaseList` as JSON.
     #[arg(long)]
     pub json: bool,
+    /// `break`: drop a lease.
+    #[command(subcommand)]
+    pub command: Option<LocksCommand>,
+}
+
+/// Subcommands of `dfs locks`.
+#[derive(Subcommand, Debug)]
+pub enum LocksCommand {
+    /// Drop a lease whoever holds it (needs an admin key). Its holder's next renewal fails
+    /// and its writes fail as lost; the next lease on the path gets a higher token, which
+    /// fences any late publish of the old holder.
+    #[command(after_help = "Examples:
+  dfs --key admin.key locks break /reports/big.csv   # the lease holding this path
+  dfs --key admin.key locks break 1234               # lease (token) 1234")]
+    Break {
+        /// A DFS path the lease holds (starts with `/`), or the lease's token.
+        #[arg(value_name = "PATH|TOKEN")]
+        target: String,
+    },
+}
+
+/// What `dfs locks break` was given: a path or a token.
+fn break_request(target: &str) -> Result<BreakRequest, CliError> {
+    if target.starts_with('/') {
+        let path = DfsPath::parse(target).map_err(|err| CliError::new(target, err.to_string()))?;
+        return Ok(BreakRequest {
+            token: None,
+            path: Some(path),
+        });
+    }
+    let token = target.parse::<u64>().map_err(|_| {
+        CliError::new(
+            target,
+            "give a DFS path (starting with /) or a lease token (a number)",
+        )
+    })?;
+    Ok(BreakRequest {
+        token: Some(token),
+        path: None,
+    })
 }
 
 /// `dfs fileservers`.
@@ -119,6 +159,25 @@ pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
         let names = access.names();
         let info = cluster(&names).await?;
         let locks = lock_client(&info, access)?;
+        if let Some(LocksCommand::Break { target }) = &args.command {
+            let req = break_request(target)?;
+            let lease = locks
+                .break_lease(&req)
+                .await
+                .map_err(|err| api(locks.url(), err))?;
+            let mut out = io::stdout().lock();
+            if args.json {
+                return print_json(&mut out, &lease);
+            }
+            let paths: Vec<String> = lease.paths.iter().map(ToString::to_string).collect();
+            return print_text(&format!(
+                "broke lease {} of key {:?} (session {}): {}\n",
+                lease.token,
+                lease.holder,
+                lease.client,
+                paths.join(" ")
+            ));
+        }
         let list = locks.list().await.map_err(|err| api(locks.url(), err))?;
         let mut out = io::stdout().lock();
         if args.json {
@@ -126,15 +185,20 @@ pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
         }
         let mut text = format!(
             "{:>8}  {:>9}  {:<30}  PATHS\n",
-            "TOKEN", "TIME LEFT", "HOLDER"
+            "TOKEN", "TIME LEFT", "HOLDER (KEY/SESSION)"
         );
         for lease in &list.leases {
             let paths: Vec<String> = lease.paths.iter().map(ToString::to_string).collect();
+            let holder = if lease.holder.is_empty() {
+                lease.client.clone()
+            } else {
+                format!("{}/{}", lease.holder, lease.client)
+            };
             text.push_str(&format!(
                 "{:>8}  {:>8.1}s  {:<30}  {}\n",
                 lease.token,
                 lease.expires_in_ms as f64 / 1000.0,
-                lease.client,
+                holder,
                 paths.join(" ")
             ));
         }

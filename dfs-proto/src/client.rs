@@ -488,6 +488,11 @@ impl LockClient {
             .map(drop)
     }
 
+    /// Drops a lease by token or path (admin keys only); returns it as it was.
+    pub async fn break_lease(&self, req: &crate::locks::BreakRequest) -> Result<Lease, ApiError> {
+        self.api.post("/v1/locks/break", req).await
+    }
+
     /// One page of live leases (the server bounds its size).
     pub async fn list_page(&self, query: &LeaseListQuery) -> Result<LeaseList, ApiError> {
         self.api.get("/v1/locks", query).await

@@ -215,6 +215,8 @@ mod tests {
     fn lease(client: &str, path: &str) -> StoredLease {
         StoredLease {
             client: client.into(),
+            holder: "k".into(),
+            holder_id: "00".into(),
             paths: vec![DfsPath::parse(path).unwrap()],
             ttl_ms: 1000,
             deadline_unix_ms: 42,
