@@ -42,7 +42,7 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             .await
             .unwrap();
 
-        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, &lease).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the first publish reply"
@@ -52,14 +52,14 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
         let committed = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(committed.checksum, Checksum::of(&bytes));
 
-        let retried = write_under_lease(&client, &path, &bytes, lease.token)
+        let retried = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         assert_eq!(
             retried.version, committed.version,
             "the retry made a new version"
         );
-        let again = write_under_lease(&client, &path, &bytes, lease.token)
+        let again = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         assert_eq!(again.version, committed.version);
@@ -104,19 +104,20 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
     });
 }
 
-/// The write protocol for a caller that holds the lease with `token`: open-write (create),
+/// The write protocol for a caller that holds `lease`: open-write (create),
 /// upload to every target (dfs-client's [`Remote::upload_all`]), publish as the token's
 /// first version. One attempt; a retry with the same token makes the same version.
 async fn write_under_lease(
     remote: &Remote,
     path: &DfsPath,
     bytes: &[u8],
-    token: u64,
+    lease: &dfs_proto::locks::Lease,
 ) -> Result<Entry, ApiError> {
+    let token = lease.token;
     let opened = remote
         .names
         .open_write(&OpenWriteRequest {
-            lease: None,
+            lease: lease.proof(),
             path: path.clone(),
             token,
             create: Some(0o644),
@@ -130,12 +131,18 @@ async fn write_under_lease(
     let checksum = Checksum::of(bytes);
     let content = Content::Small(bytes.to_vec().into(), checksum);
     let stored = remote
-        .upload_all(&opened.targets, base.id, version, &content)
+        .upload_all(
+            &opened.targets,
+            base.id,
+            version,
+            &content,
+            opened.write_capability.as_deref(),
+        )
         .await?;
     remote
         .names
         .publish(&PublishRequest {
-            lease: None,
+            lease: lease.proof(),
             path: path.clone(),
             file_id: base.id,
             base_version: base.version,
@@ -195,14 +202,14 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
             })
             .await
             .unwrap();
-        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, &lease).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the upload reply"
         );
         assert_eq!(proxy.dropped(), 1);
 
-        let entry = write_under_lease(&client, &path, &bytes, lease.token)
+        let entry = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         let blobs = cluster.files().list(&real_url).await.unwrap().blobs;
