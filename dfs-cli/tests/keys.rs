@@ -186,3 +186,97 @@ fn the_cli_acts_with_the_role_of_its_key() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.key"));
 }
+
+/// `dfs locks break PATH|TOKEN`: refused for a read-write key, done for an admin key, and the
+/// holder's lease is gone (its renewal fails).
+#[test]
+fn locks_break_needs_an_admin_key_and_frees_the_lease() {
+    let cluster = Cluster::start(1);
+    let writer = cluster.key_file("writer", Role::ReadWrite);
+    let admin = cluster.key_file("admin", Role::Admin);
+    let ns = cluster.nameserver.as_str();
+    let holder = cluster.locks();
+    let take = |path: &str| {
+        cluster
+            .block_on(holder.acquire(&dfs_proto::locks::AcquireRequest {
+                paths: vec![dfs_proto::DfsPath::parse(path).unwrap()],
+                client: "stuck".into(),
+                ttl_ms: Some(60_000),
+            }))
+            .unwrap()
+    };
+    let by_path = take("/stuck");
+    let by_token = take("/other");
+
+    let out = dfs(&[
+        "--key",
+        s(&writer),
+        "locks",
+        "break",
+        "/stuck",
+        "--nameserver",
+        ns,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("admin"),
+        "{out:?}"
+    );
+    let out = dfs(&[
+        "--key",
+        s(&admin),
+        "locks",
+        "break",
+        "/stuck",
+        "--nameserver",
+        ns,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!("broke lease {}", by_path.token)),
+        "{said}"
+    );
+    let token = by_token.token.to_string();
+    let out = dfs(&[
+        "--key",
+        s(&admin),
+        "locks",
+        "break",
+        &token,
+        "--nameserver",
+        ns,
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    for lease in [&by_path, &by_token] {
+        let err = cluster
+            .block_on(holder.renew(lease.token, "stuck"))
+            .unwrap_err();
+        assert_eq!(err.code, dfs_proto::ErrorCode::LeaseExpired);
+    }
+    // Nothing left to break; a bad argument is one clear error.
+    let out = dfs(&[
+        "--key",
+        s(&admin),
+        "locks",
+        "break",
+        "/stuck",
+        "--nameserver",
+        ns,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = dfs(&[
+        "--key",
+        s(&admin),
+        "locks",
+        "break",
+        "stuck",
+        "--nameserver",
+        ns,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("token"),
+        "{out:?}"
+    );
+}
