@@ -7,6 +7,7 @@
 
 use crate::client::{DirEntry, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -137,6 +138,22 @@ impl Client {
     pub fn create(&self, path: &str) -> io::Result<File> {
         let file = self.runtime.block_on(self.inner.create(path))?;
         Ok(self.wrap(file))
+    }
+
+    /// See [`crate::Client::upload`].
+    pub fn upload(&self, local: impl AsRef<Path>, path: &str) -> io::Result<Metadata> {
+        self.runtime.block_on(self.inner.upload(local, path))
+    }
+
+    /// See [`crate::Client::upload_with_progress`].
+    pub fn upload_with_progress(
+        &self,
+        local: impl AsRef<Path>,
+        path: &str,
+        progress: impl FnMut(u64) + Send,
+    ) -> io::Result<Metadata> {
+        self.runtime
+            .block_on(self.inner.upload_with_progress(local, path, progress))
     }
 
     /// See [`crate::Client::options`].

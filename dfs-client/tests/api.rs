@@ -407,3 +407,62 @@ fn extended_attributes_and_exchange_through_the_client() {
     sync.remove_xattr("/b", "user.s").unwrap();
     assert!(sync.list_xattr("/b").unwrap().is_empty());
 }
+
+#[test]
+fn upload_publishes_a_local_file_without_a_spool_and_keeps_the_write_rules() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    // Large enough to stream (over the small-file limit), with a recognisable pattern.
+    let big: Vec<u8> = (0..(1u32 << 20) + 12_345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let local = tmp.path().join("big.bin");
+    std::fs::write(&local, &big).unwrap();
+    let spools = tmp.path().join("spools");
+    std::fs::create_dir(&spools).unwrap();
+    cluster.block_on(async {
+        let client = dfs_client::Client::builder(&cluster.nameserver)
+            .key(cluster.keys.client.clone())
+            .spool_dir(&spools)
+            .build();
+        let mut reported = Vec::new();
+        let meta = client
+            .upload_with_progress(&local, "/big.bin", |sent| reported.push(sent))
+            .await
+            .unwrap();
+        assert_eq!(meta.len(), big.len() as u64);
+        assert_eq!(meta.entry().servers.len(), 2, "published on both replicas");
+        assert!(reported.windows(2).all(|w| w[0] <= w[1]), "{reported:?}");
+        assert!(
+            reported.iter().all(|&n| n <= big.len() as u64),
+            "{reported:?}"
+        );
+        assert_eq!(client.read("/big.bin").await.unwrap(), big);
+        assert_eq!(
+            std::fs::read_dir(&spools).unwrap().count(),
+            0,
+            "no spool copy of an uploaded file"
+        );
+
+        // Replacing: a small file, the whole content replaced.
+        std::fs::write(&local, b"small now").unwrap();
+        client.upload(&local, "/big.bin").await.unwrap();
+        assert_eq!(client.read("/big.bin").await.unwrap(), b"small now");
+
+        // A writer elsewhere holds the lease: ResourceBusy, nothing published.
+        let other = cluster.client_at(&cluster.nameserver);
+        let mut held = other.create("/big.bin").await.unwrap();
+        held.write_all(b"theirs").await.unwrap();
+        let busy = client.upload(&local, "/big.bin").await.unwrap_err();
+        assert_eq!(busy.kind(), ErrorKind::ResourceBusy, "{busy}");
+        held.close().await.unwrap();
+        assert_eq!(client.read("/big.bin").await.unwrap(), b"theirs");
+
+        // Bad input: a directory as the source, a directory as the target.
+        let not_file = client.upload(tmp.path(), "/x").await.unwrap_err();
+        assert_eq!(not_file.kind(), ErrorKind::InvalidInput, "{not_file}");
+        client.create_dir("/dir").await.unwrap();
+        let is_dir = client.upload(&local, "/dir").await.unwrap_err();
+        assert_eq!(code(&is_dir), Some(ErrorCode::IsDirectory), "{is_dir}");
+    });
+}

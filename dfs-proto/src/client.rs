@@ -8,7 +8,6 @@ use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseReques
 use crate::names::*;
 use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -526,6 +525,9 @@ pub struct FileClient {
     http: reqwest::Client,
     timeouts: Timeouts,
     credential: Option<Credential>,
+    /// Bytes of local files sent by [`FileClient::upload_file`], over all copies of this
+    /// client: what a progress display of a long upload reads.
+    uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for FileClient {
@@ -550,6 +552,7 @@ impl FileClient {
             http,
             timeouts: Timeouts::default(),
             credential: None,
+            uploaded: Default::default(),
         }
     }
 
@@ -573,6 +576,12 @@ impl FileClient {
     /// The silence limits in use.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// Bytes of local files this client (and its clones) has sent so far, every replica's
+    /// stream counted: progress of a long upload, as a counter to poll.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uploads a body of exactly `size` bytes as (file_id, version); returns once durable.
@@ -657,18 +666,10 @@ impl FileClient {
         version: Version,
         local: &Path,
     ) -> Result<BlobInfo, ApiError> {
-        let file = tokio::fs::File::open(local).await?;
-        let size = file.metadata().await?.len();
+        let file = std::fs::File::open(local)?;
+        let size = file.metadata()?.len();
         let sent = std::sync::Arc::new(std::sync::Mutex::new((ChecksumWriter::default(), 0u64)));
-        let tally = sent.clone();
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file, STREAM_CHUNK).inspect(move |chunk| {
-                if let Ok(bytes) = chunk {
-                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                    t.0.update(bytes);
-                    t.1 += bytes.len() as u64;
-                }
-            });
+        let stream = read_ahead(file, sent.clone(), self.uploaded.clone());
         let stored = self
             .upload_stream(server, file_id, version, None, size, stream)
             .await?;
@@ -901,4 +902,48 @@ impl FileClient {
     pub async fn healthz(&self, server: &str) -> Result<(), ApiError> {
         health(&self.http, &base(server)).await
     }
+}
+
+/// Chunks of read-ahead [`read_ahead`] keeps between the disk and the connection.
+const READ_AHEAD: usize = 4;
+
+/// The content of `file` as a stream of [`STREAM_CHUNK`]-byte chunks, read on a thread of
+/// its own up to [`READ_AHEAD`] chunks ahead of the connection, so that reading the disk and
+/// sending overlap instead of taking turns; each chunk is checksummed and counted into
+/// `tally` (and `uploaded`) as it is read. The thread ends when the file does or when the
+/// stream is dropped (a failed upload).
+fn read_ahead(
+    mut file: std::fs::File,
+    tally: std::sync::Arc<std::sync::Mutex<(ChecksumWriter, u64)>>,
+    uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || loop {
+        // read_to_end into reserved capacity: no zeroing of each chunk before the read.
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        if let Err(err) = (&mut file)
+            .take(STREAM_CHUNK as u64)
+            .read_to_end(&mut chunk)
+        {
+            let _ = tx.blocking_send(Err(err));
+            return;
+        }
+        let filled = chunk.len();
+        if filled == 0 {
+            return;
+        }
+        {
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            t.0.update(&chunk);
+            t.1 += filled as u64;
+        }
+        uploaded.fetch_add(filled as u64, std::sync::atomic::Ordering::Relaxed);
+        if tx.blocking_send(Ok(bytes::Bytes::from(chunk))).is_err() {
+            return;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    })
 }
