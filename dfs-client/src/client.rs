@@ -519,7 +519,7 @@ impl Client {
             }
         };
         let file_id = opened.entry.id;
-        let mut session = WriteSession::new(lease, opened.targets, opened.entry.version, true);
+        let mut session = WriteSession::new(lease, opened, true);
         let copies = session.targets.len().max(1) as u64;
         let files = &shared.remote.files;
         let start = files.uploaded_bytes();
@@ -603,16 +603,11 @@ impl Client {
             }
         };
         let truncated = flags.truncate && opened.entry.size > 0;
-        let session = WriteSession::new(lease, opened.targets, opened.entry.version, truncated);
+        let entry = opened.entry.clone();
+        let session = WriteSession::new(lease, opened, truncated);
         let writer = Writer::new(shared.clone(), session, spool);
-        tracing::debug!(%path, base = opened.entry.version, "opened for writing");
-        Ok(File::new(
-            file,
-            path,
-            opened.entry,
-            Some(writer),
-            flags.append,
-        ))
+        tracing::debug!(%path, base = entry.version, "opened for writing");
+        Ok(File::new(file, path, entry, Some(writer), flags.append))
     }
 }
 

@@ -139,7 +139,31 @@ impl Remote {
 
     /// Streams the current version of `entry` into `dest` (created or truncated), trying
     /// each location in turn until one delivers the whole, checksum-verified content.
+    ///
+    /// An entry held so long that its read capability expired is asked for again (by path:
+    /// used only when it is still the same file at the same version).
     pub async fn download(&self, entry: &Entry, dest: &Path) -> Result<u64, ApiError> {
+        match self
+            .download_with(entry, entry.read_cap.clone(), dest)
+            .await
+        {
+            Err(err) if err.code == ErrorCode::Forbidden && entry.read_cap.is_some() => {
+                let fresh = self.names.stat(&entry.path).await?;
+                if fresh.id != entry.id || fresh.version != entry.version {
+                    return Err(err);
+                }
+                self.download_with(entry, fresh.read_cap, dest).await
+            }
+            other => other,
+        }
+    }
+
+    async fn download_with(
+        &self,
+        entry: &Entry,
+        cap: Option<String>,
+        dest: &Path,
+    ) -> Result<u64, ApiError> {
         if entry.version == 0 || entry.size == 0 {
             tokio::fs::File::create(dest).await?;
             return Ok(0);
@@ -150,11 +174,11 @@ impl Remote {
                 entry.path, entry.version
             )));
         }
+        let files = self.files.with_capability(cap);
         let mut last = None;
         for server in &entry.locations {
             let mut file = tokio::fs::File::create(dest).await?;
-            match self
-                .files
+            match files
                 .download_to(
                     server,
                     entry.id,
@@ -187,6 +211,7 @@ impl Remote {
         id: FileId,
         version: Version,
         content: &Content,
+        cap: Option<&str>,
     ) -> Result<Stored, ApiError> {
         if targets.is_empty() {
             return Err(ApiError::new(
@@ -194,15 +219,16 @@ impl Remote {
                 "the nameserver gave no fileserver to upload to",
             ));
         }
+        let files = &self.files.with_capability(cap.map(str::to_owned));
         let uploads = targets.iter().map(|t| async move {
             let res = match content {
                 Content::Small(bytes, checksum) => {
                     let size = bytes.len() as u64;
-                    self.files
+                    files
                         .upload(&t.url, id, version, *checksum, size, bytes.clone().into())
                         .await
                 }
-                Content::File(local, _) => self.files.upload_file(&t.url, id, version, local).await,
+                Content::File(local, _) => files.upload_file(&t.url, id, version, local).await,
             };
             (t, res)
         });

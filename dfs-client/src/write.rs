@@ -10,7 +10,7 @@
 
 use crate::leases::{HeldLease, Leases};
 use crate::remote::{Remote, Stored};
-use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
+use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, OpenWriteResponse, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
 use std::fs::File;
 use std::io::Read;
@@ -135,21 +135,45 @@ pub struct WriteSession {
     /// returned the error, so release must not publish that content behind the user's back,
     /// and a new open must not build on it.
     pub failed: bool,
+    /// The capability to upload this lease's versions, from the last open-write (`None` in
+    /// a cluster without a key).
+    pub write_cap: Option<IssuedCap>,
 }
 
+/// A capability the nameserver gave, and when: one older than [`CAP_REFRESH`] is asked for
+/// again before it is used, since the nameserver's expire after ten minutes.
+#[derive(Debug, Clone)]
+pub struct IssuedCap {
+    /// The capability as sent.
+    pub value: String,
+    /// When it was received.
+    pub at: std::time::Instant,
+}
+
+impl IssuedCap {
+    /// A capability just received.
+    pub fn new(value: String) -> IssuedCap {
+        IssuedCap {
+            value,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Age at which a write capability is renewed before an upload: half the nameserver's
+/// lifetime, so that it cannot expire between the check and the upload's start.
+pub const CAP_REFRESH: Duration = Duration::from_secs(5 * 60);
+
 impl WriteSession {
-    /// A session for a file just opened for writing under `lease` at `base_version`, with
-    /// the targets open-write named; `changed` when opening already changed it (truncate).
-    pub fn new(
-        lease: Arc<HeldLease>,
-        targets: Vec<FileserverRef>,
-        base_version: Version,
-        changed: bool,
-    ) -> WriteSession {
+    /// A session for a file just opened for writing under `lease`, at the version, with the
+    /// targets and capability that open-write answered; `changed` when opening already
+    /// changed it (truncate).
+    pub fn new(lease: Arc<HeldLease>, opened: OpenWriteResponse, changed: bool) -> WriteSession {
         WriteSession {
             lease: Some(lease),
-            targets,
-            base_version,
+            targets: opened.targets,
+            write_cap: opened.write_cap.map(IssuedCap::new),
+            base_version: opened.entry.version,
             seq: 0,
             changed,
             published: None,
@@ -191,14 +215,7 @@ impl WriteSession {
         let lease = Arc::new(leases.acquire(path).await?);
         let opened = remote
             .names
-            .open_write(&OpenWriteRequest {
-                path: path.clone(),
-                token: lease.token,
-                create: None,
-                exclusive: false,
-                exclude: Vec::new(),
-                owner: None,
-            })
+            .open_write(&reopen(path, lease.token, Vec::new()))
             .await;
         let opened = match opened {
             Ok(o) => o,
@@ -215,8 +232,37 @@ impl WriteSession {
             ));
         }
         self.targets = opened.targets;
+        self.write_cap = opened.write_cap.map(IssuedCap::new);
         self.lease = Some(lease.clone());
         Ok(lease)
+    }
+
+    /// The write capability to upload with, asked for again (a repeated open-write under
+    /// the same token: no commit at the nameserver) when it is older than [`CAP_REFRESH`].
+    async fn fresh_write_cap(
+        &mut self,
+        file_id: FileId,
+        path: &DfsPath,
+        token: u64,
+        remote: &Remote,
+    ) -> Result<Option<String>, ApiError> {
+        match &self.write_cap {
+            None => return Ok(None),
+            Some(cap) if cap.at.elapsed() < CAP_REFRESH => return Ok(Some(cap.value.clone())),
+            Some(_) => {}
+        }
+        let opened = remote
+            .names
+            .open_write(&reopen(path, token, Vec::new()))
+            .await?;
+        if opened.entry.id != file_id {
+            return Err(ApiError::new(
+                ErrorCode::Stale,
+                format!("{path} is another file than the one opened"),
+            ));
+        }
+        self.write_cap = opened.write_cap.map(IssuedCap::new);
+        Ok(self.write_cap.as_ref().map(|c| c.value.clone()))
     }
 
     /// Publishes `local` as the new content of file `file_id` if it changed; on failure
@@ -274,8 +320,11 @@ impl WriteSession {
         };
         let version = version_for(lease.token, self.seq);
         let (servers, size, checksum) = if content.size() > 0 {
+            let cap = self
+                .fresh_write_cap(file_id, path, lease.token, remote)
+                .await?;
             let stored = self
-                .upload_replicated(file_id, path, lease.token, version, &content, remote)
+                .upload_replicated(file_id, path, lease.token, version, &content, cap, remote)
                 .await?;
             (stored.servers, stored.size, stored.checksum)
         } else {
@@ -325,6 +374,7 @@ impl WriteSession {
     /// A nameserver that ignores `exclude` offers the same targets: one round, then stop.
     /// What is still missing then is for the nameserver to judge at publish (it knows the
     /// minimum the operator allows).
+    #[allow(clippy::too_many_arguments)]
     async fn upload_replicated(
         &mut self,
         file_id: FileId,
@@ -332,6 +382,7 @@ impl WriteSession {
         token: u64,
         version: Version,
         content: &Content,
+        cap: Option<String>,
         remote: &Remote,
     ) -> Result<Stored, ApiError> {
         let wanted = self.targets.len();
@@ -340,7 +391,10 @@ impl WriteSession {
         let mut first_err: Option<ApiError> = None;
         let mut round = self.targets.clone();
         loop {
-            match remote.upload_all(&round, file_id, version, content).await {
+            match remote
+                .upload_all(&round, file_id, version, content, cap.as_deref())
+                .await
+            {
                 Ok(got) => {
                     failed.extend(
                         round
@@ -413,14 +467,7 @@ impl WriteSession {
     ) -> Option<Vec<FileserverRef>> {
         let reply = remote
             .names
-            .open_write(&OpenWriteRequest {
-                path: path.clone(),
-                token,
-                create: None,
-                exclusive: false,
-                exclude: failed.to_vec(),
-                owner: None,
-            })
+            .open_write(&reopen(path, token, failed.to_vec()))
             .await;
         let opened = match reply {
             Ok(opened) => opened,
@@ -436,5 +483,19 @@ impl WriteSession {
             .filter(|t| stored.is_none_or(|s| !s.servers.contains(&t.id)))
             .collect();
         (!fresh.is_empty()).then_some(fresh)
+    }
+}
+
+/// A repeated open-write of an existing file under `token`: no create, and `exclude` as the
+/// targets not to offer. It commits nothing when nothing changed (same token, no map change),
+/// and answers fresh targets and a fresh write capability.
+fn reopen(path: &DfsPath, token: u64, exclude: Vec<ServerId>) -> OpenWriteRequest {
+    OpenWriteRequest {
+        path: path.clone(),
+        token,
+        create: None,
+        exclusive: false,
+        exclude,
+        owner: None,
     }
 }

@@ -466,3 +466,38 @@ fn upload_publishes_a_local_file_without_a_spool_and_keeps_the_write_rules() {
         assert_eq!(code(&is_dir), Some(ErrorCode::IsDirectory), "{is_dir}");
     });
 }
+
+#[test]
+fn an_expired_read_capability_is_asked_for_again() {
+    use dfs_proto::auth::{now_unix_ms, BlobOp};
+    let cluster = Cluster::start(1);
+    cluster.block_on(async {
+        let client = cluster.client_at(&cluster.nameserver);
+        client.write("/f", b"content").await.unwrap();
+        let path = DfsPath::parse("/f").unwrap();
+        let mut entry = client.remote().names.stat(&path).await.unwrap();
+        assert!(
+            entry.read_cap.is_some(),
+            "a keyed cluster gives read capabilities"
+        );
+        // An entry held past its capability's expiry, as a long-lived cache would.
+        let expired = now_unix_ms() - 1;
+        entry.read_cap = Some(cluster.keys.cluster.capability(
+            entry.id,
+            entry.version,
+            BlobOp::Read,
+            expired,
+        ));
+        let dest = tempfile::NamedTempFile::new().unwrap();
+        client.remote().download(&entry, dest.path()).await.unwrap();
+        assert_eq!(std::fs::read(dest.path()).unwrap(), b"content");
+        // Not when the file changed meanwhile: then the refusal stands.
+        client.write("/f", b"newer").await.unwrap();
+        let err = client
+            .remote()
+            .download(&entry, dest.path())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    });
+}

@@ -158,6 +158,7 @@ mod tests {
             nlink: 1,
             target: None,
             rdev: 0,
+            read_cap: None,
         };
         let a = attr_of(&e);
         assert_eq!(a.ino, INodeNo(42));

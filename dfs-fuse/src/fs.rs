@@ -1165,6 +1165,7 @@ impl DfsFs {
             inner: tokio::sync::Mutex::new(WriteInner {
                 lease: Some(lease),
                 targets: opened.targets,
+                write_cap: opened.write_cap.map(dfs_client::write::IssuedCap::new),
                 base_version: entry.version,
                 seq: 0,
                 // O_TRUNC of a non-empty file is a change even with no write after it.

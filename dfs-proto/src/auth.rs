@@ -185,15 +185,12 @@ impl ClusterKey {
         ))
     }
 
-    /// A capability to read or write one blob until `expires_unix_ms`.
-    pub fn capability(
-        &self,
-        id: FileId,
-        version: Version,
-        op: BlobOp,
-        expires_unix_ms: u64,
-    ) -> String {
-        let message = capability_message(id, version, op, expires_unix_ms);
+    /// A capability to read one blob, or to write the blobs of one file a writer holding
+    /// one fencing token may publish, until `expires_unix_ms`. `subject` is the version for
+    /// [`BlobOp::Read`] and the token for [`BlobOp::Write`] (the writer chooses the version's
+    /// low bits itself, see [`crate::version_for`]).
+    pub fn capability(&self, id: FileId, subject: u64, op: BlobOp, expires_unix_ms: u64) -> String {
+        let message = capability_message(id, subject, op, expires_unix_ms);
         format!(
             "{CAPABILITY_PREFIX}.{}.{expires_unix_ms}.{}",
             op.letter(),
@@ -232,7 +229,11 @@ impl ClusterKey {
                 format!("the capability is not for {}", op.as_str()),
             ));
         }
-        let message = capability_message(id, version, op, expires);
+        let subject = match op {
+            BlobOp::Read => version,
+            BlobOp::Write => crate::token_of(version),
+        };
+        let message = capability_message(id, subject, op, expires);
         if !self.verify("capability", message.as_bytes(), sig) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -331,8 +332,8 @@ impl BlobOp {
     }
 }
 
-fn capability_message(id: FileId, version: Version, op: BlobOp, expires: u64) -> String {
-    format!("{id}\n{version}\n{}\n{expires}", op.letter())
+fn capability_message(id: FileId, subject: u64, op: BlobOp, expires: u64) -> String {
+    format!("{id}\n{subject}\n{}\n{expires}", op.letter())
 }
 
 fn client_message(name: &str, role: Role, id: &str) -> String {
@@ -716,6 +717,26 @@ mod tests {
         assert!(key
             .check_capability("garbage", 7, 42, BlobOp::Read, now)
             .is_err());
+    }
+
+    #[test]
+    fn a_write_capability_covers_every_version_of_its_token_and_no_other() {
+        let key = ClusterKey::generate();
+        let now = now_unix_ms();
+        let cap = key.capability(7, 5, BlobOp::Write, now + 1000);
+        for seq in [0, 1, 0xF_FFFF] {
+            key.check_capability(&cap, 7, crate::version_for(5, seq), BlobOp::Write, now)
+                .unwrap();
+        }
+        for (id, v, op) in [
+            (7, crate::version_for(6, 1), BlobOp::Write),
+            (7, crate::version_for(4, 1), BlobOp::Write),
+            (8, crate::version_for(5, 1), BlobOp::Write),
+            (7, crate::version_for(5, 1), BlobOp::Read),
+        ] {
+            let err = key.check_capability(&cap, id, v, op, now).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden);
+        }
     }
 
     #[test]

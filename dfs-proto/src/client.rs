@@ -528,6 +528,8 @@ pub struct FileClient {
     /// Bytes of local files sent by [`FileClient::upload_file`], over all copies of this
     /// client: what a progress display of a long upload reads.
     uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Blob capability sent with every request (see [`FileClient::with_capability`]).
+    capability: Option<String>,
 }
 
 impl Default for FileClient {
@@ -553,6 +555,7 @@ impl FileClient {
             timeouts: Timeouts::default(),
             credential: None,
             uploaded: Default::default(),
+            capability: None,
         }
     }
 
@@ -562,9 +565,24 @@ impl FileClient {
         self
     }
 
-    /// A request to `url` carrying this client's credential.
+    /// A request to `url` carrying this client's credential (and capability, if any).
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
-        authorize(self.http.request(method, url), self.credential.as_ref())
+        let req = authorize(self.http.request(method, url), self.credential.as_ref());
+        match &self.capability {
+            Some(cap) => req.header(crate::auth::CAPABILITY_HEADER, cap),
+            None => req,
+        }
+    }
+
+    /// The same client (same connections) sending `capability` with its requests: a
+    /// client key reads or writes a blob only with the capability the nameserver gave for
+    /// it ([`crate::names::Entry::read_cap`], [`crate::names::OpenWriteResponse::write_cap`]).
+    /// `None` sends none (servers, and clusters without a key, need none).
+    pub fn with_capability(&self, capability: Option<String>) -> FileClient {
+        FileClient {
+            capability,
+            ..self.clone()
+        }
     }
 
     /// The same client with other silence limits (tests shrink them).

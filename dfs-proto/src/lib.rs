@@ -37,5 +37,11 @@ pub fn version_for(token: u64, seq: u64) -> Version {
     (token << 20) | (seq & 0xF_FFFF)
 }
 
+/// The fencing token a version was built from (the inverse of [`version_for`]): what a
+/// write capability names, since the writer picks the version's low bits itself.
+pub fn token_of(version: Version) -> u64 {
+    version >> 20
+}
+
 /// Header carrying the content checksum of an uploaded blob (see [`Checksum`]).
 pub const CHECKSUM_HEADER: &str = "x-dfs-checksum";

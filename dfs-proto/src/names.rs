@@ -102,6 +102,11 @@ pub struct Entry {
     /// Device number of a device node.
     #[serde(default)]
     pub rdev: u64,
+    /// A capability to read this version from the fileservers in `locations` (sent in
+    /// [`crate::auth::CAPABILITY_HEADER`]); given with `locations`, and only by a cluster
+    /// with a key. Short-lived: a client that holds an entry longer asks again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_cap: Option<String>,
 }
 
 fn one() -> u64 {
@@ -316,6 +321,11 @@ pub struct OpenWriteResponse {
     pub entry: Entry,
     /// Fileservers the next version must be uploaded to (all of them, in parallel).
     pub targets: Vec<FileserverRef>,
+    /// A capability to upload the versions of this file that the request's token may
+    /// publish (`version_for(token, _)`), sent in [`crate::auth::CAPABILITY_HEADER`];
+    /// given only by a cluster with a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_cap: Option<String>,
 }
 
 /// A fileserver as a client addresses it.

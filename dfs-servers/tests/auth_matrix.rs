@@ -8,12 +8,12 @@
 //! one sees. Another column (another holder's lease) or capability rows are one more entry
 //! in [`COLUMNS`] or [`rows`].
 
-use dfs_proto::auth::{ClusterKey, Credential, Role};
+use dfs_proto::auth::{now_unix_ms, BlobOp, ClusterKey, Credential, Role, CAPABILITY_HEADER};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_proto::files::FetchRequest;
 use dfs_proto::locks::AcquireRequest;
 use dfs_proto::names::*;
-use dfs_proto::{Checksum, DfsPath};
+use dfs_proto::{version_for, Checksum, DfsPath};
 use dfs_servers::{fileserver, lockserver, nameserver};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -74,6 +74,8 @@ struct Row {
     body: Option<fn(&Ctx, Who) -> Value>,
     /// Raw bytes sent instead of JSON (blob uploads).
     raw: Option<&'static [u8]>,
+    /// A blob capability sent with the request.
+    cap: Option<fn(&Ctx) -> String>,
     expect: [u16; 7],
 }
 
@@ -84,10 +86,22 @@ const WRITE: [u16; 7] = [401, 401, 401, 403, 200, 200, 200];
 const ADMIN: [u16; 7] = [401, 401, 401, 403, 403, 200, 403];
 const SERVER: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
 const OPERATOR: [u16; 7] = [401, 401, 401, 403, 403, 200, 200];
+/// Blob transfers: servers without a capability, any key only with one.
+const CAP_READ: [u16; 7] = [401, 401, 401, 200, 200, 200, 200];
+const NO_CAP_READ: [u16; 7] = [401, 401, 401, 403, 403, 403, 200];
+const CAP_WRITE: [u16; 7] = [401, 401, 401, 201, 201, 201, 201];
+const NO_CAP_WRITE: [u16; 7] = [401, 401, 401, 403, 403, 403, 201];
+
+/// The fencing token the write capabilities of the matrix are for.
+const WRITE_TOKEN: u64 = 77;
 
 /// What the rows refer to, set up before the matrix runs.
 struct Ctx {
     fs_url: String,
+    /// The cluster key, to sign the capabilities of the capability rows.
+    key: ClusterKey,
+    /// The file whose unpublished versions the blob rows use.
+    holder: u64,
     /// Lease tokens per column, for renew and release.
     tokens: HashMap<Who, u64>,
     blob_checksum: Checksum,
@@ -96,6 +110,11 @@ struct Ctx {
 /// Blobs the rows read and delete are unpublished versions of real files: GC keeps those for
 /// `orphan_after_ms`, while a blob of no file at all may be collected during the run.
 const FUTURE: u64 = 1 << 20;
+
+/// An expiry a minute away: the capability rows' valid capabilities.
+fn later() -> u64 {
+    now_unix_ms() + 60_000
+}
 
 fn p(path: &str) -> DfsPath {
     DfsPath::parse(path).unwrap()
@@ -112,6 +131,7 @@ fn rows() -> Vec<Row> {
         path,
         body: None,
         raw: None,
+        cap: None,
         expect,
     };
     let with = |srv, method, path, body: fn(&Ctx, Who) -> Value, expect| Row {
@@ -120,6 +140,16 @@ fn rows() -> Vec<Row> {
         path,
         body: Some(body),
         raw: None,
+        cap: None,
+        expect,
+    };
+    let capped = |method, path, cap: fn(&Ctx) -> String, expect| Row {
+        srv: Srv::File,
+        method,
+        path,
+        body: None,
+        raw: (method == "PUT").then_some(b"capped blob".as_slice()),
+        cap: Some(cap),
         expect,
     };
     vec![
@@ -284,21 +314,91 @@ fn rows() -> Vec<Row> {
             |c, w| json!({"token": c.tokens[&w], "client": format!("held-{}", w.name())}),
             WRITE,
         ),
-        // Fileserver. Blob GET/HEAD/PUT need any valid credential here; capabilities
-        // (issue 12 item 3) narrow them further.
+        // Fileserver. A key reads or writes a blob only with a capability the nameserver
+        // signed for that blob (servers need none).
         row(Srv::File, "GET", "/healthz", OPEN),
         row(Srv::File, "GET", "/v1/stats", READ),
         row(Srv::File, "GET", "/v1/blobs", OPERATOR),
-        row(Srv::File, "GET", "/v1/blobs/{blob}", READ),
-        row(Srv::File, "HEAD", "/v1/blobs/{blob}", READ),
+        row(Srv::File, "GET", "/v1/blobs/{blob}", NO_CAP_READ),
+        row(Srv::File, "HEAD", "/v1/blobs/{blob}", NO_CAP_READ),
         Row {
             srv: Srv::File,
             method: "PUT",
             path: "/v1/blobs/10{n}/1",
             body: None,
             raw: Some(b"new blob"),
-            expect: [401, 401, 401, 201, 201, 201, 201],
+            cap: None,
+            expect: NO_CAP_WRITE,
         },
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| c.key.capability(c.holder, FUTURE, BlobOp::Read, later()),
+            CAP_READ,
+        ),
+        capped(
+            "HEAD",
+            "/v1/blobs/{blob}",
+            |c| c.key.capability(c.holder, FUTURE, BlobOp::Read, later()),
+            CAP_READ,
+        ),
+        // A capability for another version, another file, or one that expired.
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| {
+                c.key
+                    .capability(c.holder, FUTURE + 1, BlobOp::Read, later())
+            },
+            NO_CAP_READ,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| {
+                c.key
+                    .capability(c.holder + 1, FUTURE, BlobOp::Read, later())
+            },
+            NO_CAP_READ,
+        ),
+        capped(
+            "GET",
+            "/v1/blobs/{blob}",
+            |c| {
+                c.key
+                    .capability(c.holder, FUTURE, BlobOp::Read, now_unix_ms() - 1)
+            },
+            NO_CAP_READ,
+        ),
+        // Writing: a write capability for this file and token; not a read capability, not
+        // one for another token.
+        capped(
+            "PUT",
+            "/v1/blobs/{holder}/{wv1}",
+            |c| {
+                c.key
+                    .capability(c.holder, WRITE_TOKEN, BlobOp::Write, later())
+            },
+            CAP_WRITE,
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/{holder}/{wv2}",
+            |c| {
+                let version = version_for(WRITE_TOKEN, 0);
+                c.key.capability(c.holder, version, BlobOp::Read, later())
+            },
+            NO_CAP_WRITE,
+        ),
+        capped(
+            "PUT",
+            "/v1/blobs/{holder}/{wv3}",
+            |c| {
+                c.key
+                    .capability(c.holder, WRITE_TOKEN + 1, BlobOp::Write, later())
+            },
+            NO_CAP_WRITE,
+        ),
         row(Srv::File, "DELETE", "/v1/blobs/{doomed}", SERVER),
         with(
             Srv::File,
@@ -495,6 +595,8 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
     }
     let ctx = Ctx {
         fs_url: servers.fs.clone(),
+        key: key.clone(),
+        holder: holder.id,
         tokens,
         blob_checksum: blob.checksum,
     };
@@ -514,7 +616,20 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
                 .replace("{who}", who.name())
                 .replace("{n}", &n(*who).to_string())
                 .replace("{blob}", &blob_path)
-                .replace("{doomed}", &doomed[who]);
+                .replace("{doomed}", &doomed[who])
+                .replace("{holder}", &holder.id.to_string())
+                .replace(
+                    "{wv1}",
+                    &version_for(WRITE_TOKEN, 10 + n(*who) as u64).to_string(),
+                )
+                .replace(
+                    "{wv2}",
+                    &version_for(WRITE_TOKEN, 20 + n(*who) as u64).to_string(),
+                )
+                .replace(
+                    "{wv3}",
+                    &version_for(WRITE_TOKEN, 30 + n(*who) as u64).to_string(),
+                );
             let method = reqwest::Method::from_bytes(row.method.as_bytes()).unwrap();
             let mut req = http.request(method, format!("{base}{path}"));
             if let Some(cred) = &credentials[who] {
@@ -525,6 +640,9 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
             }
             if let Some(raw) = row.raw {
                 req = req.body(raw.to_vec());
+            }
+            if let Some(cap) = row.cap {
+                req = req.header(CAPABILITY_HEADER, cap(&ctx));
             }
             let reply = req.send().await.unwrap();
             let status = reply.status().as_u16();

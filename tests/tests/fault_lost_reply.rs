@@ -129,7 +129,13 @@ async fn write_under_lease(
     let checksum = Checksum::of(bytes);
     let content = Content::Small(bytes.to_vec().into(), checksum);
     let stored = remote
-        .upload_all(&opened.targets, base.id, version, &content)
+        .upload_all(
+            &opened.targets,
+            base.id,
+            version,
+            &content,
+            opened.write_cap.as_deref(),
+        )
         .await?;
     remote
         .names

@@ -5,6 +5,7 @@
 //! goes through [`storage::Storage`] so [`powerloss::PowerLossStorage`] can show what survives
 //! a power cut. At start the server registers with the nameserver and keeps heartbeating.
 
+pub mod capability;
 pub mod config;
 pub mod ingest;
 pub mod powerloss;
@@ -113,6 +114,7 @@ impl Fileserver {
                 files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,
+                registry: nameserver.clone(),
             },
             identity: registration::Identity {
                 id,

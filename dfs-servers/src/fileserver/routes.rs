@@ -1,5 +1,6 @@
 //! HTTP handlers: exactly the routes `dfs_proto::client::FileClient` calls.
 
+use super::capability;
 use super::ingest::ingest;
 use super::range::{parse_range, RangeRequest};
 use super::stats::Stats;
@@ -7,7 +8,7 @@ use super::store::BlobStore;
 use crate::common::limits::{limit_body, BodyLimits};
 use crate::common::needs;
 use crate::common::policy::Need::{Operator, Read, Server};
-use crate::common::ApiQuery;
+use crate::common::{ApiQuery, Caller};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
@@ -16,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use dfs_proto::auth::BlobOp;
 use dfs_proto::client::FileClient;
 use dfs_proto::files::{
     BlobCheck, BlobCursor, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats,
@@ -46,6 +48,9 @@ pub struct AppState {
     pub verifying: Arc<tokio::sync::Semaphore>,
     /// Checks credentials and blob capabilities.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
+    /// The nameserver, which knows the registered fileservers a repair copy may come from
+    /// (`None`: a stand-alone server).
+    pub registry: Option<dfs_proto::client::NameClient>,
 }
 
 /// Largest JSON request body (a fetch request is a URL and a checksum).
@@ -175,10 +180,12 @@ async fn list(
 
 async fn put_blob(
     State(st): State<AppState>,
+    Caller(who): Caller,
     key: BlobKey,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Write)?;
     // Optional: without it the server checksums what it received and answers with it, and
     // the uploader compares (a client that streams a large file sums it on the way out).
     let checksum = match headers.get(CHECKSUM_HEADER) {
@@ -223,6 +230,7 @@ async fn fetch_blob(
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ApiError::bad_request("source must be an http(s) URL"));
     }
+    capability::check_source(&st.verifier, st.registry.as_ref(), &req.source).await?;
     if let Some(existing) = st.store.get(key.file_id, key.version) {
         if existing.checksum == req.checksum {
             return Ok((StatusCode::OK, Json(existing)));
@@ -346,9 +354,11 @@ async fn open(st: &AppState, key: BlobKey) -> Result<(BlobInfo, std::fs::File), 
 
 async fn head_blob(
     State(st): State<AppState>,
+    Caller(who): Caller,
     key: BlobKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Read)?;
     let info = st.store.get(key.file_id, key.version).ok_or_else(|| {
         ApiError::not_found(format!("no blob {}/{} here", key.file_id, key.version))
     })?;
@@ -360,9 +370,11 @@ async fn head_blob(
 
 async fn get_blob(
     State(st): State<AppState>,
+    Caller(who): Caller,
     key: BlobKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Read)?;
     let (info, file) = open(&st, key).await?;
     let plan = match plan(&info, &headers) {
         Ok(plan) => plan,

@@ -140,6 +140,7 @@ pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) ->
         },
         target: node.target.clone(),
         rdev: node.rdev,
+        read_cap: None,
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::namespace::{self, Garbage};
 use super::placement;
+use super::store::Node;
 use super::store::Read;
 use super::{now_ns, State};
 use crate::common::limits::{limit_body, BodyLimits};
@@ -12,9 +13,10 @@ use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dfs_proto::auth::{now_unix_ms, BlobOp};
 use dfs_proto::names::*;
 use dfs_proto::path::validate_name;
-use dfs_proto::{ApiError, ErrorCode};
+use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId};
 use std::sync::Arc;
 
 /// Largest request body accepted; metadata requests are tiny.
@@ -69,7 +71,33 @@ pub(crate) async fn blocking<T: Send + 'static>(
     crate::common::run_blocking(move || f(&state)).await
 }
 
+/// How long a blob capability the nameserver gives is good for. Checked when a transfer
+/// starts, not while it runs; a client holding an entry longer asks again (stat, or a
+/// repeated open-write).
+pub const CAPABILITY_TTL_MS: u64 = 10 * 60 * 1000;
+
 impl State {
+    /// The wire form of `node` at `path` with where to read it: the live holders and, in a
+    /// cluster with a key, a capability to read its current version from them.
+    fn located(&self, path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) -> Entry {
+        let mut entry = namespace::entry(path, id, node, locations);
+        if let Some(key) = self.verifier.cluster_key() {
+            if entry.kind == EntryKind::File && entry.version > 0 {
+                let expires = now_unix_ms() + CAPABILITY_TTL_MS;
+                entry.read_cap = Some(key.capability(id, entry.version, BlobOp::Read, expires));
+            }
+        }
+        entry
+    }
+
+    /// In a cluster with a key, a capability to upload the versions of file `id` that a
+    /// writer holding `token` may publish.
+    fn write_cap(&self, id: FileId, token: u64) -> Option<String> {
+        let key = self.verifier.cluster_key()?;
+        let expires = now_unix_ms() + CAPABILITY_TTL_MS;
+        Some(key.capability(id, token, BlobOp::Write, expires))
+    }
+
     /// URLs of the live fileservers among `servers`, in order.
     pub fn locations(&self, servers: &[String]) -> Vec<String> {
         servers
@@ -95,7 +123,7 @@ async fn stat(state: S, ApiQuery(q): ApiQuery<PathQuery>) -> Result<Json<Entry>,
     let s = &state.0;
     let (id, node) = s.store.read(|r| namespace::resolve(r, &q.path))?;
     let locations = s.locations(&node.servers);
-    Ok(Json(namespace::entry(&q.path, id, &node, locations)))
+    Ok(Json(s.located(&q.path, id, &node, locations)))
 }
 
 async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListResponse>, ApiError> {
@@ -185,7 +213,7 @@ async fn setattr(
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
         let locations = s.locations(&node.servers);
-        Ok(Json(namespace::entry(&req.path, id, &node, locations)))
+        Ok(Json(s.located(&req.path, id, &node, locations)))
     })
     .await
 }
@@ -323,8 +351,9 @@ async fn open_write(
             // A repeated open-write (same token, no create, no map change): nothing to commit.
             let locations = s.locations(&node.servers);
             return Ok(Json(OpenWriteResponse {
-                entry: namespace::entry(&req.path, id, &node, locations),
+                entry: s.located(&req.path, id, &node, locations),
                 targets,
+                write_cap: s.write_cap(id, req.token),
             }));
         }
         let (id, node, targets) = s.store.write(|t| {
@@ -334,8 +363,9 @@ async fn open_write(
         })?;
         let locations = s.locations(&node.servers);
         Ok(Json(OpenWriteResponse {
-            entry: namespace::entry(&req.path, id, &node, locations),
+            entry: s.located(&req.path, id, &node, locations),
             targets,
+            write_cap: s.write_cap(id, req.token),
         }))
     })
     .await
@@ -357,7 +387,7 @@ async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json
         })?;
         s.discard(garbage);
         let locations = s.locations(&node.servers);
-        Ok(Json(namespace::entry(&path, id, &node, locations)))
+        Ok(Json(s.located(&path, id, &node, locations)))
     })
     .await
 }
