@@ -1,17 +1,15 @@
 //! `dfs locks`, `dfs fileservers`, `dfs map` and `dfs status`: what an operator asks the
 //! cluster, read from the nameserver's `GET /v1/cluster`, the lockserver's `GET /v1/locks`
 //! (the lockserver found through the nameserver) and each fileserver's `GET /v1/blobs`.
-//! The only change is `dfs map set`, through `POST /v1/dirs/replication`.
-//!
-//! There is no `locks break`: the lockserver releases a lease only for its holder (a wrong
-//! client gets `lease_expired` and nothing changes), so no endpoint can break one safely; a
-//! dead holder's lease frees itself after its TTL plus the lock-delay.
+//! The changes are `dfs map set` (`POST /v1/dirs/replication`) and `dfs locks break`
+//! (`POST /v1/locks/break`), both for admin keys.
 
 use crate::common::Access;
 use crate::common::CliError;
 use crate::namespace::print_json;
 use clap::{Args, Subcommand};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
+use dfs_proto::locks::BreakRequest;
 use dfs_proto::names::ClusterInfo;
 use dfs_proto::{ApiError, DfsPath};
 use serde::Serialize;
@@ -22,11 +20,31 @@ use std::io;
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
   dfs locks
-  dfs locks --json | jq '.leases[].paths'")]
+  dfs locks --json | jq '.leases[].paths'
+  dfs locks break /reports/q3.xlsx          # admin key: free a stuck writer's lease")]
 pub struct LocksArgs {
     /// The lockserver's `LeaseList` as JSON.
     #[arg(long)]
     pub json: bool,
+    /// `break`: end a lease whoever holds it.
+    #[command(subcommand)]
+    pub command: Option<LocksCommand>,
+}
+
+/// Subcommands of `dfs locks`.
+#[derive(Subcommand, Debug)]
+pub enum LocksCommand {
+    /// End a lease at once, whoever holds it (admin key). Its paths are free for the next
+    /// writer, whose higher fencing token makes anything the old holder still sends fail;
+    /// the old holder's open file gets an error at its next renew or close.
+    #[command(after_help = "Examples:
+  dfs locks break /reports/q3.xlsx
+  dfs locks break 42                        # by fencing token, as `dfs locks` shows it")]
+    Break {
+        /// A path the lease covers, or its fencing token.
+        #[arg(value_name = "PATH|TOKEN")]
+        lease: String,
+    },
 }
 
 /// `dfs fileservers`.
@@ -113,8 +131,41 @@ fn lock_client(info: &ClusterInfo, access: &Access) -> Result<LockClient, CliErr
     }
 }
 
+/// Runs `dfs locks break`.
+fn break_lease(access: &Access, lease: &str) -> Result<(), CliError> {
+    let req = match lease.parse::<u64>() {
+        Ok(token) => BreakRequest {
+            token: Some(token),
+            path: None,
+        },
+        Err(_) => BreakRequest {
+            token: None,
+            path: Some(DfsPath::parse(lease).map_err(|err| CliError::usage(lease, err))?),
+        },
+    };
+    block_on(async {
+        let names = access.names();
+        let info = cluster(&names).await?;
+        let locks = lock_client(&info, access)?;
+        let broken = locks
+            .break_lease(&req)
+            .await
+            .map_err(|err| api(lease, err))?;
+        let paths: Vec<String> = broken.paths.iter().map(ToString::to_string).collect();
+        print_text(&format!(
+            "broke lease {} of {} on {}\n",
+            broken.token,
+            broken.client,
+            paths.join(" ")
+        ))
+    })?
+}
+
 /// Runs `dfs locks`.
 pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
+    if let Some(LocksCommand::Break { lease }) = &args.command {
+        return break_lease(access, lease);
+    }
     block_on(async {
         let names = access.names();
         let info = cluster(&names).await?;

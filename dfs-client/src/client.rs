@@ -499,6 +499,7 @@ impl Client {
         let req = OpenWriteRequest {
             path: path.clone(),
             token: lease.token,
+            lease: Some(lease.signed()),
             create: Some(DEFAULT_MODE),
             exclusive: false,
             exclude: Vec::new(),
@@ -569,6 +570,7 @@ impl Client {
         let req = OpenWriteRequest {
             path: path.clone(),
             token: lease.token,
+            lease: Some(lease.signed()),
             create: (flags.create || flags.create_new).then_some(flags.mode),
             exclusive: flags.create_new,
             exclude: Vec::new(),

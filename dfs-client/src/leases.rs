@@ -6,7 +6,7 @@
 //! close under it fails (EIO on the mount, an error on a [`crate::File`]).
 
 use crate::remote::Remote;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, Lease};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,11 +26,22 @@ pub struct HeldLease {
     pub token: u64,
     /// The path it covers.
     pub path: DfsPath,
+    /// The lease as the lockserver last signed it (at the grant, then at each renewal):
+    /// what open-write and publish present to the nameserver.
+    signed: Arc<std::sync::Mutex<Lease>>,
     lost: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
 }
 
 impl HeldLease {
+    /// The lease as last signed, to present with `token` to the nameserver.
+    pub fn signed(&self) -> Lease {
+        self.signed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether renewal failed: writes and close must fail.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
@@ -164,17 +175,21 @@ impl Leases {
             }
         };
         let lost = Arc::new(AtomicBool::new(false));
+        let (token, ttl_ms, expires_in_ms) = (lease.token, lease.ttl_ms, lease.expires_in_ms);
+        let signed = Arc::new(std::sync::Mutex::new(lease));
         let renewer = tokio::spawn(renew_loop(
             self.remote.clone(),
             self.session.clone(),
-            lease.token,
-            Duration::from_millis(lease.ttl_ms.max(30)),
-            Instant::now() + Duration::from_millis(lease.expires_in_ms),
+            token,
+            Duration::from_millis(ttl_ms.max(30)),
+            Instant::now() + Duration::from_millis(expires_in_ms),
+            signed.clone(),
             lost.clone(),
         ));
         Ok(HeldLease {
-            token: lease.token,
+            token,
             path: path.clone(),
+            signed,
             lost,
             renewer,
         })
@@ -188,6 +203,7 @@ async fn renew_loop(
     token: u64,
     ttl: Duration,
     mut expires: Instant,
+    signed: Arc<std::sync::Mutex<Lease>>,
     lost: Arc<AtomicBool>,
 ) {
     let every = ttl / 3;
@@ -209,6 +225,7 @@ async fn renew_loop(
         match result {
             Ok(lease) => {
                 expires = Instant::now() + Duration::from_millis(lease.expires_in_ms);
+                *signed.lock().unwrap_or_else(|p| p.into_inner()) = lease;
             }
             Err(err) if err.code.is_retryable() && Instant::now() + every / 2 < expires => {
                 tracing::warn!(token, %err, "lease renewal failed; retrying");

@@ -215,7 +215,7 @@ impl WriteSession {
         let lease = Arc::new(leases.acquire(path).await?);
         let opened = remote
             .names
-            .open_write(&reopen(path, lease.token, Vec::new()))
+            .open_write(&reopen(path, &lease, Vec::new()))
             .await;
         let opened = match opened {
             Ok(o) => o,
@@ -243,7 +243,7 @@ impl WriteSession {
         &mut self,
         file_id: FileId,
         path: &DfsPath,
-        token: u64,
+        lease: &HeldLease,
         remote: &Remote,
     ) -> Result<Option<String>, ApiError> {
         match &self.write_cap {
@@ -253,7 +253,7 @@ impl WriteSession {
         }
         let opened = remote
             .names
-            .open_write(&reopen(path, token, Vec::new()))
+            .open_write(&reopen(path, lease, Vec::new()))
             .await?;
         if opened.entry.id != file_id {
             return Err(ApiError::new(
@@ -320,11 +320,9 @@ impl WriteSession {
         };
         let version = version_for(lease.token, self.seq);
         let (servers, size, checksum) = if content.size() > 0 {
-            let cap = self
-                .fresh_write_cap(file_id, path, lease.token, remote)
-                .await?;
+            let cap = self.fresh_write_cap(file_id, path, &lease, remote).await?;
             let stored = self
-                .upload_replicated(file_id, path, lease.token, version, &content, cap, remote)
+                .upload_replicated(file_id, path, &lease, version, &content, cap, remote)
                 .await?;
             (stored.servers, stored.size, stored.checksum)
         } else {
@@ -342,6 +340,7 @@ impl WriteSession {
             base_version: self.base_version,
             version,
             token: lease.token,
+            lease: Some(lease.signed()),
             size,
             checksum,
             servers,
@@ -379,7 +378,7 @@ impl WriteSession {
         &mut self,
         file_id: FileId,
         path: &DfsPath,
-        token: u64,
+        lease: &HeldLease,
         version: Version,
         content: &Content,
         cap: Option<String>,
@@ -430,7 +429,7 @@ impl WriteSession {
                 break;
             }
             round = match self
-                .replacements(path, token, &failed, stored.as_ref(), remote)
+                .replacements(path, lease, &failed, stored.as_ref(), remote)
                 .await
             {
                 Some(fresh) => fresh,
@@ -460,14 +459,14 @@ impl WriteSession {
     async fn replacements(
         &self,
         path: &DfsPath,
-        token: u64,
+        lease: &HeldLease,
         failed: &[ServerId],
         stored: Option<&Stored>,
         remote: &Remote,
     ) -> Option<Vec<FileserverRef>> {
         let reply = remote
             .names
-            .open_write(&reopen(path, token, failed.to_vec()))
+            .open_write(&reopen(path, lease, failed.to_vec()))
             .await;
         let opened = match reply {
             Ok(opened) => opened,
@@ -486,16 +485,17 @@ impl WriteSession {
     }
 }
 
-/// A repeated open-write of an existing file under `token`: no create, and `exclude` as the
+/// A repeated open-write of an existing file under `lease`: no create, and `exclude` as the
 /// targets not to offer. It commits nothing when nothing changed (same token, no map change),
 /// and answers fresh targets and a fresh write capability.
-fn reopen(path: &DfsPath, token: u64, exclude: Vec<ServerId>) -> OpenWriteRequest {
+fn reopen(path: &DfsPath, lease: &HeldLease, exclude: Vec<ServerId>) -> OpenWriteRequest {
     OpenWriteRequest {
         path: path.clone(),
-        token,
+        token: lease.token,
         create: None,
         exclusive: false,
         exclude,
         owner: None,
+        lease: Some(lease.signed()),
     }
 }

@@ -1060,6 +1060,7 @@ impl DfsFs {
             exclusive: create.as_ref().is_some_and(|c| c.exclusive),
             exclude: Vec::new(),
             owner: create.as_ref().map(|c| c.owner.wire()),
+            lease: Some(lease.signed()),
         };
         let opened = match self.remote.names.open_write(&req).await {
             Ok(o) => o,

@@ -353,6 +353,11 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     }
 }
 
+/// The holder a lease taken with client key `name`/`id` records (see [`Principal::holder`]).
+pub fn holder_of(name: &str, id: &str) -> String {
+    format!("{name}:{id}")
+}
+
 /// The first line that is not blank or a `#` comment.
 fn key_line(text: &str) -> Option<&str> {
     text.lines()
@@ -473,6 +478,17 @@ impl Principal {
             Principal::Client { name, .. } => name,
             Principal::Server => "dfs-server",
             Principal::Insecure => "anonymous",
+        }
+    }
+
+    /// The holder a lease taken with this principal records, and that renew, release and
+    /// the nameserver compare: one client key (`name:id`), the servers, or anyone (`""`,
+    /// a cluster without keys, where nothing is compared).
+    pub fn holder(&self) -> String {
+        match self {
+            Principal::Client { name, id, .. } => holder_of(name, id),
+            Principal::Server => "dfs-server".to_owned(),
+            Principal::Insecure => String::new(),
         }
     }
 

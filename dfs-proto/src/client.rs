@@ -4,7 +4,7 @@ use crate::auth::Credential;
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
 use crate::files::{BlobCheck, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats};
-use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
+use crate::locks::{AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
 use crate::names::*;
 use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
@@ -485,6 +485,22 @@ impl LockClient {
             )
             .await
             .map(drop)
+    }
+
+    /// Ends a lease whoever holds it (admin keys only): by token or by one of its paths.
+    pub async fn break_lease(&self, req: &BreakRequest) -> Result<Lease, ApiError> {
+        self.api.post("/v1/locks/break", req).await
+    }
+
+    /// The live lease with this token, if any (one small page of the listing).
+    pub async fn live(&self, token: u64) -> Result<Option<Lease>, ApiError> {
+        let page = self
+            .list_page(&LeaseListQuery {
+                after: token.checked_sub(1),
+                limit: Some(1),
+            })
+            .await?;
+        Ok(page.leases.into_iter().find(|l| l.token == token))
     }
 
     /// One page of live leases (the server bounds its size).

@@ -29,6 +29,31 @@ pub struct Lease {
     pub ttl_ms: u64,
     /// Time left at the moment of the reply.
     pub expires_in_ms: u64,
+    /// Who holds it: the client key's name and id (`name:id`), empty on a cluster without
+    /// keys. Renew and release need this key.
+    #[serde(default)]
+    pub holder: String,
+    /// When it runs out on the lockserver's wall clock, Unix milliseconds (what the
+    /// signature covers, and what the nameserver checks).
+    #[serde(default)]
+    pub expires_unix_ms: u64,
+    /// The lockserver's signature over token, holder, client, expiry and paths
+    /// ([`crate::auth::ClusterKey::sign_lease`]); `None` on a cluster without keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
+}
+
+impl Lease {
+    /// The fields its signature covers.
+    pub fn claim(&self) -> crate::auth::LeaseClaim<'_> {
+        crate::auth::LeaseClaim {
+            token: self.token,
+            holder: &self.holder,
+            client: &self.client,
+            expires_unix_ms: self.expires_unix_ms,
+            paths: &self.paths,
+        }
+    }
 }
 
 /// Body of `POST /v1/locks/renew` and `POST /v1/locks/release`.
@@ -39,6 +64,19 @@ pub struct LeaseRequest {
     pub token: u64,
     /// The session that holds it; a mismatch is refused and changes nothing.
     pub client: String,
+}
+
+/// Body of `POST /v1/locks/break` (admin keys only): the lease to end, by its token or by one
+/// of its paths (exactly one of the two).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakRequest {
+    /// The lease's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// A path the lease covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<DfsPath>,
 }
 
 /// Query of `GET /v1/locks`: one bounded page, so no answer grows with the table.

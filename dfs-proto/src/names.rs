@@ -312,6 +312,11 @@ pub struct OpenWriteRequest {
     /// With `create`: the owner of a new file (default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// The lease `token` names, as the lockserver signed it: in a cluster with a key the
+    /// nameserver checks its signature, holder, path and expiry, so a token alone (forged,
+    /// or another key's) opens nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::locks::Lease>,
 }
 
 /// Reply of open-write: what to write on top of, and where to upload.
@@ -360,6 +365,9 @@ pub struct PublishRequest {
     /// Modification time to record; default: now.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
+    /// The signed lease `token` names (checked as at open-write).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<crate::locks::Lease>,
 }
 
 /// Body of `POST /v1/fileservers/register`, sent by a fileserver at start.

@@ -1,8 +1,9 @@
 //! The attacks of issue 12 that keys, roles and fileserver identity stop, each tried against
 //! real servers and shown to fail for the attacker with nothing lost.
 
-use dfs_proto::auth::{now_unix_ms, BlobOp, ClusterKey, Role};
+use dfs_proto::auth::{holder_of, now_unix_ms, BlobOp, ClientKey, ClusterKey, Role};
 use dfs_proto::client::{FileClient, NameClient};
+use dfs_proto::locks::Lease;
 use dfs_proto::names::{HeartbeatRequest, RegisterRequest};
 use dfs_proto::{DfsPath, ErrorCode};
 use dfs_servers::{fileserver, nameserver};
@@ -135,6 +136,23 @@ impl Setup {
     }
 }
 
+/// A lease on `path` for `key`, signed with the cluster key as the lockserver signs (these
+/// tests run no lockserver).
+fn signed_lease(cluster: &ClusterKey, key: &ClientKey, token: u64, path: &str) -> Lease {
+    let mut lease = Lease {
+        token,
+        client: "attack-test".into(),
+        paths: vec![p(path)],
+        ttl_ms: 60_000,
+        expires_in_ms: 60_000,
+        holder: holder_of(&key.name, &key.id),
+        expires_unix_ms: now_unix_ms() + 60_000,
+        signature: None,
+    };
+    lease.signature = Some(cluster.sign_lease(&lease.claim()));
+    lease
+}
+
 fn fake(id: &str, secret: Option<&str>) -> RegisterRequest {
     RegisterRequest {
         id: id.into(),
@@ -204,7 +222,8 @@ async fn an_id_cannot_be_moved_to_another_url_and_the_real_server_keeps_it() {
     let info = s.admin.cluster().await.unwrap();
     let me = info.fileservers.iter().find(|f| f.id == s.fs_id).unwrap();
     assert!(me.alive && me.last_seen_ms_ago < 1000, "{me:?}");
-    let writer = s.as_client(Role::ReadWrite);
+    let key = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let writer = NameClient::new(&s.ns).with_credential(key.credential());
     let opened = writer
         .open_write(&dfs_proto::names::OpenWriteRequest {
             path: p("/f"),
@@ -213,6 +232,7 @@ async fn an_id_cannot_be_moved_to_another_url_and_the_real_server_keeps_it() {
             exclusive: false,
             exclude: vec![],
             owner: None,
+            lease: Some(signed_lease(&s.key, &key, 1, "/f")),
         })
         .await
         .unwrap();
@@ -365,7 +385,8 @@ async fn a_server_without_a_key_refuses_to_start_unless_insecure() {
 /// gives: create, open-write (write capability), upload, publish. Returns the new entry.
 async fn publish_as_writer(s: &Setup, path: &str, bytes: &[u8]) -> dfs_proto::names::Entry {
     use dfs_proto::names::{CreateRequest, OpenWriteRequest, PublishRequest};
-    let writer = s.as_client(Role::ReadWrite);
+    let key = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let writer = NameClient::new(&s.ns).with_credential(key.credential());
     writer
         .create(&CreateRequest {
             path: p(path),
@@ -376,6 +397,7 @@ async fn publish_as_writer(s: &Setup, path: &str, bytes: &[u8]) -> dfs_proto::na
         .await
         .unwrap();
     let token = 9;
+    let lease = signed_lease(&s.key, &key, token, path);
     let opened = writer
         .open_write(&OpenWriteRequest {
             path: p(path),
@@ -384,6 +406,7 @@ async fn publish_as_writer(s: &Setup, path: &str, bytes: &[u8]) -> dfs_proto::na
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: Some(lease.clone()),
         })
         .await
         .unwrap();
@@ -411,6 +434,7 @@ async fn publish_as_writer(s: &Setup, path: &str, bytes: &[u8]) -> dfs_proto::na
             checksum: stored.checksum,
             servers: vec![s.fs_id.clone()],
             mtime_ns: None,
+            lease: Some(lease),
         })
         .await
         .unwrap()

@@ -11,7 +11,7 @@
 use dfs_proto::auth::{now_unix_ms, BlobOp, ClusterKey, Credential, Role, CAPABILITY_HEADER};
 use dfs_proto::client::{FileClient, LockClient, NameClient};
 use dfs_proto::files::FetchRequest;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, Lease};
 use dfs_proto::names::*;
 use dfs_proto::{version_for, Checksum, DfsPath};
 use dfs_servers::{fileserver, lockserver, nameserver};
@@ -102,8 +102,10 @@ struct Ctx {
     key: ClusterKey,
     /// The file whose unpublished versions the blob rows use.
     holder: u64,
-    /// Lease tokens per column, for renew and release.
-    tokens: HashMap<Who, u64>,
+    /// Per column, a lease taken with the column's own key where it may take one (else an
+    /// admin's), on `/held-{who}`, `/ow-{who}` and `/pub-{who}`: renew, release, open-write
+    /// and publish present it.
+    leases: HashMap<Who, Lease>,
     blob_checksum: Checksum,
 }
 
@@ -242,25 +244,61 @@ fn rows() -> Vec<Row> {
             Srv::Name,
             "POST",
             "/v1/meta/open-write",
-            |_, w| json!({"path": format!("/ow-{}", w.name()), "token": 1, "create": 0o644}),
+            |c, w| {
+                let lease = &c.leases[&w];
+                json!({"path": format!("/ow-{}", w.name()), "token": lease.token,
+                       "create": 0o644, "lease": lease})
+            },
             WRITE,
+        ),
+        // Another key's lease (the admin's), borrowed: only its holder may write with it.
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |c, _| {
+                let lease = &c.leases[&Who::Admin];
+                json!({"path": "/ow-admin", "token": lease.token, "create": 0o644, "lease": lease})
+            },
+            [401, 401, 401, 403, 403, 200, 403],
+        ),
+        // A token without its lease, or with a signature that does not match it.
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |_, w| json!({"path": format!("/ow-{}", w.name()), "token": u64::MAX, "create": 0o644}),
+            [401, 401, 401, 403, 403, 403, 403],
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/open-write",
+            |c, w| {
+                let mut lease = c.leases[&w].clone();
+                lease.token = u64::MAX;
+                json!({"path": format!("/ow-{}", w.name()), "token": u64::MAX, "lease": lease})
+            },
+            [401, 401, 401, 403, 403, 403, 403],
         ),
         // An unknown file id: whoever may publish gets 404, the rest never get that far.
         with(
             Srv::Name,
             "POST",
             "/v1/meta/publish",
-            |_, w| {
+            |c, w| {
+                let lease = c.leases[&w].clone();
                 serde_json::to_value(PublishRequest {
                     path: p(&format!("/pub-{}", w.name())),
                     file_id: 999_999,
                     base_version: 0,
-                    version: 1,
-                    token: 1,
+                    version: version_for(lease.token, 1),
+                    token: lease.token,
                     size: 0,
                     checksum: Checksum::of(b""),
                     servers: vec![],
                     mtime_ns: None,
+                    lease: Some(lease),
                 })
                 .unwrap()
             },
@@ -304,15 +342,39 @@ fn rows() -> Vec<Row> {
             Srv::Lock,
             "POST",
             "/v1/locks/renew",
-            |c, w| json!({"token": c.tokens[&w], "client": format!("held-{}", w.name())}),
+            |c, w| json!({"token": c.leases[&w].token, "client": format!("held-{}", w.name())}),
             WRITE,
+        ),
+        // Another key's lease (the admin's): its session name is public, its key is not.
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/renew",
+            |c, _| json!({"token": c.leases[&Who::Admin].token, "client": "held-admin"}),
+            [401, 401, 401, 403, 403, 200, 403],
         ),
         with(
             Srv::Lock,
             "POST",
             "/v1/locks/release",
-            |c, w| json!({"token": c.tokens[&w], "client": format!("held-{}", w.name())}),
-            WRITE,
+            |c, _| json!({"token": c.leases[&Who::Admin].token, "client": "held-admin"}),
+            // Columns run in order: once the admin gave it back, nobody holds it (410).
+            [401, 401, 401, 403, 403, 200, 410],
+        ),
+        // The admin's own release above gave its lease back; each other column's is its own.
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/release",
+            |c, w| json!({"token": c.leases[&w].token, "client": format!("held-{}", w.name())}),
+            [401, 401, 401, 403, 200, 410, 200],
+        ),
+        with(
+            Srv::Lock,
+            "POST",
+            "/v1/locks/break",
+            |_, w| json!({"path": format!("/brk-{}", w.name())}),
+            ADMIN,
         ),
         // Fileserver. A key reads or writes a blob only with a capability the nameserver
         // signed for that blob (servers need none).
@@ -562,7 +624,7 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
         .await
         .unwrap();
     let mut doomed = HashMap::new();
-    let mut tokens = HashMap::new();
+    let mut leases = HashMap::new();
     for who in COLUMNS {
         let w = who.name();
         names.mkdir(&p(&format!("/rm-{w}")), None).await.unwrap();
@@ -577,15 +639,32 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
                 .await
                 .unwrap();
         }
-        let lease = locks
+        // Taken with the column's own key where that key may take leases.
+        let own = match who {
+            Who::ReadWrite | Who::Admin | Who::Server => credentials[&who].clone().unwrap(),
+            _ => admin.clone(),
+        };
+        let lease = LockClient::new(&servers.lock)
+            .with_credential(own)
             .acquire(&AcquireRequest {
-                paths: vec![p(&format!("/held-{w}"))],
+                paths: ["held", "ow", "pub"]
+                    .iter()
+                    .map(|what| p(&format!("/{what}-{w}")))
+                    .collect(),
                 client: format!("held-{w}"),
                 ttl_ms: Some(60_000),
             })
             .await
             .unwrap();
-        tokens.insert(who, lease.token);
+        leases.insert(who, lease);
+        locks
+            .acquire(&AcquireRequest {
+                paths: vec![p(&format!("/brk-{w}"))],
+                client: format!("brk-{w}"),
+                ttl_ms: Some(60_000),
+            })
+            .await
+            .unwrap();
         let version = FUTURE + 1 + n(who) as u64;
         files
             .upload_bytes(&servers.fs, holder.id, version, b"doomed".to_vec())
@@ -597,7 +676,7 @@ async fn every_endpoint_answers_each_caller_with_the_exact_status() {
         fs_url: servers.fs.clone(),
         key: key.clone(),
         holder: holder.id,
-        tokens,
+        leases,
         blob_checksum: blob.checksum,
     };
 

@@ -40,6 +40,7 @@ fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
         exclusive: false,
         exclude: Vec::new(),
         owner: None,
+        lease: None,
     }
 }
 
@@ -54,6 +55,7 @@ fn pubreq(e: &Entry, token: u64, seq: u64, content: &[u8], servers: &[&str]) -> 
         checksum: Checksum::of(content),
         servers: servers.iter().map(|s| s.to_string()).collect(),
         mtime_ns: None,
+        lease: None,
     }
 }
 

@@ -20,6 +20,7 @@ fn open_req(path: &str, token: u64, create: bool, exclude: &[&str]) -> OpenWrite
         exclusive: false,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         owner: None,
+        lease: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn publish_req(
         checksum: Checksum::of(body),
         servers: servers.to_vec(),
         mtime_ns: None,
+        lease: None,
     }
 }
 

@@ -72,6 +72,7 @@ async fn new_entries_take_the_callers_owner_and_a_setgid_directorys_group() {
             exclusive: true,
             exclude: vec![],
             owner: as_user(7, 8),
+            lease: None,
         })
         .await
         .unwrap();
@@ -191,6 +192,7 @@ async fn symlinks_are_entries_with_a_target() {
             exclusive: false,
             exclude: vec![],
             owner: None,
+            lease: None,
         })
         .await
         .unwrap_err();

@@ -157,6 +157,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     exclusive: false,
                     exclude: Vec::new(),
                     owner: None,
+                    lease: None,
                 };
                 namespace::open_write(t, &req, now)?;
                 placement::targets(t, &live, &req.path, 2)?;
@@ -174,6 +175,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     checksum: Checksum::of(content),
                     servers: servers.iter().map(|s| s.to_string()).collect(),
                     mtime_ns: None,
+                    lease: None,
                 };
                 namespace::publish(t, &req, 1, |s| known.iter().any(|k| k == s), now)?;
             }

@@ -22,6 +22,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> Vec<Files
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: None,
         })
         .await
         .unwrap();
@@ -42,6 +43,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> Vec<Files
         checksum: Checksum::of(body),
         servers: o.targets.iter().map(|t| t.id.clone()).collect(),
         mtime_ns: None,
+        lease: None,
     })
     .await
     .unwrap();
@@ -279,6 +281,7 @@ async fn factors_survive_a_restart_and_an_old_map_still_reads() {
                 exclusive: false,
                 exclude: Vec::new(),
                 owner: None,
+                lease: None,
             })
             .await
             .unwrap();

@@ -22,6 +22,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: None,
         })
         .await
         .unwrap();
@@ -42,6 +43,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
         checksum: Checksum::of(body),
         servers: o.targets.iter().map(|t| t.id.clone()).collect(),
         mtime_ns: None,
+        lease: None,
     })
     .await
     .unwrap();

@@ -7,7 +7,7 @@
 
 use dfs_client::remote::Remote;
 use dfs_client::write::Content;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, Lease};
 use dfs_proto::names::{Entry, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath};
 use dfs_servers::fileserver;
@@ -42,7 +42,7 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
             .await
             .unwrap();
 
-        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, &lease).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the first publish reply"
@@ -52,14 +52,14 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
         let committed = direct.remote().names.stat(&path).await.unwrap();
         assert_eq!(committed.checksum, Checksum::of(&bytes));
 
-        let retried = write_under_lease(&client, &path, &bytes, lease.token)
+        let retried = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         assert_eq!(
             retried.version, committed.version,
             "the retry made a new version"
         );
-        let again = write_under_lease(&client, &path, &bytes, lease.token)
+        let again = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         assert_eq!(again.version, committed.version);
@@ -104,15 +104,16 @@ fn lost_publish_reply_is_retried_into_exactly_one_version() {
     });
 }
 
-/// The write protocol for a caller that holds the lease with `token`: open-write (create),
+/// The write protocol for a caller that holds `lease`: open-write (create),
 /// upload to every target (dfs-client's [`Remote::upload_all`]), publish as the token's
 /// first version. One attempt; a retry with the same token makes the same version.
 async fn write_under_lease(
     remote: &Remote,
     path: &DfsPath,
     bytes: &[u8],
-    token: u64,
+    lease: &Lease,
 ) -> Result<Entry, ApiError> {
+    let token = lease.token;
     let opened = remote
         .names
         .open_write(&OpenWriteRequest {
@@ -122,6 +123,7 @@ async fn write_under_lease(
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: Some(lease.clone()),
         })
         .await?;
     let base = opened.entry;
@@ -149,6 +151,7 @@ async fn write_under_lease(
             checksum: stored.checksum,
             servers: stored.servers,
             mtime_ns: None,
+            lease: Some(lease.clone()),
         })
         .await
 }
@@ -199,14 +202,14 @@ fn lost_upload_reply_is_retried_into_exactly_one_blob() {
             })
             .await
             .unwrap();
-        let first = write_under_lease(&client, &path, &bytes, lease.token).await;
+        let first = write_under_lease(&client, &path, &bytes, &lease).await;
         assert!(
             first.is_err(),
             "the proxy should have lost the upload reply"
         );
         assert_eq!(proxy.dropped(), 1);
 
-        let entry = write_under_lease(&client, &path, &bytes, lease.token)
+        let entry = write_under_lease(&client, &path, &bytes, &lease)
             .await
             .unwrap();
         let blobs = cluster.files().list(&real_url).await.unwrap().blobs;

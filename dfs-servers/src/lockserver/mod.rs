@@ -88,7 +88,13 @@ impl LockServer {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
         let router = crate::common::authenticated(
-            routes::router(self.table.clone(), self.body_deadline_ms),
+            routes::router(
+                routes::LockState {
+                    table: self.table.clone(),
+                    key: self.verifier.cluster_key().cloned(),
+                },
+                self.body_deadline_ms,
+            ),
             self.verifier,
         );
         let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;

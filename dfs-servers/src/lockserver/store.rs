@@ -37,6 +37,10 @@ impl StoreError {
 pub struct StoredLease {
     /// The session holding it.
     pub client: String,
+    /// The key holding it (`Principal::holder`); empty for leases saved before holders were
+    /// recorded, which any key of the session may then renew or release.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub holder: String,
     /// The exact paths it locks.
     pub paths: Vec<DfsPath>,
     /// Its length, used again by every renewal.
@@ -209,6 +213,7 @@ mod tests {
     fn lease(client: &str, path: &str) -> StoredLease {
         StoredLease {
             client: client.into(),
+            holder: String::new(),
             paths: vec![DfsPath::parse(path).unwrap()],
             ttl_ms: 1000,
             deadline_unix_ms: 42,

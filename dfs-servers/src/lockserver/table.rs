@@ -25,6 +25,8 @@ pub const MAX_CLIENT_BYTES: usize = 256;
 #[derive(Clone, Debug)]
 struct Held {
     client: String,
+    /// The key that took it (empty: any, see [`StoredLease::holder`]).
+    holder: String,
     paths: Vec<DfsPath>,
     ttl: Duration,
     deadline: Instant,
@@ -35,6 +37,11 @@ struct Held {
 impl Held {
     fn live(&self, now: Instant) -> bool {
         now < self.deadline
+    }
+
+    /// Whether `holder` is the key that holds it.
+    fn held_by(&self, holder: &str) -> bool {
+        self.holder.is_empty() || self.holder == holder
     }
 
     fn same_paths(&self, paths: &BTreeSet<&DfsPath>) -> bool {
@@ -96,6 +103,18 @@ fn store_failed(err: StoreError) -> ApiError {
     ApiError::internal(err.to_string())
 }
 
+/// Refuses a renew or release of a live lease by a key other than the one holding it: the
+/// session name alone is public (`GET /v1/locks`).
+fn check_holder(token: u64, held: &Held, holder: &str) -> Result<(), ApiError> {
+    if held.held_by(holder) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("lease {token} is held by another key"),
+    ))
+}
+
 /// Refuses client names that are empty, huge or would garble a log line.
 fn check_client(client: &str) -> Result<(), ApiError> {
     if client.is_empty() {
@@ -151,6 +170,7 @@ impl LockTable {
             };
             let held = Held {
                 client: saved.client,
+                holder: saved.holder,
                 paths: saved.paths,
                 ttl: Duration::from_millis(saved.ttl_ms),
                 deadline,
@@ -212,6 +232,7 @@ impl LockTable {
         };
         StoredLease {
             client: held.client.clone(),
+            holder: held.holder.clone(),
             paths: held.paths.clone(),
             ttl_ms: millis(held.ttl),
             deadline_unix_ms,
@@ -220,12 +241,16 @@ impl LockTable {
     }
 
     fn reply(token: u64, held: &Held, now: Instant) -> Lease {
+        let expires_in_ms = millis(held.deadline.saturating_duration_since(now));
         Lease {
             token,
             client: held.client.clone(),
             paths: held.paths.clone(),
             ttl_ms: millis(held.ttl),
-            expires_in_ms: millis(held.deadline.saturating_duration_since(now)),
+            expires_in_ms,
+            holder: held.holder.clone(),
+            expires_unix_ms: unix_ms(SystemTime::now()).saturating_add(expires_in_ms),
+            signature: None,
         }
     }
 
@@ -241,7 +266,7 @@ impl LockTable {
     ///
     /// The same client asking again for the same path set gets its existing lease back with
     /// a fresh deadline (a retried acquire whose reply was lost must not deadlock its sender).
-    pub fn acquire(&mut self, req: &AcquireRequest) -> Result<Lease, ApiError> {
+    pub fn acquire(&mut self, req: &AcquireRequest, holder: &str) -> Result<Lease, ApiError> {
         check_client(&req.client)?;
         if req.paths.is_empty() {
             return Err(ApiError::bad_request("paths must not be empty"));
@@ -264,7 +289,7 @@ impl LockTable {
                 continue;
             };
             if held.live(now) {
-                if held.client == req.client && held.same_paths(&wanted) {
+                if held.client == req.client && held.holder == holder && held.same_paths(&wanted) {
                     mine = Some(token);
                     continue;
                 }
@@ -304,6 +329,7 @@ impl LockTable {
             .ok_or_else(|| ApiError::internal("fencing counter exhausted"))?;
         let held = Held {
             client: req.client.clone(),
+            holder: holder.to_owned(),
             paths: req.paths.clone(),
             ttl,
             deadline: now + ttl,
@@ -369,13 +395,14 @@ impl LockTable {
     }
 
     /// Extends a live lease by its TTL; anything else is `lease_expired` and changes nothing.
-    pub fn renew(&mut self, token: u64, client: &str) -> Result<Lease, ApiError> {
+    pub fn renew(&mut self, token: u64, client: &str, holder: &str) -> Result<Lease, ApiError> {
         check_client(client)?;
         let now = Instant::now();
         let mut held = match self.leases.get(&token) {
             Some(held) if held.client == client && held.live(now) => held.clone(),
             _ => return Err(expired(token, client)),
         };
+        check_holder(token, &held, holder)?;
         held.deadline = now + held.ttl;
         self.commit(&Batch {
             put: vec![(token, self.stored(&held, now))],
@@ -388,11 +415,13 @@ impl LockTable {
 
     /// Gives a live lease back; its paths are free at once. A wrong token or client, or an
     /// expired lease, is `lease_expired` and changes nothing.
-    pub fn release(&mut self, token: u64, client: &str) -> Result<(), ApiError> {
+    pub fn release(&mut self, token: u64, client: &str, holder: &str) -> Result<(), ApiError> {
         check_client(client)?;
         let now = Instant::now();
         match self.leases.get(&token) {
-            Some(held) if held.client == client && held.live(now) => {}
+            Some(held) if held.client == client && held.live(now) => {
+                check_holder(token, held, holder)?
+            }
             _ => return Err(expired(token, client)),
         }
         self.commit(&Batch {
@@ -402,6 +431,41 @@ impl LockTable {
         self.forget(token);
         tracing::debug!(token, client, "lease released");
         Ok(())
+    }
+
+    /// Ends a lease at once, whoever holds it (an admin's `dfs locks break`): its paths are
+    /// free, its holder's next renew or publish fails, and the next grant on them takes a
+    /// higher token, which fences anything the old holder still sends. Names the lease by
+    /// `token`, or by one of its `path`s; answers the lease as it was.
+    pub fn break_lease(
+        &mut self,
+        token: Option<u64>,
+        path: Option<&DfsPath>,
+    ) -> Result<Lease, ApiError> {
+        let token = match (token, path) {
+            (Some(token), None) => token,
+            (None, Some(path)) => *self
+                .by_path
+                .get(path)
+                .ok_or_else(|| ApiError::not_found(format!("no lease on {path}")))?,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "name the lease by exactly one of token and path",
+                ))
+            }
+        };
+        let now = Instant::now();
+        let held = match self.leases.get(&token) {
+            Some(held) if held.live(now) => held.clone(),
+            _ => return Err(ApiError::not_found(format!("no live lease {token}"))),
+        };
+        self.commit(&Batch {
+            delete: vec![token],
+            ..Batch::default()
+        })?;
+        self.forget(token);
+        tracing::warn!(token, client = %held.client, holder = %held.holder, "lease broken");
+        Ok(Self::reply(token, &held, now))
     }
 
     /// One page of live leases with tokens after `after`: at most `limit` leases and about

@@ -8,6 +8,7 @@
 //! of every stored copy against the namespace's checksums; `xattr` the extended attributes.
 
 pub mod holders;
+pub mod leases;
 pub mod maintenance;
 pub mod namespace;
 pub mod orphans;
@@ -226,6 +227,10 @@ pub struct State {
     pub orphans: orphans::Orphans,
     /// Checks credentials, and signs blob capabilities with the cluster key.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
+    /// Which key writes which file, from the leases presented (for `busy`).
+    pub writers: leases::Writers,
+    /// The lockserver, asked whether a lease that makes a file busy is still held.
+    pub locks: Option<dfs_proto::client::LockClient>,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -275,6 +280,13 @@ pub async fn run_then(
     }
     let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();
     let (inventory_tx, inventory_rx) = tokio::sync::mpsc::unbounded_channel();
+    let locks = config.lockserver.as_deref().map(|url| {
+        let client = dfs_proto::client::LockClient::with_http(url, http.clone());
+        match verifier.cluster_key() {
+            Some(key) => client.with_credential(key.server_credential()),
+            None => client,
+        }
+    });
     let state = Arc::new(State {
         store,
         registry,
@@ -283,6 +295,8 @@ pub async fn run_then(
             Some(key) => FileClient::with_http(http).with_credential(key.server_credential()),
             None => FileClient::with_http(http),
         },
+        writers: leases::Writers::default(),
+        locks,
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),

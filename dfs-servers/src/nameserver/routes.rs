@@ -2,6 +2,7 @@
 //! plus `GET /` (the text map). Handlers validate, then run one store transaction on the
 //! blocking pool and reply only after it committed.
 
+use super::leases;
 use super::namespace::{self, Garbage};
 use super::placement;
 use super::store::Node;
@@ -13,7 +14,7 @@ use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use dfs_proto::auth::{now_unix_ms, BlobOp};
+use dfs_proto::auth::{now_unix_ms, BlobOp, Principal};
 use dfs_proto::names::*;
 use dfs_proto::path::validate_name;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId};
@@ -98,6 +99,13 @@ impl State {
         Some(key.capability(id, token, BlobOp::Write, expires))
     }
 
+    /// Remembers the writer of file `id` from a checked open-write's lease.
+    fn record_writer(&self, id: FileId, req: &OpenWriteRequest) {
+        if let Some(lease) = &req.lease {
+            self.writers.record(id, lease);
+        }
+    }
+
     /// URLs of the live fileservers among `servers`, in order.
     pub fn locations(&self, servers: &[String]) -> Vec<String> {
         servers
@@ -177,10 +185,26 @@ async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<E
     .await
 }
 
+/// Refuses (`busy`) a change by `who` of the file at `path` while another key writes it.
+async fn not_busy(state: &Arc<State>, who: &Principal, path: &DfsPath) -> Result<(), ApiError> {
+    let Ok((id, node)) = state.store.read(|r| namespace::resolve(r, path)) else {
+        return Ok(());
+    };
+    if node.kind != EntryKind::File {
+        return Ok(());
+    }
+    state
+        .writers
+        .check_not_busy(id, who, state.locks.as_ref())
+        .await
+}
+
 async fn unlink(
     state: S,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> Result<Json<UnlinkResponse>, ApiError> {
+    not_busy(&state.0, &who, &req.path).await?;
     blocking(&state.0, move |s| {
         let (id, garbage) = s
             .store
@@ -191,7 +215,13 @@ async fn unlink(
     .await
 }
 
-async fn rename(state: S, ApiJson(req): ApiJson<RenameRequest>) -> Result<Json<Entry>, ApiError> {
+async fn rename(
+    state: S,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<RenameRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    not_busy(&state.0, &who, &req.from).await?;
+    not_busy(&state.0, &who, &req.to).await?;
     blocking(&state.0, move |s| {
         let (entry, garbage) = s.store.write(|t| namespace::rename(t, &req, now_ns()))?;
         s.discard(garbage);
@@ -210,6 +240,7 @@ async fn setattr(
     if req.path.is_root() {
         who.require_admin()?;
     }
+    not_busy(&state.0, &who, &req.path).await?;
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
         let locations = s.locations(&node.servers);
@@ -324,8 +355,16 @@ pub const MAX_EXCLUDE: usize = 1000;
 
 async fn open_write(
     state: S,
+    Caller(who): Caller,
     ApiJson(req): ApiJson<OpenWriteRequest>,
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
+    leases::check(
+        &state.0.verifier,
+        &who,
+        req.lease.as_ref(),
+        req.token,
+        &req.path,
+    )?;
     if req.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::bad_request(format!(
             "exclude names more than {MAX_EXCLUDE} fileservers"
@@ -349,6 +388,7 @@ async fn open_write(
             .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
         {
             // A repeated open-write (same token, no create, no map change): nothing to commit.
+            s.record_writer(id, &req);
             let locations = s.locations(&node.servers);
             return Ok(Json(OpenWriteResponse {
                 entry: s.located(&req.path, id, &node, locations),
@@ -361,6 +401,7 @@ async fn open_write(
             let targets = placement::targets(t, &live, &req.path, replication)?;
             Ok((id, node, targets))
         })?;
+        s.record_writer(id, &req);
         let locations = s.locations(&node.servers);
         Ok(Json(OpenWriteResponse {
             entry: s.located(&req.path, id, &node, locations),
@@ -371,7 +412,18 @@ async fn open_write(
     .await
 }
 
-async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json<Entry>, ApiError> {
+async fn publish(
+    state: S,
+    Caller(who): Caller,
+    ApiJson(req): ApiJson<PublishRequest>,
+) -> Result<Json<Entry>, ApiError> {
+    leases::check(
+        &state.0.verifier,
+        &who,
+        req.lease.as_ref(),
+        req.token,
+        &req.path,
+    )?;
     blocking(&state.0, move |s| {
         let (id, node, path, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
@@ -386,6 +438,9 @@ async fn publish(state: S, ApiJson(req): ApiJson<PublishRequest>) -> Result<Json
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
+        if let Some(lease) = &req.lease {
+            s.writers.record(id, lease);
+        }
         let locations = s.locations(&node.servers);
         Ok(Json(s.located(&path, id, &node, locations)))
     })
