@@ -236,6 +236,11 @@ impl Client {
         self.runtime.block_on(self.inner.symlink(target, link))
     }
 
+    /// See [`crate::Client::hard_link`].
+    pub fn hard_link(&self, original: &str, link: &str) -> io::Result<()> {
+        self.runtime.block_on(self.inner.hard_link(original, link))
+    }
+
     /// See [`crate::Client::read_link`].
     pub fn read_link(&self, path: &str) -> io::Result<String> {
         self.runtime.block_on(self.inner.read_link(path))

@@ -11,7 +11,7 @@ use crate::write::{publish_io_error, LocalCopy, WriteSession};
 use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
 use dfs_proto::names::{
-    Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+    Entry, EntryKind, LinkRequest, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::tls::TlsConfig;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
@@ -386,6 +386,18 @@ impl Client {
             owner: None,
         };
         self.shared.remote.names.symlink(&req).await?;
+        Ok(())
+    }
+
+    /// Makes `link` another name of the existing file `original` (a hard link, like
+    /// `std::fs::hard_link`): one file, one content, one write lease whatever name it is
+    /// opened by; its content goes when its last name does.
+    pub async fn hard_link(&self, original: &str, link: &str) -> io::Result<()> {
+        let req = LinkRequest {
+            path: parse(original)?,
+            new_path: parse(link)?,
+        };
+        self.shared.remote.names.link(&req).await?;
         Ok(())
     }
 

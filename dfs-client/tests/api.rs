@@ -501,3 +501,62 @@ fn an_expired_read_capability_is_asked_for_again() {
         assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
     });
 }
+
+#[test]
+fn hard_links_share_content_and_the_last_name_takes_it() {
+    let cluster = Cluster::start(2);
+    cluster.block_on(async {
+        let client = cluster.client_at(&cluster.nameserver);
+        client.write("/a", b"shared bytes").await.unwrap();
+        client.hard_link("/a", "/b").await.unwrap();
+        let (a, b) = (
+            client.metadata("/a").await.unwrap(),
+            client.metadata("/b").await.unwrap(),
+        );
+        assert_eq!((a.entry().nlink, b.entry().nlink), (2, 2));
+        assert_eq!(a.entry().id, b.entry().id, "one file");
+        client.write("/b", b"written through b").await.unwrap();
+        assert_eq!(client.read("/a").await.unwrap(), b"written through b");
+
+        // A writer through one name makes the other busy.
+        let mut open = client.create("/a").await.unwrap();
+        open.write_all(b"x").await.unwrap();
+        let other = cluster.client_at(&cluster.nameserver);
+        let err = other.create("/b").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceBusy, "{err}");
+        open.close().await.unwrap();
+
+        let id = a.entry().id;
+        let held = || async {
+            let mut n = 0;
+            for server in &cluster.fileservers {
+                let blobs = cluster.files().list(server).await.unwrap().blobs;
+                n += blobs.iter().filter(|b| b.file_id == id).count();
+            }
+            n
+        };
+        client.remove_file("/a").await.unwrap();
+        assert_eq!(client.read("/b").await.unwrap(), b"x");
+        assert_eq!(client.metadata("/b").await.unwrap().entry().nlink, 1);
+        assert!(held().await > 0, "content kept while a name is left");
+        client.remove_file("/b").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while held().await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the content outlived its last name"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Errors as link(2) gives them.
+        client.create_dir("/d").await.unwrap();
+        let err = client.hard_link("/d", "/d2").await.unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::NotPermitted), "{err}");
+        client.write("/c", b"c").await.unwrap();
+        client.write("/e", b"e").await.unwrap();
+        let err = client.hard_link("/c", "/e").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        let err = client.hard_link("/missing", "/f").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    });
+}

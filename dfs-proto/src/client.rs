@@ -215,6 +215,12 @@ impl NameClient {
             .await
     }
 
+    /// The file with id `id`, at one of its names (a mount that lost track of a hard-linked
+    /// file's name finds it again).
+    pub async fn stat_id(&self, id: FileId) -> Result<Entry, ApiError> {
+        self.api.get("/v1/meta/stat-id", &IdQuery { id }).await
+    }
+
     /// One page of a directory listing.
     pub async fn list_page(&self, query: &ListQuery) -> Result<ListResponse, ApiError> {
         self.api.get("/v1/meta/list", query).await
@@ -273,6 +279,11 @@ impl NameClient {
     /// Creates a symbolic link (a namespace entry with its target, no content).
     pub async fn symlink(&self, req: &SymlinkRequest) -> Result<Entry, ApiError> {
         self.api.post("/v1/meta/symlink", req).await
+    }
+
+    /// Gives an existing file one more name (a hard link).
+    pub async fn link(&self, req: &LinkRequest) -> Result<Entry, ApiError> {
+        self.api.post("/v1/meta/link", req).await
     }
 
     /// Creates a FIFO, socket or device node.

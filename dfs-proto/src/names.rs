@@ -131,6 +131,14 @@ pub struct PathQuery {
     pub path: DfsPath,
 }
 
+/// Query of `GET /v1/meta/stat-id?id=N`: a file by its id, wherever (and by whichever of its
+/// names) it is now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdQuery {
+    /// The file's id.
+    pub id: FileId,
+}
+
 /// Body for endpoints addressed by one path (rmdir, unlink).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +155,13 @@ pub struct UnlinkResponse {
     /// Id of the removed file (absent from servers older than this field).
     #[serde(default)]
     pub id: Option<FileId>,
+    /// Names the file still has (hard links); 0 when it is gone with this name.
+    #[serde(default)]
+    pub nlink: u64,
+    /// One of the names it still has, when it has any: where a mount that knew the file by
+    /// the removed name finds it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<DfsPath>,
 }
 
 /// Query of `GET /v1/meta/list`: one page of a directory, in name order.
@@ -219,6 +234,16 @@ pub struct SymlinkRequest {
     /// Owner of the link (default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+}
+
+/// Body of `POST /v1/meta/link`: one more name for an existing file (link(2)).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The existing file (not a directory).
+    pub path: DfsPath,
+    /// The new name; its parent must exist and the name must be free.
+    pub new_path: DfsPath,
 }
 
 /// Body of `POST /v1/meta/mknod`: a FIFO, socket or device node.

@@ -161,6 +161,7 @@ fn rows() -> Vec<Row> {
         row(Srv::Name, "GET", "/v1/cluster", READ),
         row(Srv::Name, "GET", "/v1/meta/stat?path=/", READ),
         row(Srv::Name, "GET", "/v1/meta/list?path=/", READ),
+        row(Srv::Name, "GET", "/v1/meta/stat-id?id=1", READ),
         with(
             Srv::Name,
             "POST",
@@ -208,6 +209,13 @@ fn rows() -> Vec<Row> {
             "POST",
             "/v1/meta/symlink",
             |_, w| json!({"path": format!("/ln-{}", w.name()), "target": "sa"}),
+            WRITE,
+        ),
+        with(
+            Srv::Name,
+            "POST",
+            "/v1/meta/link",
+            |_, w| json!({"path": format!("/sa-{}", w.name()), "new_path": format!("/hl-{}", w.name())}),
             WRITE,
         ),
         with(

@@ -1,6 +1,6 @@
 //! Everyday programs on a real mount, their result read back through a second mount of the
-//! same cluster: `tar -xp`, `cp -a` and `rsync -aH` of a tree with symlinks and files of
-//! two owners (type, mode, owner, link count, link target, mtime and content
+//! same cluster: `tar -xp`, `cp -a` and `rsync -aH` of a tree with symlinks, hard links and
+//! files of two owners (type, mode, owner, link count, link target, mtime and content
 //! compared with the source), `python3 -m venv`, and `git clone` of a repository with a
 //! symlink. The tests run as root (as CI does), so that the programs keep owners.
 
@@ -48,7 +48,7 @@ fn two_mounts() -> Option<(Cluster, Mount, Mount)> {
 }
 
 /// A source tree on the local disk, under `parent/R`: two owners, modes, a large file, an
-/// executable, a relative symlink, an empty 0700 directory, and every
+/// executable, a relative symlink, a hard link pair, an empty 0700 directory, and every
 /// mtime (directories last) set to a fixed past time.
 fn make_tree(parent: &Path) -> PathBuf {
     let root = parent.join("R");
@@ -60,6 +60,7 @@ fn make_tree(parent: &Path) -> PathBuf {
          printf '#!/bin/sh\\necho hi\\n' > \"$R/bin/run.sh\"; chmod 755 \"$R/bin/run.sh\"
          printf 'x' > \"$R/docs/secret\"; chown 65534:65534 \"$R/docs/secret\"
          chmod 600 \"$R/docs/secret\"
+         ln \"$R/docs/readme.txt\" \"$R/docs/hard\"
          ln -s docs/readme.txt \"$R/link\"
          chmod 700 \"$R/empty\"; chown 65534:0 \"$R/empty\"
          touch -h -d @1600000000 \"$R/link\"
@@ -118,7 +119,7 @@ fn snapshot(root: &Path) -> BTreeMap<PathBuf, Seen> {
 }
 
 /// Asserts that `copy` (read through the second mount) has what `source` has, entry by
-/// entry.
+/// entry, and that the hard link pair is one file there too.
 fn assert_same_tree(source: &Path, copy: &Path) {
     // The second mount's kernel may hold attributes for attr_timeout (1 s).
     std::thread::sleep(Duration::from_millis(1100));
@@ -131,6 +132,8 @@ fn assert_same_tree(source: &Path, copy: &Path) {
     for (path, w) in &want {
         assert_eq!(Some(w), got.get(path), "{}", path.display());
     }
+    let ino = |p: &str| std::fs::metadata(copy.join(p)).unwrap().ino();
+    assert_eq!(ino("docs/readme.txt"), ino("docs/hard"), "hard links kept");
 }
 
 #[test]
@@ -170,7 +173,7 @@ fn cp_archive_mode_keeps_everything() {
 }
 
 #[test]
-fn rsync_keeps_everything_and_a_second_run_has_nothing_to_do() {
+fn rsync_keeps_hard_links_and_a_second_run_has_nothing_to_do() {
     let Some((_cluster, a, b)) = two_mounts() else {
         return;
     };

@@ -1,7 +1,8 @@
 //! The write leases writers present to the nameserver: a token alone opens nothing. At
 //! open-write and publish the lease must carry the lockserver's signature, name the caller's
-//! own key as its holder, cover the path and not have run out; and a file under another key's
-//! live lease is not unlinked, renamed or changed (`busy`) except by an admin.
+//! own key as its holder, cover the path and not have run out; a file under another key's
+//! live lease is not unlinked, renamed or changed (`busy`) except by an admin; and a file has
+//! one writer at a time whatever name it is opened by.
 
 use dfs_proto::auth::{now_unix_ms, Principal, Verifier};
 use dfs_proto::client::LockClient;
@@ -99,8 +100,7 @@ impl Writers {
     }
 
     /// Refuses (`busy`) a change of file `id` by `who` while another key holds a live write
-    /// lease on it; admins and the holder itself pass. A recorded lease that looks live is
-    /// confirmed with the lockserver (given back early, or broken, it no longer counts).
+    /// lease on it; admins and the holder itself pass.
     pub async fn check_not_busy(
         &self,
         id: FileId,
@@ -110,15 +110,49 @@ impl Writers {
         if who.is_admin() || who.is_server() {
             return Ok(());
         }
+        let holder = who.holder();
+        match self.live_other(id, |w| w.holder == holder, locks).await {
+            Some(token) => Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("file {id} is being written under lease {token} by another key"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses (`busy`) an open-write of file `id` under `token` while another lease writes
+    /// it: the lockserver's leases are per path, so two names of one file (hard links), or a
+    /// name and the file's name before a rename, would otherwise let two writers in at once.
+    pub async fn check_sole_writer(
+        &self,
+        id: FileId,
+        token: u64,
+        locks: Option<&LockClient>,
+    ) -> Result<(), ApiError> {
+        match self.live_other(id, |w| w.token == token, locks).await {
+            Some(other) => Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("file {id} is being written under another lease ({other}), through another name"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The token of the live lease recorded for file `id`, unless `mine` says it is the
+    /// caller's own. A recorded lease that looks live is confirmed with the lockserver (given
+    /// back early, or broken, it no longer counts, and is forgotten).
+    async fn live_other(
+        &self,
+        id: FileId,
+        mine: impl Fn(&Writer) -> bool,
+        locks: Option<&LockClient>,
+    ) -> Option<u64> {
         let writer = {
             let map = self.by_file.lock().unwrap_or_else(|p| p.into_inner());
             map.get(&id).cloned()
-        };
-        let Some(writer) = writer else {
-            return Ok(());
-        };
-        if writer.holder == who.holder() || writer.expires_unix_ms <= now_unix_ms() {
-            return Ok(());
+        }?;
+        if mine(&writer) || writer.expires_unix_ms <= now_unix_ms() {
+            return None;
         }
         let live = match locks {
             Some(locks) => match locks.live(writer.token).await {
@@ -133,14 +167,8 @@ impl Writers {
             if map.get(&id).is_some_and(|w| w.token == writer.token) {
                 map.remove(&id);
             }
-            return Ok(());
+            return None;
         }
-        Err(ApiError::new(
-            ErrorCode::Busy,
-            format!(
-                "file {id} is being written under lease {} by another key",
-                writer.token
-            ),
-        ))
+        Some(writer.token)
     }
 }

@@ -37,6 +37,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/", needs(Need::Read, get(text_map)))
         .route("/v1/cluster", needs(Need::Read, get(cluster)))
         .route("/v1/meta/stat", needs(Need::Read, get(stat)))
+        .route("/v1/meta/stat-id", needs(Need::Read, get(stat_id)))
         .route("/v1/meta/list", needs(Need::Read, get(list)))
         .route("/v1/meta/mkdir", needs(Write, post(mkdir)))
         .route("/v1/meta/rmdir", needs(Write, post(rmdir)))
@@ -49,6 +50,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/xattr/remove", needs(Write, post(remove_xattr)))
         .route("/v1/meta/symlink", needs(Write, post(symlink)))
         .route("/v1/meta/mknod", needs(Write, post(mknod)))
+        .route("/v1/meta/link", needs(Write, post(link)))
         .route("/v1/meta/open-write", needs(Write, post(open_write)))
         .route("/v1/meta/publish", needs(Write, post(publish)))
         .route("/v1/fileservers/register", needs(Server, post(register)))
@@ -134,6 +136,13 @@ async fn stat(state: S, ApiQuery(q): ApiQuery<PathQuery>) -> Result<Json<Entry>,
     Ok(Json(s.located(&q.path, id, &node, locations)))
 }
 
+async fn stat_id(state: S, ApiQuery(q): ApiQuery<IdQuery>) -> Result<Json<Entry>, ApiError> {
+    let s = &state.0;
+    let (node, path) = s.store.read(|r| namespace::resolve_id(r, q.id))?;
+    let locations = s.locations(&node.servers);
+    Ok(Json(s.located(&path, q.id, &node, locations)))
+}
+
 async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListResponse>, ApiError> {
     if let Some(after) = q.after.as_deref().filter(|a| !a.is_empty()) {
         validate_name(after)?;
@@ -206,11 +215,11 @@ async fn unlink(
 ) -> Result<Json<UnlinkResponse>, ApiError> {
     not_busy(&state.0, &who, &req.path).await?;
     blocking(&state.0, move |s| {
-        let (id, garbage) = s
+        let (reply, garbage) = s
             .store
             .write(|t| namespace::unlink(t, &req.path, now_ns()))?;
         s.discard(garbage);
-        Ok(Json(UnlinkResponse { id: Some(id) }))
+        Ok(Json(reply))
     })
     .await
 }
@@ -298,6 +307,15 @@ async fn symlink(
     .await
 }
 
+async fn link(state: S, ApiJson(req): ApiJson<LinkRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::link(t, &req, now_ns()))
+            .map(Json)
+    })
+    .await
+}
+
 async fn remove_xattr(
     state: S,
     Caller(principal): Caller,
@@ -365,6 +383,14 @@ async fn open_write(
         req.token,
         &req.path,
     )?;
+    if let Ok((id, _)) = state.0.store.read(|r| namespace::resolve(r, &req.path)) {
+        let locks = state.0.locks.as_ref();
+        state
+            .0
+            .writers
+            .check_sole_writer(id, req.token, locks)
+            .await?;
+    }
     if req.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::bad_request(format!(
             "exclude names more than {MAX_EXCLUDE} fileservers"

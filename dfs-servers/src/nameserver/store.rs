@@ -93,6 +93,58 @@ pub struct Node {
     /// Device number of a character or block device node.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
+    /// The file's other names (hard links) as (directory, name); `parent`/`name` is one
+    /// more. Kept in the node so that a link, an unlink or a rename of one name is one
+    /// node write, and the last name's removal is where the content becomes garbage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(FileId, String)>,
+}
+
+impl Node {
+    /// `st_nlink` of a non-directory: every name it has.
+    pub fn names(&self) -> u64 {
+        1 + self.links.len() as u64
+    }
+
+    /// Whether (`parent`, `name`) is this node's name (`parent`/`name`, or one of `links`).
+    pub fn is_named(&self, parent: FileId, name: &str) -> bool {
+        (self.parent == parent && self.name == name)
+            || self.links.iter().any(|(p, n)| *p == parent && n == name)
+    }
+
+    /// Moves the name (`from_parent`, `from_name`) to (`to_parent`, `to_name`): the main
+    /// name or the link that it is.
+    pub fn rename_name(
+        &mut self,
+        (from_parent, from_name): (FileId, &str),
+        (to_parent, to_name): (FileId, &str),
+    ) {
+        if self.parent == from_parent && self.name == from_name {
+            self.parent = to_parent;
+            self.name = to_name.to_owned();
+        } else if let Some(link) = self
+            .links
+            .iter_mut()
+            .find(|(p, n)| *p == from_parent && n == from_name)
+        {
+            *link = (to_parent, to_name.to_owned());
+        }
+    }
+
+    /// Drops the name (`parent`, `name`); false when it was the last one (the file goes).
+    pub fn drop_name(&mut self, parent: FileId, name: &str) -> bool {
+        if self.links.is_empty() {
+            return false;
+        }
+        if self.parent == parent && self.name == name {
+            let (p, n) = self.links.remove(0);
+            self.parent = p;
+            self.name = n;
+        } else {
+            self.links.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        true
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -120,6 +172,7 @@ impl Node {
             subdirs: 0,
             target: None,
             rdev: 0,
+            links: Vec::new(),
         }
     }
 
