@@ -29,6 +29,7 @@ pub const STORE_FILE: &str = "locks.redb";
 #[derive(Debug)]
 pub struct LockServer {
     table: Shared,
+    counters: store::StoreCounters,
     sweep_every: Duration,
     verifier: Arc<dfs_proto::auth::Verifier>,
     tls: Option<crate::common::tls::ServerTls>,
@@ -67,6 +68,7 @@ impl LockServer {
         let sweep_every = Duration::from_millis((config.ttl_ms + config.lock_delay_ms) / 4)
             .clamp(Duration::from_millis(25), Duration::from_secs(1));
         Ok(LockServer {
+            counters: table.store_counters(),
             table: Arc::new(Mutex::new(table)),
             sweep_every,
             verifier,
@@ -88,7 +90,7 @@ impl LockServer {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
         let router = crate::common::authenticated(
-            routes::router(self.table.clone(), self.body_deadline_ms),
+            routes::router(self.table.clone(), self.counters, self.body_deadline_ms),
             self.verifier,
         );
         let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;
