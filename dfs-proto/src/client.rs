@@ -4,7 +4,9 @@ use crate::auth::Credential;
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
 use crate::files::{BlobCheck, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats};
-use crate::locks::{AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
+use crate::locks::{
+    AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest, LockserverStats,
+};
 use crate::names::*;
 use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
@@ -418,6 +420,11 @@ impl NameClient {
         self.api.post("/v1/fileservers/heartbeat", req).await
     }
 
+    /// Durable-work counters (fsyncs, commits, changes) since the nameserver started.
+    pub async fn stats(&self) -> Result<NameserverStats, ApiError> {
+        self.api.get("/v1/stats", &()).await
+    }
+
     /// Answers when the nameserver is up.
     pub async fn healthz(&self) -> Result<(), ApiError> {
         health(&self.api.http, &self.api.base).await
@@ -538,6 +545,11 @@ impl LockClient {
                 }
             }
         }
+    }
+
+    /// Durable-work counters (fsyncs, commits) since the lockserver started.
+    pub async fn stats(&self) -> Result<LockserverStats, ApiError> {
+        self.api.get("/v1/stats", &()).await
     }
 
     /// Answers when the lockserver is up.

@@ -102,3 +102,13 @@ pub struct LeaseList {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
 }
+
+/// Reply of the lockserver's `GET /v1/stats`: durable work since start, so a benchmark can
+/// count the fsyncs a lease costs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockserverStats {
+    /// fsyncs the store issued (redb's `sync_data` calls on its file).
+    pub fsyncs: u64,
+    /// Durable store commits (grants, renewals, releases, sweeps that changed something).
+    pub commits: u64,
+}

@@ -569,3 +569,16 @@ pub struct RemoveXattrRequest {
     /// The attribute to remove; `no_data` when it does not exist.
     pub name: String,
 }
+
+/// Reply of the nameserver's `GET /v1/stats`: durable work since start, so a benchmark can
+/// count fsyncs per created file and see how many changes shared one commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameserverStats {
+    /// fsyncs the store issued (redb's `sync_data` calls on its file).
+    pub fsyncs: u64,
+    /// Durable store commits.
+    pub commits: u64,
+    /// Changes those commits carried (creates, publishes, ...); above `commits` when
+    /// concurrent changes shared a commit (group commit).
+    pub mutations: u64,
+}

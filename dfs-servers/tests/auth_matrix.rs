@@ -159,6 +159,7 @@ fn rows() -> Vec<Row> {
         row(Srv::Name, "GET", "/healthz", OPEN),
         row(Srv::Name, "GET", "/", READ),
         row(Srv::Name, "GET", "/v1/cluster", READ),
+        row(Srv::Name, "GET", "/v1/stats", READ),
         row(Srv::Name, "GET", "/v1/meta/stat?path=/", READ),
         row(Srv::Name, "GET", "/v1/meta/list?path=/", READ),
         row(Srv::Name, "GET", "/v1/meta/stat-id?id=1", READ),
@@ -339,6 +340,7 @@ fn rows() -> Vec<Row> {
         // Lockserver.
         row(Srv::Lock, "GET", "/healthz", OPEN),
         row(Srv::Lock, "GET", "/v1/locks", READ),
+        row(Srv::Lock, "GET", "/v1/stats", READ),
         with(
             Srv::Lock,
             "POST",

@@ -29,6 +29,7 @@ pub const STORE_FILE: &str = "locks.redb";
 #[derive(Debug)]
 pub struct LockServer {
     table: Shared,
+    counters: store::StoreCounters,
     sweep_every: Duration,
     verifier: Arc<dfs_proto::auth::Verifier>,
     tls: Option<crate::common::tls::ServerTls>,
@@ -67,6 +68,7 @@ impl LockServer {
         let sweep_every = Duration::from_millis((config.ttl_ms + config.lock_delay_ms) / 4)
             .clamp(Duration::from_millis(25), Duration::from_secs(1));
         Ok(LockServer {
+            counters: table.store_counters(),
             table: Arc::new(Mutex::new(table)),
             sweep_every,
             verifier,
@@ -92,6 +94,7 @@ impl LockServer {
                 routes::LockState {
                     table: self.table.clone(),
                     key: self.verifier.cluster_key().cloned(),
+                    counters: self.counters,
                 },
                 self.body_deadline_ms,
             ),

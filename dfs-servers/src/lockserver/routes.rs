@@ -1,5 +1,6 @@
 //! HTTP routes of the lockserver: thin handlers that run one [`LockTable`] call each.
 
+use super::store::StoreCounters;
 use super::table::LockTable;
 use super::table::MAX_PAGE;
 use crate::common::limits::{limit_body, BodyLimits};
@@ -42,6 +43,8 @@ pub struct LockState {
     pub table: Shared,
     /// Signs every lease answered.
     pub key: Option<ClusterKey>,
+    /// The store's fsync and commit counts, for `GET /v1/stats`.
+    pub counters: StoreCounters,
 }
 
 impl LockState {
@@ -55,12 +58,19 @@ impl LockState {
 /// Every lockserver endpoint, each with the right it needs (common::policy), with JSON
 /// 404/405 answers, a body limit and a body deadline.
 pub fn router(state: LockState, body_deadline_ms: u64) -> Router {
+    // The counters are read without the table's lock, which a commit holds through its fsync.
+    let counters = state.counters.clone();
+    let stats = move || {
+        let counters = counters.clone();
+        async move { Json(counters.stats()) }
+    };
     let router = Router::new()
         .route("/v1/locks/acquire", needs(Write, post(acquire)))
         .route("/v1/locks/renew", needs(Write, post(renew)))
         .route("/v1/locks/release", needs(Write, post(release)))
         .route("/v1/locks/break", needs(Admin, post(break_lease)))
         .route("/v1/locks", needs(Read, get(list)))
+        .route("/v1/stats", needs(Read, get(stats)))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(

@@ -194,6 +194,11 @@ impl LockTable {
         Ok(table)
     }
 
+    /// The store's fsync and commit counters (zeros once closed), for `GET /v1/stats`.
+    pub fn store_counters(&self) -> super::store::StoreCounters {
+        self.store.as_ref().map(Store::counters).unwrap_or_default()
+    }
+
     /// Releases the database; later calls answer `unavailable`.
     pub fn close(&mut self) {
         self.store = None;

@@ -36,6 +36,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", needs(Need::Read, get(text_map)))
         .route("/v1/cluster", needs(Need::Read, get(cluster)))
+        .route("/v1/stats", needs(Need::Read, get(stats)))
         .route("/v1/meta/stat", needs(Need::Read, get(stat)))
         .route("/v1/meta/stat-id", needs(Need::Read, get(stat_id)))
         .route("/v1/meta/list", needs(Need::Read, get(list)))
@@ -121,6 +122,11 @@ impl State {
             let _ = self.garbage.send(garbage);
         }
     }
+}
+
+/// Counters only: no store access, so it answers even while a commit waits on the disk.
+async fn stats(state: S) -> Json<NameserverStats> {
+    Json(state.0.store.stats())
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -20,7 +20,8 @@
 //! on any [`redb::StorageBackend`] ([`Store::with_backend`]), which is how the power-loss tests
 //! run it on [`crate::common::crash_backend::CrashBackend`].
 
-use dfs_proto::names::EntryKind;
+use crate::common::fsyncs::{create_counted, Counter, CountingBackend};
+use dfs_proto::names::{EntryKind, NameserverStats};
 use dfs_proto::{ApiError, Checksum, DfsPath, FileId, ServerId, Version};
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend, Table,
@@ -554,6 +555,12 @@ impl WriteTables<'_> {
 /// The redb database of one nameserver.
 pub struct Store {
     db: Database,
+    /// fsyncs redb issued on the store (counted by its backend).
+    syncs: Counter,
+    /// Durable commits.
+    commits: Counter,
+    /// Changes committed (above `commits` when changes share a commit).
+    mutations: Counter,
 }
 
 impl Store {
@@ -570,8 +577,9 @@ impl Store {
             create_atomically(dir, &file, now_ns)?;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let syncs = Counter::default();
         let db = loop {
-            match Database::create(&file) {
+            match create_counted(&file, syncs.clone()) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -581,24 +589,40 @@ impl Store {
                 }
             }
         };
-        Store::init(db, now_ns)
+        Store::init(db, syncs, now_ns)
             .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", file.display()))
     }
 
     /// Opens (or creates) the store on `backend`; tests pass a power-loss simulator here.
     pub fn with_backend(backend: impl StorageBackend, now_ns: i64) -> anyhow::Result<Store> {
+        let syncs = Counter::default();
         let db = redb::Builder::new()
-            .create_with_backend(backend)
+            .create_with_backend(CountingBackend::new(backend, syncs.clone()))
             .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
-        Store::init(db, now_ns).map_err(|e| anyhow::anyhow!("cannot initialise the store: {e}"))
+        Store::init(db, syncs, now_ns)
+            .map_err(|e| anyhow::anyhow!("cannot initialise the store: {e}"))
+    }
+
+    /// What the store did durably since it was opened, for `GET /v1/stats`.
+    pub fn stats(&self) -> NameserverStats {
+        NameserverStats {
+            fsyncs: self.syncs.get(),
+            commits: self.commits.get(),
+            mutations: self.mutations.get(),
+        }
     }
 
     /// Creates the tables and the root directory in the first transaction, so a fresh store
     /// and a reopened one look the same; upgrades an older schema in that same transaction
     /// (all or nothing), and refuses a store written by newer code, whose fields this code
     /// would silently drop on its next write.
-    fn init(db: Database, now_ns: i64) -> Result<Store, ApiError> {
-        let store = Store { db };
+    fn init(db: Database, syncs: Counter, now_ns: i64) -> Result<Store, ApiError> {
+        let store = Store {
+            db,
+            syncs,
+            commits: Counter::default(),
+            mutations: Counter::default(),
+        };
         store.write(|t| {
             if t.node(ROOT_ID)?.is_none() {
                 t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
@@ -638,6 +662,8 @@ impl Store {
         match result {
             Ok(value) => {
                 txn.commit().map_err(internal)?;
+                self.commits.bump();
+                self.mutations.bump();
                 Ok(value)
             }
             Err(err) => {
@@ -679,7 +705,7 @@ fn create_atomically(dir: &Path, file: &Path, now_ns: i64) -> anyhow::Result<()>
     {
         let db = Database::create(&tmp)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
-        Store::init(db, now_ns)
+        Store::init(db, Counter::default(), now_ns)
             .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", tmp.display()))?;
     }
     std::fs::File::open(&tmp)?.sync_all()?;
