@@ -1,8 +1,9 @@
 //! Everyday programs on a real mount, their result read back through a second mount of the
 //! same cluster: `tar -xp`, `cp -a` and `rsync -aH` of a tree with symlinks, hard links and
 //! files of two owners (type, mode, owner, link count, link target, mtime and content
-//! compared with the source), `python3 -m venv`, and `git clone` of a repository with a
-//! symlink. The tests run as root (as CI does), so that the programs keep owners.
+//! compared with the source), `python3 -m venv`, `git clone` of a repository with a
+//! symlink, and `setfattr`/`getfattr`. The tests run as root (as CI does), so that the
+//! programs keep owners.
 
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::{sh, sh_status, Mount};
@@ -277,4 +278,32 @@ fn git_clone_with_a_symlink_is_clean_from_another_mount() {
         q(&a.path("clone"))
     ));
     assert_eq!(count.trim(), "3");
+}
+
+#[test]
+fn setfattr_and_getfattr_across_mounts() {
+    let Some((_cluster, a, b)) = two_mounts() else {
+        return;
+    };
+    if !have("setfattr") || !have("getfattr") {
+        return;
+    }
+    let file = a.path("tagged");
+    std::fs::write(&file, b"x").unwrap();
+    sh(&format!("setfattr -n user.colour -v blue {}", q(&file)));
+    sh(&format!("setfattr -n user.size -v 0x0a0b {}", q(&file)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let other = b.path("tagged");
+    let value = sh(&format!(
+        "getfattr --only-values -n user.colour {}",
+        q(&other)
+    ));
+    assert_eq!(value, "blue");
+    let dump = sh(&format!("getfattr -d -e hex {}", q(&other)));
+    assert!(dump.contains("user.colour=0x626c7565"), "{dump}");
+    assert!(dump.contains("user.size=0x0a0b"), "{dump}");
+    sh(&format!("setfattr -x user.colour {}", q(&other)));
+    std::thread::sleep(Duration::from_millis(1100));
+    let (ok, out) = sh_status(&format!("getfattr -n user.colour {}", q(&file)));
+    assert!(!ok && out.contains("No such attribute"), "{out}");
 }
