@@ -35,6 +35,8 @@ fn row(id: &str, what: String, size: u64, dfs: Vec<f64>, curl: Vec<f64>, referen
         dfs_samples: dfs,
         reference_samples: curl,
         note: String::new(),
+        compare: None,
+        fsyncs: None,
     }
 }
 

@@ -211,12 +211,76 @@ impl Counters {
     }
 }
 
+/// fsync counts of every server at one moment (`GET /v1/stats`).
+#[derive(Clone, Debug, Default)]
+pub struct Fsyncs {
+    /// The lockserver's.
+    pub lockserver: u64,
+    /// The nameserver's.
+    pub nameserver: u64,
+    /// The nameserver's durable commits.
+    pub ns_commits: u64,
+    /// The changes those commits carried.
+    pub ns_changes: u64,
+    /// Each fileserver's, in cluster order.
+    pub fileservers: Vec<u64>,
+}
+
+impl Fsyncs {
+    /// Adds what happened between `before` and `after` to `self` (summing several phases).
+    pub fn add_since(&mut self, before: &Fsyncs, after: &Fsyncs) {
+        self.lockserver += after.lockserver.saturating_sub(before.lockserver);
+        self.nameserver += after.nameserver.saturating_sub(before.nameserver);
+        self.ns_commits += after.ns_commits.saturating_sub(before.ns_commits);
+        self.ns_changes += after.ns_changes.saturating_sub(before.ns_changes);
+        self.fileservers
+            .resize(after.fileservers.len().max(self.fileservers.len()), 0);
+        for (sum, (a, b)) in self
+            .fileservers
+            .iter_mut()
+            .zip(after.fileservers.iter().zip(&before.fileservers))
+        {
+            *sum += a.saturating_sub(*b);
+        }
+    }
+
+    /// Per created file of a sum made by [`Fsyncs::add_since`].
+    pub fn per_file_total(&self, files: u64) -> crate::report::FsyncsPerFile {
+        let zero = Fsyncs {
+            fileservers: vec![0; self.fileservers.len()],
+            ..Fsyncs::default()
+        };
+        self.per_file(&zero, files)
+    }
+
+    /// Per created file between `before` and `self`.
+    pub fn per_file(&self, before: &Fsyncs, files: u64) -> crate::report::FsyncsPerFile {
+        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 / files.max(1) as f64;
+        let commits = self.ns_commits.saturating_sub(before.ns_commits);
+        let changes = self.ns_changes.saturating_sub(before.ns_changes);
+        crate::report::FsyncsPerFile {
+            files,
+            lockserver: per(self.lockserver, before.lockserver),
+            nameserver: per(self.nameserver, before.nameserver),
+            fileservers: self
+                .fileservers
+                .iter()
+                .zip(&before.fileservers)
+                .map(|(a, b)| per(*a, *b))
+                .collect(),
+            changes_per_commit: changes as f64 / commits.max(1) as f64,
+        }
+    }
+}
+
 /// Lockserver, nameserver and fileservers as separate processes, plus the runtime for clients.
 pub struct Cluster {
     /// Every server process (lockserver, nameserver, fileservers).
     pub servers: Vec<ServerProc>,
     /// Nameserver base URL, for the mounts.
     pub nameserver: String,
+    /// Lockserver base URL, for its fsync counter.
+    pub lockserver: String,
     /// Fileserver base URLs, for curl and the counters.
     pub fileservers: Vec<String>,
     /// Runs typed-client calls from this synchronous harness.
@@ -278,6 +342,7 @@ impl Cluster {
             bin_dir,
         )?;
         let nameserver = ns.url.clone();
+        let lockserver = lock.url.clone();
         let mut servers = vec![lock, ns];
         let mut urls = Vec::new();
         for i in 0..fileservers {
@@ -301,6 +366,7 @@ impl Cluster {
         let cluster = Cluster {
             servers,
             nameserver,
+            lockserver,
             fileservers: urls,
             runtime,
             key_file,
@@ -361,6 +427,37 @@ impl Cluster {
             sum.bytes_out += s.bytes_out;
         }
         Ok(sum)
+    }
+
+    /// Every server's fsync count (and the nameserver's commits and changes), for the fsyncs
+    /// per created file.
+    pub fn fsyncs(&self) -> anyhow::Result<Fsyncs> {
+        let credential = self.cluster_key.server_credential();
+        let lock = dfs_proto::client::LockClient::new(&self.lockserver).with_credential(credential);
+        let lock = self
+            .runtime
+            .block_on(lock.stats())
+            .map_err(|e| anyhow::anyhow!("stats of the lockserver: {e}"))?;
+        let names = self
+            .runtime
+            .block_on(self.names().stats())
+            .map_err(|e| anyhow::anyhow!("stats of the nameserver: {e}"))?;
+        let client = self.files();
+        let mut fileservers = Vec::new();
+        for url in &self.fileservers {
+            let s = self
+                .runtime
+                .block_on(client.stats(url))
+                .map_err(|e| anyhow::anyhow!("stats of {url}: {e}"))?;
+            fileservers.push(s.fsyncs);
+        }
+        Ok(Fsyncs {
+            lockserver: lock.fsyncs,
+            nameserver: names.fsyncs,
+            ns_commits: names.commits,
+            ns_changes: names.mutations,
+            fileservers,
+        })
     }
 
     /// The (file id, version, fileserver URLs) of a published file, for the curl reference.

@@ -7,7 +7,9 @@
 pub mod cli;
 pub mod cluster;
 pub mod fio;
+pub mod peers;
 pub mod report;
+pub mod round2;
 pub mod util;
 pub mod workloads;
 
@@ -46,9 +48,14 @@ pub struct Options {
     pub bin_dir: Option<PathBuf>,
     /// The command line, for the report.
     pub command: String,
-    /// Workloads to run (`W1`..`W8`, `C1`, `C2`, `memory`); empty runs all. What a selected workload
-    /// needs (W1 for W2-W4, W5 for W6-W8, C1 for C2) runs too.
+    /// Workloads to run (`W1`..`W10`, `W1L`, `W5p`, `W1wb`, `W5wb`, `C1`, `C2`, `memory`); empty
+    /// runs all. What a selected workload needs (W1 for W1L, W2-W4 and W1wb, W5 for W6-W8 and
+    /// W5wb, W5p for W9, C1 for C2) runs too.
     pub only: Vec<String>,
+    /// Also run the workloads on JuiceFS and an rclone mount, when installed (issue 14).
+    pub peers: bool,
+    /// Files in W10's `tar -x` tree.
+    pub tar_files: usize,
 }
 
 impl Options {
@@ -56,9 +63,12 @@ impl Options {
     fn runs_workload(&self, name: &str) -> bool {
         let picked = |w: &str| self.only.iter().any(|o| o.eq_ignore_ascii_case(w));
         let needed_by: &[&str] = match name {
-            "W1" => &["W2", "W2w", "W3", "W4"],
+            "W1" => &["W1L", "W2", "W2w", "W3", "W4", "W1wb"],
             "C1" => &["C2"],
-            "W5" => &["W6", "W7", "W8"],
+            "W5" => &["W6", "W7", "W8", "W5wb"],
+            "W5p" => &["W9"],
+            "W1wb" => &["W5wb"],
+            "W5wb" => &["W1wb"],
             _ => &[],
         };
         self.only.is_empty() || picked(name) || needed_by.iter().any(|w| picked(w))
@@ -135,8 +145,46 @@ fn step(
     Ok(())
 }
 
+/// DFS's median rate of an earlier row (W1's MB/s, W5's files/s), for targets written as
+/// ratios to it.
+fn rate_of(rows: &[Row], id: &str) -> Option<f64> {
+    rows.iter()
+        .find(|r| r.id == id)
+        .and_then(|r| r.compare.as_ref())
+        .map(|c| c.dfs)
+}
+
+/// Gives row `to` the peers' rates of row `from` (the same workload without writeback, or
+/// W1 beside its disk limit).
+fn copy_peers(rows: &mut [Row], from: &str, to: &str) {
+    let peers = rows
+        .iter()
+        .find(|r| r.id == from)
+        .and_then(|r| r.compare.as_ref())
+        .map(|c| c.peers.clone());
+    if let (Some(peers), Some(c)) = (
+        peers,
+        rows.iter_mut()
+            .find(|r| r.id == to)
+            .and_then(|r| r.compare.as_mut()),
+    ) {
+        c.peers = peers;
+    }
+}
+
 fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
     let bin_dir = opts.bin_dir.as_deref();
+    let (peers, skipped) = if opts.peers {
+        peers::Peer::start_all(root)
+    } else {
+        (
+            Vec::new(),
+            vec![peers::Skipped {
+                name: "all".into(),
+                reason: "--no-peers".into(),
+            }],
+        )
+    };
     let cluster = Cluster::start(&root.join("servers"), 2, opts.replication, bin_dir)?;
     let logs = root.join("servers/logs");
     let mut mount_opts = opts.mount_opts.clone();
@@ -168,6 +216,8 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         files: opts.files,
         opens: opts.opens,
         drop_caches: opts.drop_caches,
+        peers: &peers,
+        tar_files: opts.tar_files,
     };
     workloads::prepare(&ctx)?;
     if opts.runs_workload("W1") || opts.runs_workload("C1") {
@@ -180,6 +230,16 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         || workloads::w1(&ctx),
         &mut rows,
     )?;
+    step(
+        opts,
+        "W1L the disk's limit: two parallel dd conv=fsync",
+        {
+            let (w1, ctx) = (rate_of(&rows, "W1"), &ctx);
+            move || round2::w1_limit(ctx, w1)
+        },
+        &mut rows,
+    )?;
+    copy_peers(&mut rows, "W1", "W1L");
     step(
         opts,
         "W2 cat of a cached file",
@@ -214,6 +274,21 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
     )?;
     step(
         opts,
+        "W5p create small files, 8 writers",
+        {
+            let (w5, ctx) = (rate_of(&rows, "W5"), &ctx);
+            move || round2::w5p(ctx, w5)
+        },
+        &mut rows,
+    )?;
+    step(
+        opts,
+        "W9 rename small files",
+        || round2::w9(&ctx),
+        &mut rows,
+    )?;
+    step(
+        opts,
         "W6 stat small files",
         || workloads::w6(&ctx),
         &mut rows,
@@ -230,6 +305,30 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         || workloads::w8(&ctx),
         &mut rows,
     )?;
+    step(
+        opts,
+        "W10 tar -x of a source tree",
+        || round2::w10(&ctx),
+        &mut rows,
+    )?;
+    if opts.runs_workload("W1wb") || opts.runs_workload("W5wb") {
+        eprintln!("dfs-bench: W1wb, W5wb with -o writeback");
+        let mut wb_opts = mount_opts.clone();
+        wb_opts.extend(["-o".to_owned(), "writeback".to_owned()]);
+        let wb = round2::writeback_rows(&ctx, || {
+            Mount::start(
+                &cluster.nameserver,
+                &root.join("mnt-writeback"),
+                &root.join("cache-writeback"),
+                &wb_opts,
+                &logs.join("mount-writeback.log"),
+                bin_dir,
+            )
+        })?;
+        rows.extend(wb);
+        copy_peers(&mut rows, "W1", "W1wb");
+        copy_peers(&mut rows, "W5", "W5wb");
+    }
     let fio = match &opts.fio {
         Some(jobs) => {
             fio::ensure_fio()?;
@@ -261,7 +360,13 @@ fn run_in(opts: &Options, root: &std::path::Path) -> anyhow::Result<Outcome> {
         dropped_caches: opts.drop_caches,
         rows,
         fio,
+        peers: peers
+            .iter()
+            .map(|p| format!("{} ({})", p.name, p.setup))
+            .collect(),
+        skipped,
     };
+    drop(peers);
     drop(reader);
     drop(writer);
     drop(cluster);
@@ -288,6 +393,8 @@ mod tests {
             bin_dir: None,
             command: String::new(),
             only: only.iter().map(|s| s.to_string()).collect(),
+            peers: false,
+            tar_files: 1,
         }
     }
 
@@ -302,6 +409,10 @@ mod tests {
         let opts = with_only(&["W3"]);
         assert!(opts.runs_workload("W1") && opts.runs_workload("W3"));
         assert!(!opts.runs_workload("W2"));
+        let opts = with_only(&["W9", "W1L"]);
+        assert!(opts.runs_workload("W5p"), "W9 renames W5p's files");
+        assert!(opts.runs_workload("W1"), "W1L compares with W1");
+        assert!(!opts.runs_workload("W5") && !opts.runs_workload("W10"));
     }
 
     #[test]

@@ -52,11 +52,18 @@ struct Args {
     /// Where dfs-fuse and the dfs-*server binaries are [default: next to dfs-bench].
     #[arg(long)]
     bin_dir: Option<PathBuf>,
+    /// Do not run the peers (JuiceFS, rclone) even when they are installed.
+    #[arg(long)]
+    no_peers: bool,
+    /// Files in W10's `tar -x` source tree.
+    #[arg(long, default_value_t = 5000)]
+    tar_files: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Only these workloads, comma-separated (W1..W8, W2w, C1, C2, memory), plus what they need
-    /// (W1 for W2-W4, W5 for W6-W8). For iterating on one path; not a full result.
+    /// Only these workloads, comma-separated (W1..W10, W1L, W2w, W5p, W1wb, W5wb, C1, C2,
+    /// memory), plus what they need (W1 for W1L and W2-W4, W5 for W6-W8, W5p for W9). For
+    /// iterating on one path; not a full result.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -71,10 +78,16 @@ fn main() -> anyhow::Result<()> {
     if drop_caches && unsafe { libc::geteuid() } != 0 {
         bail!("dfs-bench drops the page cache and mounts FUSE: run it as root (or pass --no-drop-caches)");
     }
-    let (size, runs, files, opens) = if args.quick {
-        (64 << 20, 1, 100, 200)
+    let (size, runs, files, opens, tar_files) = if args.quick {
+        (64 << 20, 1, 100, 200, 300)
     } else {
-        (args.size << 20, args.runs, args.files, args.opens)
+        (
+            args.size << 20,
+            args.runs,
+            args.files,
+            args.opens,
+            args.tar_files,
+        )
     };
     let opts = Options {
         dir: args.dir,
@@ -95,6 +108,8 @@ fn main() -> anyhow::Result<()> {
         bin_dir: args.bin_dir,
         command: std::env::args().collect::<Vec<_>>().join(" "),
         only: args.only,
+        peers: !args.no_peers,
+        tar_files,
     };
     let outcome = run_bench(&opts)?;
     let table = outcome.report.markdown();

@@ -28,6 +28,99 @@ pub struct Row {
     pub reference_samples: Vec<f64>,
     /// Anything else worth knowing about this row.
     pub note: String,
+    /// The same workload on the local disk and the peers, as rates, for the peer table.
+    pub compare: Option<Compare>,
+    /// fsyncs per created file at each server during the timed DFS phase (W5, W5p).
+    pub fsyncs: Option<FsyncsPerFile>,
+}
+
+/// One workload as rates (higher is better) on DFS, the local disk and each peer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Compare {
+    /// Unit of every rate (`MB/s`, `files/s`).
+    pub unit: String,
+    /// DFS's rate (median run).
+    pub dfs: f64,
+    /// The local disk's rate, when measured.
+    pub local: Option<f64>,
+    /// Each peer's rate; `None` when its run failed (the reason is in `note`).
+    pub peers: Vec<PeerRate>,
+    /// Issue 14's target for this row, in words (`>= 1.0 x JuiceFS`).
+    pub target: String,
+    /// The target as a check: DFS / `against` must reach `factor`.
+    pub goal: Option<Goal>,
+}
+
+/// A target written as a ratio to another number of the same run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Goal {
+    /// A peer's name, or a label of a number given in `value`.
+    pub against: String,
+    /// DFS / that must be at least this.
+    pub factor: f64,
+    /// The number itself when it is not a peer's rate (W5 for W5p, the dd limit for W1).
+    pub value: Option<f64>,
+}
+
+/// One peer's result for a workload.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerRate {
+    /// Peer name.
+    pub name: String,
+    /// Its rate (median run), in the row's unit.
+    pub rate: Option<f64>,
+    /// Why there is no rate, or anything odd.
+    pub note: String,
+}
+
+impl Compare {
+    /// The rate of `name` (a peer), or the goal's own value.
+    fn reference(&self, goal: &Goal) -> Option<f64> {
+        goal.value.or_else(|| {
+            self.peers
+                .iter()
+                .find(|p| p.name == goal.against)
+                .and_then(|p| p.rate)
+        })
+    }
+
+    /// DFS / the goal's reference, and whether it reaches the factor.
+    pub fn verdict(&self) -> Option<(f64, bool)> {
+        let goal = self.goal.as_ref()?;
+        let reference = self.reference(goal)?;
+        let ratio = self.dfs / reference;
+        Some((ratio, ratio >= goal.factor))
+    }
+}
+
+/// fsyncs per created file at each server, from their `GET /v1/stats` around the DFS phase.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FsyncsPerFile {
+    /// Files created in the measured phase.
+    pub files: u64,
+    /// At the lockserver.
+    pub lockserver: f64,
+    /// At the nameserver.
+    pub nameserver: f64,
+    /// At each fileserver, in cluster order.
+    pub fileservers: Vec<f64>,
+    /// Nameserver changes per commit (above 1: changes shared a commit).
+    pub changes_per_commit: f64,
+}
+
+impl FsyncsPerFile {
+    /// fsyncs one file waits for one after another: the lockserver's and the nameserver's
+    /// (each a step of the close path), plus the busiest fileserver's (the replicas' uploads
+    /// run side by side, each server's own fsyncs for a blob one after another).
+    pub fn in_sequence(&self) -> f64 {
+        let fs = self.fileservers.iter().copied().fold(0.0, f64::max);
+        self.lockserver + self.nameserver + fs
+    }
+
+    /// All fsyncs per file, over every server.
+    pub fn total(&self) -> f64 {
+        self.lockserver + self.nameserver + self.fileservers.iter().sum::<f64>()
+    }
 }
 
 /// A whole run, as written by `--json`.
@@ -53,6 +146,10 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// The fio rows, when `--fio` was given.
     pub fio: Vec<FioRow>,
+    /// The peers that ran, with their versions and setup.
+    pub peers: Vec<String>,
+    /// The peers that did not run, and why.
+    pub skipped: Vec<crate::peers::Skipped>,
 }
 
 /// One fio job on the mount and on the local disk.
@@ -66,6 +163,14 @@ pub struct FioRow {
     pub dfs: f64,
     /// Result on the local disk.
     pub local: f64,
+}
+
+fn rate(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
 }
 
 fn verdict(pass: Option<bool>) -> &'static str {
@@ -116,6 +221,8 @@ impl Report {
                 ));
             }
         }
+        out.push_str(&self.peer_table());
+        out.push_str(&self.fsync_table());
         let notes: Vec<_> = self.rows.iter().filter(|r| !r.note.is_empty()).collect();
         if !notes.is_empty() {
             out.push('\n');
@@ -137,6 +244,156 @@ impl Report {
                     f.dfs / f.local
                 ));
             }
+        }
+        out
+    }
+}
+
+impl Report {
+    /// Issue 14's table: every workload as a rate on DFS, the local disk and each peer, DFS's
+    /// ratio to each peer, and the target with its verdict.
+    fn peer_table(&self) -> String {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.compare.as_ref().map(|c| (r, c)))
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let mut names: Vec<String> = Vec::new();
+        for (_, c) in &rows {
+            for p in &c.peers {
+                if !names.contains(&p.name) {
+                    names.push(p.name.clone());
+                }
+            }
+        }
+        let mut out =
+            String::from("\nThe same workloads on the peers (rates, higher is better):\n\n");
+        out.push_str("| workload | unit | DFS | local disk |");
+        for n in &names {
+            out.push_str(&format!(" {n} |"));
+        }
+        for n in &names {
+            out.push_str(&format!(" DFS / {n} |"));
+        }
+        out.push_str(" target | result |\n|---|---|---|---|");
+        for _ in 0..names.len() * 2 {
+            out.push_str("---|");
+        }
+        out.push_str("---|---|\n");
+        for (r, c) in rows {
+            let local = c.local.map(rate).unwrap_or_else(|| "-".into());
+            out.push_str(&format!(
+                "| {} | {} | {} | {local} |",
+                r.id,
+                c.unit,
+                rate(c.dfs)
+            ));
+            let find = |n: &String| c.peers.iter().find(|p| &p.name == n);
+            for n in &names {
+                let cell = match find(n) {
+                    Some(PeerRate { rate: Some(v), .. }) => rate(*v),
+                    Some(_) => "failed".into(),
+                    None => "-".into(),
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            for n in &names {
+                let cell = match find(n) {
+                    Some(PeerRate { rate: Some(v), .. }) if *v > 0.0 => {
+                        format!("{:.2}", c.dfs / v)
+                    }
+                    _ => "-".into(),
+                };
+                out.push_str(&format!(" {cell} |"));
+            }
+            let result = match c.verdict() {
+                Some((ratio, pass)) => format!(
+                    "{} ({ratio:.2} x {})",
+                    verdict(Some(pass)),
+                    c.goal.as_ref().map_or("", |g| g.against.as_str())
+                ),
+                None if c.goal.is_none() => "info".into(),
+                None => "no reference".into(),
+            };
+            out.push_str(&format!(" {} | {result} |\n", c.target));
+        }
+        let failed: Vec<String> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.compare.as_ref().map(|c| (r, c)))
+            .flat_map(|(r, c)| {
+                c.peers
+                    .iter()
+                    .filter(|p| !p.note.is_empty())
+                    .map(move |p| format!("- {} on {}: {}\n", r.id, p.name, p.note))
+            })
+            .collect();
+        if !self.peers.is_empty() {
+            out.push_str("\nPeers: ");
+            out.push_str(&self.peers.join("; "));
+            out.push('\n');
+        }
+        for s in &self.skipped {
+            out.push_str(&format!("\nPeer {} skipped: {}\n", s.name, s.reason));
+        }
+        for f in failed {
+            out.push_str(&f);
+        }
+        out
+    }
+
+    /// fsyncs per created file at each server, and how many of them one file waits for in turn.
+    fn fsync_table(&self) -> String {
+        let rows: Vec<_> = self
+            .rows
+            .iter()
+            .filter_map(|r| r.fsyncs.as_ref().map(|f| (r, f)))
+            .collect();
+        if rows.is_empty() {
+            return String::new();
+        }
+        let servers = rows
+            .iter()
+            .map(|(_, f)| f.fileservers.len())
+            .max()
+            .unwrap_or(0);
+        let mut out = String::from(
+            "\nfsyncs per created file (servers' `GET /v1/stats` around the timed DFS phase; \
+             \"in sequence\" = lockserver + nameserver + the busiest fileserver, since the \
+             replicas' uploads run side by side and every other step waits for the one before):\n\n\
+             | workload | files | lockserver | nameserver |",
+        );
+        for i in 0..servers {
+            out.push_str(&format!(" fileserver{i} |"));
+        }
+        out.push_str(
+            " all servers | in sequence | nameserver changes per commit |\n|---|---|---|---|",
+        );
+        for _ in 0..servers {
+            out.push_str("---|");
+        }
+        out.push_str("---|---|---|\n");
+        for (r, f) in rows {
+            out.push_str(&format!(
+                "| {} | {} | {:.2} | {:.2} |",
+                r.id, f.files, f.lockserver, f.nameserver
+            ));
+            for i in 0..servers {
+                let cell = f
+                    .fileservers
+                    .get(i)
+                    .map_or("-".to_owned(), |v| format!("{v:.2}"));
+                out.push_str(&format!(" {cell} |"));
+            }
+            out.push_str(&format!(
+                " {:.2} | {:.2} | {:.2} |\n",
+                f.total(),
+                f.in_sequence(),
+                f.changes_per_commit
+            ));
         }
         out
     }

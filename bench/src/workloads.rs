@@ -1,7 +1,8 @@
 //! W1..W8 and the memory row of issue 5, each timed on the mount and on its reference.
 
-use crate::cluster::{Cluster, Counters, Mount};
-use crate::report::Row;
+use crate::cluster::{Cluster, Counters, Fsyncs, Mount};
+use crate::peers::Peer;
+use crate::report::{Compare, Goal, PeerRate, Row};
 use crate::util::{
     cat, checksum_file, cp, drop_caches, make_file, mbps, median, run, time, vm_hwm,
 };
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Everything a workload needs: the cluster, both mounts, the local reference directory, sizes.
+#[derive(Clone)]
 pub struct Ctx<'a> {
     /// The servers (for counters, blob locations and curl targets).
     pub cluster: &'a Cluster,
@@ -31,6 +33,10 @@ pub struct Ctx<'a> {
     pub opens: usize,
     /// Whether to drop the page cache before cold phases.
     pub drop_caches: bool,
+    /// The peer file systems the same workloads also run on.
+    pub peers: &'a [Peer],
+    /// Files in the `tar -x` tree (W10).
+    pub tar_files: usize,
 }
 
 /// Directory inside the DFS namespace the bench works in.
@@ -50,7 +56,7 @@ impl Ctx<'_> {
         drop_caches(self.drop_caches)
     }
     /// Times `work` on the mount and adds the fileserver counters it caused to `total`.
-    fn measured(
+    pub(crate) fn measured(
         &self,
         total: &mut Counters,
         work: impl FnOnce() -> anyhow::Result<()>,
@@ -67,19 +73,91 @@ impl Ctx<'_> {
         total.bytes_out += delta.bytes_out;
         Ok(secs)
     }
-    fn small_dir(&self, base: &Path, run: usize) -> PathBuf {
+    /// Times `work` on the mount like [`Ctx::measured`] and adds every server's fsyncs during it
+    /// to `fsyncs`.
+    pub(crate) fn measured_fsyncs(
+        &self,
+        total: &mut Counters,
+        fsyncs: &mut Fsyncs,
+        work: impl FnOnce() -> anyhow::Result<()>,
+    ) -> anyhow::Result<f64> {
+        let before = self.cluster.fsyncs()?;
+        let secs = self.measured(total, work)?;
+        fsyncs.add_since(&before, &self.cluster.fsyncs()?);
+        Ok(secs)
+    }
+
+    /// Runs a workload on every peer: `prep(base)` once (untimed), then `op(base, run)` timed
+    /// for each run (after a page-cache drop when `cold`), where `base` is the peer's bench
+    /// directory; `to_rate` turns the median seconds into the row's rate. A failing peer gets
+    /// no rate and the error as its note; the bench goes on.
+    pub(crate) fn on_peers(
+        &self,
+        cold: bool,
+        prep: impl Fn(&Path) -> anyhow::Result<()>,
+        op: impl Fn(&Path, usize) -> anyhow::Result<()>,
+        to_rate: impl Fn(f64) -> f64,
+    ) -> Vec<PeerRate> {
+        self.peers
+            .iter()
+            .map(|peer| {
+                let base = peer.path.join(DFS_DIR);
+                let result = (|| -> anyhow::Result<f64> {
+                    prep(&base)?;
+                    let mut samples = Vec::new();
+                    for i in 0..self.runs {
+                        if cold {
+                            self.drop()?;
+                        }
+                        samples.push(time(|| op(&base, i))?.0);
+                    }
+                    Ok(to_rate(median(&samples)))
+                })();
+                match result {
+                    Ok(rate) => PeerRate {
+                        name: peer.name.clone(),
+                        rate: Some(rate),
+                        note: String::new(),
+                    },
+                    Err(err) => {
+                        eprintln!("dfs-bench:   on {}: {err:#}", peer.name);
+                        PeerRate {
+                            name: peer.name.clone(),
+                            rate: None,
+                            note: format!("{err:#}"),
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+
+    pub(crate) fn small_dir(&self, base: &Path, run: usize) -> PathBuf {
         base.join(format!("small-{run}"))
     }
-    fn small_names(&self) -> Vec<String> {
+    pub(crate) fn small_names(&self) -> Vec<String> {
         (0..self.files).map(|i| format!("f{i:05}")).collect()
     }
 }
 
-/// Makes the bench directory on the mount and the local reference directory.
+/// Makes the bench directory on the mount and on each peer, and the local reference directory.
 pub fn prepare(ctx: &Ctx) -> anyhow::Result<()> {
     std::fs::create_dir_all(ctx.writer.path.join(DFS_DIR)).context("mkdir on the mount")?;
+    for peer in ctx.peers {
+        std::fs::create_dir_all(peer.path.join(DFS_DIR))
+            .with_context(|| format!("mkdir on {}", peer.name))?;
+    }
     std::fs::create_dir_all(&ctx.local)?;
     Ok(())
+}
+
+/// A target of issue 14 as a ratio to a peer.
+pub(crate) fn versus(peer: &str, factor: f64) -> Option<Goal> {
+    Some(Goal {
+        against: peer.into(),
+        factor,
+        value: None,
+    })
 }
 
 fn mib(bytes: u64) -> String {
@@ -164,6 +242,12 @@ pub fn w1(ctx: &Ctx) -> anyhow::Result<Row> {
     let (d, l, c) = (median(&dfs), median(&local), median(&curl));
     let rate = mbps(ctx.size, d);
     let ratio = d / (l + c);
+    let peers = ctx.on_peers(
+        true,
+        |_| Ok(()),
+        |base, i| cp(&ctx.src, &base.join(format!("w1-{i}.bin"))),
+        |secs| mbps(ctx.size, secs),
+    );
     Ok(Row {
         id: "W1".into(),
         what: format!("`cp` {} into the mount (durable at return)", mib(ctx.size)),
@@ -180,6 +264,15 @@ pub fn w1(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs_samples: dfs,
         reference_samples: local.iter().zip(&curl).map(|(a, b)| a + b).collect(),
         note: String::new(),
+        compare: Some(Compare {
+            unit: "MB/s".into(),
+            dfs: rate,
+            local: Some(mbps(ctx.size, l)),
+            peers,
+            target: "see W1L".into(),
+            goal: None,
+        }),
+        fsyncs: None,
     })
 }
 
@@ -198,6 +291,12 @@ pub fn w2(ctx: &Ctx) -> anyhow::Result<Row> {
     }
     let (d, l) = (median(&dfs), median(&local));
     let ratio = l / d;
+    let peers = ctx.on_peers(
+        true,
+        |base| cat(&base.join(name)),
+        |base, _| cat(&base.join(name)),
+        |secs| mbps(ctx.size, secs),
+    );
     Ok(Row {
         id: "W2".into(),
         what: format!(
@@ -213,6 +312,19 @@ pub fn w2(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs_samples: dfs,
         reference_samples: local,
         note: String::new(),
+        compare: Some(Compare {
+            unit: "MB/s".into(),
+            dfs: mbps(ctx.size, d),
+            local: Some(mbps(ctx.size, l)),
+            peers,
+            target: ">= 0.9 x local".into(),
+            goal: Some(Goal {
+                against: "local".into(),
+                factor: 0.9,
+                value: Some(mbps(ctx.size, l)),
+            }),
+        }),
+        fsyncs: None,
     })
 }
 
@@ -240,6 +352,8 @@ pub fn w2_warm(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs_samples: dfs,
         reference_samples: local,
         note: String::new(),
+        compare: None,
+        fsyncs: None,
     })
 }
 
@@ -286,6 +400,8 @@ pub fn w3(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs_samples: dfs,
         reference_samples: curl,
         note: String::new(),
+        compare: None,
+        fsyncs: None,
     })
 }
 
@@ -324,10 +440,12 @@ pub fn w4(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs_samples: dfs,
         reference_samples: local,
         note: String::new(),
+        compare: None,
+        fsyncs: None,
     })
 }
 
-fn rate_row(
+pub(crate) fn rate_row(
     id: &str,
     what: String,
     files: usize,
@@ -349,7 +467,28 @@ fn rate_row(
         dfs_samples: dfs,
         reference_samples: local,
         note: String::new(),
+        compare: Some(Compare {
+            unit: "files/s".into(),
+            dfs: d,
+            local: Some(l),
+            ..Compare::default()
+        }),
+        fsyncs: None,
     }
+}
+
+/// Adds the peers' rates and issue 14's target to a row made by [`rate_row`].
+pub(crate) fn with_peers(row: &mut Row, peers: Vec<PeerRate>, target: &str, goal: Option<Goal>) {
+    if let Some(c) = row.compare.as_mut() {
+        c.peers = peers;
+        c.target = target.into();
+        c.goal = goal;
+    }
+}
+
+/// Files per second from the median seconds of `files` operations.
+pub(crate) fn per_sec(files: usize) -> impl Fn(f64) -> f64 {
+    move |secs| files as f64 / secs
 }
 
 /// Runs `op` on every one of `names` in `dir` in turn (the small-file workloads), naming the
@@ -366,7 +505,7 @@ fn each_file<T>(
     Ok(())
 }
 
-fn create_files(dir: &Path, names: &[String], body: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn create_files(dir: &Path, names: &[String], body: &[u8]) -> anyhow::Result<()> {
     each_file(dir, names, "write", |p| std::fs::write(p, body))
 }
 
@@ -376,6 +515,7 @@ pub fn w5(ctx: &Ctx) -> anyhow::Result<Row> {
     let body = vec![0x5au8; 4096];
     let (mut dfs, mut local) = (Vec::new(), Vec::new());
     let mut counters = Counters::default();
+    let mut fsyncs = Fsyncs::default();
     for i in 0..ctx.runs {
         let (m, l) = (
             ctx.small_dir(&ctx.writer.path.join(DFS_DIR), i),
@@ -383,9 +523,21 @@ pub fn w5(ctx: &Ctx) -> anyhow::Result<Row> {
         );
         std::fs::create_dir_all(&m)?;
         std::fs::create_dir_all(&l)?;
-        dfs.push(ctx.measured(&mut counters, || create_files(&m, &names, &body))?);
+        dfs.push(ctx.measured_fsyncs(&mut counters, &mut fsyncs, || {
+            create_files(&m, &names, &body)
+        })?);
         local.push(time(|| create_files(&l, &names, &body))?.0);
     }
+    let peers = ctx.on_peers(
+        false,
+        |_| Ok(()),
+        |base, i| {
+            let dir = ctx.small_dir(base, i);
+            std::fs::create_dir_all(&dir)?;
+            create_files(&dir, &names, &body)
+        },
+        per_sec(ctx.files),
+    );
     let mut row = rate_row(
         "W5",
         format!("{} files of 4 KiB: create, write, close", ctx.files),
@@ -397,6 +549,13 @@ pub fn w5(ctx: &Ctx) -> anyhow::Result<Row> {
     );
     row.target.push_str(" (aim 2,500)");
     row.note = "local reference does not fsync; the mount publishes durably at every close".into();
+    with_peers(
+        &mut row,
+        peers,
+        ">= 1.0 x JuiceFS (aim 1.5), <= 3 fsyncs in sequence",
+        versus("JuiceFS", 1.0),
+    );
+    row.fsyncs = Some(fsyncs.per_file_total((ctx.files * ctx.runs) as u64));
     Ok(row)
 }
 
@@ -419,7 +578,13 @@ pub fn w6(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs.push(ctx.measured(&mut counters, || stat_files(&m, &names))?);
         local.push(time(|| stat_files(&l, &names))?.0);
     }
-    Ok(rate_row(
+    let peers = ctx.on_peers(
+        false,
+        |base| stat_files(&ctx.small_dir(base, 0), &names),
+        |base, _| stat_files(&ctx.small_dir(base, 0), &names),
+        per_sec(ctx.files),
+    );
+    let mut row = rate_row(
         "W6",
         format!("`stat` of {} files, warm", ctx.files),
         ctx.files,
@@ -427,7 +592,9 @@ pub fn w6(ctx: &Ctx) -> anyhow::Result<Row> {
         local,
         20_000.0,
         counters,
-    ))
+    );
+    with_peers(&mut row, peers, "", None);
+    Ok(row)
 }
 
 fn read_files(dir: &Path, names: &[String]) -> anyhow::Result<()> {
@@ -449,6 +616,12 @@ pub fn w7(ctx: &Ctx) -> anyhow::Result<Row> {
         local.push(time(|| read_files(&l, &names))?.0);
     }
     let zero = counters.downloads == 0 && counters.bytes_out == 0;
+    let peers = ctx.on_peers(
+        false,
+        |base| read_files(&ctx.small_dir(base, 0), &names),
+        |base, _| read_files(&ctx.small_dir(base, 0), &names),
+        per_sec(ctx.files),
+    );
     let mut row = rate_row(
         "W7",
         format!("open, read, close of {} cached 4 KiB files", ctx.files),
@@ -460,6 +633,12 @@ pub fn w7(ctx: &Ctx) -> anyhow::Result<Row> {
     );
     row.target.push_str(", 0 downloads");
     row.pass = row.pass.map(|fast| fast && zero);
+    with_peers(
+        &mut row,
+        peers,
+        ">= 2 x JuiceFS and >= 5,000/s",
+        versus("JuiceFS", 2.0),
+    );
     Ok(row)
 }
 
@@ -480,7 +659,13 @@ pub fn w8(ctx: &Ctx) -> anyhow::Result<Row> {
         dfs.push(ctx.measured(&mut counters, || unlink_files(&m, &names))?);
         local.push(time(|| unlink_files(&l, &names))?.0);
     }
-    Ok(rate_row(
+    let peers = ctx.on_peers(
+        false,
+        |_| Ok(()),
+        |base, i| unlink_files(&ctx.small_dir(base, i), &names),
+        per_sec(ctx.files),
+    );
+    let mut row = rate_row(
         "W8",
         format!("unlink of {} files", ctx.files),
         ctx.files,
@@ -488,7 +673,9 @@ pub fn w8(ctx: &Ctx) -> anyhow::Result<Row> {
         local,
         2_000.0,
         counters,
-    ))
+    );
+    with_peers(&mut row, peers, ">= 2 x JuiceFS", versus("JuiceFS", 2.0));
+    Ok(row)
 }
 
 /// Memory: peak RSS (VmHWM) of both mounts and every server after everything above; with
@@ -544,5 +731,7 @@ pub fn memory(ctx: &Ctx, big: Option<u64>) -> anyhow::Result<Row> {
         dfs_samples: peaks.iter().map(|(_, p)| p.unwrap_or(0) as f64).collect(),
         reference_samples: Vec::new(),
         note,
+        compare: None,
+        fsyncs: None,
     })
 }

@@ -59,6 +59,8 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
         bin_dir: None,
         command: "smoke test".into(),
         only: Vec::new(),
+        peers: false,
+        tar_files: 40,
     };
     let report = run_bench(&opts).expect("the bench runs").report;
     eprintln!("{}", report.markdown());
@@ -98,6 +100,22 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
         "W5 uploaded only {} blobs",
         w5.uploads
     );
+    // Issue 14's rows ran, and W5 counted the durable steps of every file at every server.
+    for id in ["W1L", "W5p", "W9", "W10", "W1wb", "W5wb"] {
+        row(id);
+    }
+    let fsyncs = row("W5").fsyncs.clone().expect("W5 counts fsyncs");
+    assert_eq!(fsyncs.files, files as u64);
+    assert!(fsyncs.nameserver >= 1.0, "{fsyncs:?}");
+    assert!(fsyncs.lockserver >= 1.0, "{fsyncs:?}");
+    assert_eq!(fsyncs.fileservers.len(), 2);
+    assert!(
+        fsyncs.fileservers.iter().all(|f| *f >= 2.0),
+        "data and directory per blob on each replica: {fsyncs:?}"
+    );
+    assert!(fsyncs.in_sequence() < fsyncs.total());
+    let w10 = counters("W10");
+    assert!(w10.uploads >= 40, "tar -x published every file: {w10:?}");
     assert_eq!(
         row("memory").dfs_samples.len(),
         6,

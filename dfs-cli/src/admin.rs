@@ -1,8 +1,8 @@
 //! `dfs locks`, `dfs fileservers`, `dfs map` and `dfs status`: what an operator asks the
 //! cluster, read from the nameserver's `GET /v1/cluster`, the lockserver's `GET /v1/locks`
 //! (the lockserver found through the nameserver) and each fileserver's `GET /v1/blobs`.
-//! The changes are `dfs map set`, through `POST /v1/dirs/replication`, and `dfs locks break`.
-//! `dfs locks break` (admin keys) drops a stuck lease through `POST /v1/locks/break`.
+//! The changes are `dfs map set` (`POST /v1/dirs/replication`) and `dfs locks break`
+//! (`POST /v1/locks/break`), both for admin keys.
 
 use crate::common::Access;
 use crate::common::CliError;
@@ -21,13 +21,12 @@ use std::io;
 #[command(after_help = "Examples:
   dfs locks
   dfs locks --json | jq '.leases[].paths'
-  dfs --key admin.key locks break /reports/big.csv
-  dfs --key admin.key locks break 1234")]
+  dfs locks break /reports/q3.xlsx          # admin key: free a stuck writer's lease")]
 pub struct LocksArgs {
     /// The lockserver's `LeaseList` as JSON.
     #[arg(long)]
     pub json: bool,
-    /// `break`: drop a lease.
+    /// `break`: end a lease whoever holds it.
     #[command(subcommand)]
     pub command: Option<LocksCommand>,
 }
@@ -35,38 +34,17 @@ pub struct LocksArgs {
 /// Subcommands of `dfs locks`.
 #[derive(Subcommand, Debug)]
 pub enum LocksCommand {
-    /// Drop a lease whoever holds it (needs an admin key). Its holder's next renewal fails
-    /// and its writes fail as lost; the next lease on the path gets a higher token, which
-    /// fences any late publish of the old holder.
+    /// End a lease at once, whoever holds it (admin key). Its paths are free for the next
+    /// writer, whose higher fencing token makes anything the old holder still sends fail;
+    /// the old holder's open file gets an error at its next renew or close.
     #[command(after_help = "Examples:
-  dfs --key admin.key locks break /reports/big.csv   # the lease holding this path
-  dfs --key admin.key locks break 1234               # lease (token) 1234")]
+  dfs locks break /reports/q3.xlsx
+  dfs locks break 42                        # by fencing token, as `dfs locks` shows it")]
     Break {
-        /// A DFS path the lease holds (starts with `/`), or the lease's token.
+        /// A path the lease covers, or its fencing token.
         #[arg(value_name = "PATH|TOKEN")]
-        target: String,
+        lease: String,
     },
-}
-
-/// What `dfs locks break` was given: a path or a token.
-fn break_request(target: &str) -> Result<BreakRequest, CliError> {
-    if target.starts_with('/') {
-        let path = DfsPath::parse(target).map_err(|err| CliError::new(target, err.to_string()))?;
-        return Ok(BreakRequest {
-            token: None,
-            path: Some(path),
-        });
-    }
-    let token = target.parse::<u64>().map_err(|_| {
-        CliError::new(
-            target,
-            "give a DFS path (starting with /) or a lease token (a number)",
-        )
-    })?;
-    Ok(BreakRequest {
-        token: Some(token),
-        path: None,
-    })
 }
 
 /// `dfs fileservers`.
@@ -153,31 +131,45 @@ fn lock_client(info: &ClusterInfo, access: &Access) -> Result<LockClient, CliErr
     }
 }
 
-/// Runs `dfs locks`.
-pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
+/// Runs `dfs locks break`.
+fn break_lease(access: &Access, lease: &str) -> Result<(), CliError> {
+    let req = match lease.parse::<u64>() {
+        Ok(token) => BreakRequest {
+            token: Some(token),
+            path: None,
+        },
+        Err(_) => BreakRequest {
+            token: None,
+            path: Some(DfsPath::parse(lease).map_err(|err| CliError::usage(lease, err))?),
+        },
+    };
     block_on(async {
         let names = access.names();
         let info = cluster(&names).await?;
         let locks = lock_client(&info, access)?;
-        if let Some(LocksCommand::Break { target }) = &args.command {
-            let req = break_request(target)?;
-            let lease = locks
-                .break_lease(&req)
-                .await
-                .map_err(|err| api(locks.url(), err))?;
-            let mut out = io::stdout().lock();
-            if args.json {
-                return print_json(&mut out, &lease);
-            }
-            let paths: Vec<String> = lease.paths.iter().map(ToString::to_string).collect();
-            return print_text(&format!(
-                "broke lease {} of key {:?} (session {}): {}\n",
-                lease.token,
-                lease.holder,
-                lease.client,
-                paths.join(" ")
-            ));
-        }
+        let broken = locks
+            .break_lease(&req)
+            .await
+            .map_err(|err| api(lease, err))?;
+        let paths: Vec<String> = broken.paths.iter().map(ToString::to_string).collect();
+        print_text(&format!(
+            "broke lease {} of {} on {}\n",
+            broken.token,
+            broken.client,
+            paths.join(" ")
+        ))
+    })?
+}
+
+/// Runs `dfs locks`.
+pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
+    if let Some(LocksCommand::Break { lease }) = &args.command {
+        return break_lease(access, lease);
+    }
+    block_on(async {
+        let names = access.names();
+        let info = cluster(&names).await?;
+        let locks = lock_client(&info, access)?;
         let list = locks.list().await.map_err(|err| api(locks.url(), err))?;
         let mut out = io::stdout().lock();
         if args.json {
@@ -185,20 +177,15 @@ pub fn locks(access: &Access, args: &LocksArgs) -> Result<(), CliError> {
         }
         let mut text = format!(
             "{:>8}  {:>9}  {:<30}  PATHS\n",
-            "TOKEN", "TIME LEFT", "HOLDER (KEY/SESSION)"
+            "TOKEN", "TIME LEFT", "HOLDER"
         );
         for lease in &list.leases {
             let paths: Vec<String> = lease.paths.iter().map(ToString::to_string).collect();
-            let holder = if lease.holder.is_empty() {
-                lease.client.clone()
-            } else {
-                format!("{}/{}", lease.holder, lease.client)
-            };
             text.push_str(&format!(
                 "{:>8}  {:>8.1}s  {:<30}  {}\n",
                 lease.token,
                 lease.expires_in_ms as f64 / 1000.0,
-                holder,
+                lease.client,
                 paths.join(" ")
             ));
         }

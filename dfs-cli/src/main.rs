@@ -71,7 +71,7 @@ enum Command {
     Chmod(namespace::ChmodArgs),
     /// Change owner and/or group (numeric UID[:GID]).
     Chown(namespace::ChownArgs),
-    /// Write leases held now: holder, fencing token, time left.
+    /// Write leases held now: holder, fencing token, time left; `locks break` ends one (admin).
     Locks(admin::LocksArgs),
     /// The fileservers: id, URL, alive, capacity, free space, blobs.
     Fileservers(admin::FileserversArgs),

@@ -1,4 +1,4 @@
-//! `dfs ls`, `dfs stat`, `dfs mkdir`, `dfs rm`, `dfs mv`, `dfs ln -s`, `dfs chmod` and
+//! `dfs ls`, `dfs stat`, `dfs mkdir`, `dfs rm`, `dfs mv`, `dfs ln [-s]`, `dfs chmod` and
 //! `dfs chown`: the namespace at the nameserver, each change committed there before the
 //! command returns.
 
@@ -95,14 +95,15 @@ pub struct MvArgs {
 /// `dfs ln`.
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:
+  dfs ln /docs/report.pdf /archive/report-2026.pdf   # a hard link: one file, two names
   dfs ln -s ../shared/report.pdf /docs/report.pdf
   dfs ln -s /data/current /latest")]
 pub struct LnArgs {
-    /// Make a symbolic link (required: hard links are not supported yet).
-    #[arg(short, long, required = true)]
+    /// Make a symbolic link instead of a hard link.
+    #[arg(short, long)]
     pub symbolic: bool,
-    /// What the link points at, stored as given (relative targets resolve from the link's
-    /// directory when followed on a mount).
+    /// A hard link's existing file; a symbolic link's target, stored as given (relative
+    /// targets resolve from the link's directory when followed on a mount).
     #[arg(value_name = "TARGET")]
     pub target: String,
     /// The link to create.
@@ -168,11 +169,14 @@ fn parse_owner(text: &str) -> Result<(Option<u32>, Option<u32>), String> {
     Ok((uid, gid))
 }
 
-/// Runs `dfs ln -s`.
+/// Runs `dfs ln` (`-s`: symbolic).
 pub fn ln(client: &Client, args: &LnArgs) -> Result<(), CliError> {
-    client
-        .symlink(&args.target, &args.link)
-        .map_err(|err| CliError::io(&args.link, &err))
+    let made = if args.symbolic {
+        client.symlink(&args.target, &args.link)
+    } else {
+        client.hard_link(&args.target, &args.link)
+    };
+    made.map_err(|err| CliError::io(&args.link, &err))
 }
 
 /// Runs `dfs chmod`.

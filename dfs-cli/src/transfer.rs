@@ -191,7 +191,8 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
             let file = fs::File::open(path).map_err(|err| CliError::io(&shown, &err))?;
             let regular = file.metadata().map(|m| m.is_file()).unwrap_or(false);
             if regular {
-                (Box::new(file), true)
+                drop(file);
+                return upload_one(client, path, &shown, &item.target, progress);
             } else {
                 (Box::new(stage(file, &shown, progress)?), false)
             }
@@ -241,6 +242,64 @@ fn put_one(client: &Client, item: &PutItem, progress: &Progress) -> Result<(), C
         }
         failed
     })
+}
+
+/// Puts a regular file: streamed from where it is to the fileservers (no local copy in
+/// between, [`Client::upload`]), with the same guarantees as a copy and `close()`.
+fn upload_one(
+    client: &Client,
+    source: &Path,
+    shown: &str,
+    target: &str,
+    progress: &Progress,
+) -> Result<(), CliError> {
+    let existed = match client.metadata(target) {
+        Ok(meta) if meta.is_dir() => return Err(CliError::new(target, "is a directory")),
+        Ok(_) => true,
+        Err(err) if is_not_found(&err) => false,
+        Err(err) => return Err(CliError::io(target, &err)),
+    };
+    // Interrupted: nothing was published (the publish is the upload's last step); a name
+    // this put created is removed again, unless someone gave it content meanwhile.
+    let remove_created = |client: &Client| {
+        if client.metadata(target).is_ok_and(|m| m.is_empty()) {
+            let _ = client.remove_file(target);
+        }
+    };
+    let _guard = (!existed).then(|| {
+        let (client, target) = (client.clone(), target.to_owned());
+        interrupt::on_interrupt(move || {
+            if client.metadata(&target).is_ok_and(|m| m.is_empty()) {
+                let _ = client.remove_file(&target);
+            }
+        })
+    });
+    progress.stage("uploading");
+    let mut shown_bytes = 0;
+    let result = client.upload_with_progress(source, target, |sent| {
+        if sent > shown_bytes {
+            progress.bytes(sent - shown_bytes);
+            shown_bytes = sent;
+        }
+    });
+    match result {
+        Ok(meta) => {
+            progress.bytes(meta.len().saturating_sub(shown_bytes));
+            Ok(())
+        }
+        Err(err) => {
+            if !existed {
+                remove_created(client);
+            }
+            // A failure to read the source names the source, everything else the target.
+            // The upload's error does not say which side failed, so the source is tried
+            // again: unreadable now, it was the cause.
+            let local = fs::File::open(source)
+                .and_then(|mut f| f.read(&mut [0u8; 64 << 10]))
+                .is_err();
+            Err(CliError::io(if local { shown } else { target }, &err))
+        }
+    }
 }
 
 /// A failed `close()` keeps the unpublished copy in a spool file and names it in the error,

@@ -838,7 +838,13 @@ fn ln_chmod_chown_and_what_ls_and_stat_show() {
     let err = fails(&cluster, &["chmod", "999", "/d/f"], 2);
     assert!(err.contains("octal"), "{err}");
     fails(&cluster, &["chown", "alice", "/d/f"], 2);
-    fails(&cluster, &["ln", "f", "/d/hard"], 2);
+    // A hard link: one file, two names.
+    ok(&cluster, &["ln", "/d/f", "/d/hard"]);
+    let st = ok(&cluster, &["stat", "/d/hard"]);
+    assert!(st.contains("links: 2"), "{st}");
+    assert_eq!(ok(&cluster, &["cat", "/d/hard"]), "hello");
+    let err = fails(&cluster, &["ln", "/d/sub", "/d/sub2"], 1);
+    assert!(err.contains("directories have no hard links"), "{err}");
     let err = fails(&cluster, &["ln", "-s", "f", "/d/link"], 1);
     assert!(err.contains("exists"), "{err}");
     for sub in ["ln", "chmod", "chown"] {

@@ -187,27 +187,33 @@ fn the_cli_acts_with_the_role_of_its_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.key"));
 }
 
-/// `dfs locks break PATH|TOKEN`: refused for a read-write key, done for an admin key, and the
-/// holder's lease is gone (its renewal fails).
 #[test]
-fn locks_break_needs_an_admin_key_and_frees_the_lease() {
+fn locks_break_frees_another_writers_lease_for_admin_keys_only() {
+    use dfs_proto::locks::AcquireRequest;
     let cluster = Cluster::start(1);
+    let ns = cluster.nameserver.as_str();
     let writer = cluster.key_file("writer", Role::ReadWrite);
     let admin = cluster.key_file("admin", Role::Admin);
-    let ns = cluster.nameserver.as_str();
-    let holder = cluster.locks();
-    let take = |path: &str| {
-        cluster
-            .block_on(holder.acquire(&dfs_proto::locks::AcquireRequest {
-                paths: vec![dfs_proto::DfsPath::parse(path).unwrap()],
-                client: "stuck".into(),
+    // A writer's lease, as a mount or `dfs put` would hold it.
+    let locks = cluster.locks();
+    let lease = cluster.block_on(async {
+        locks
+            .acquire(&AcquireRequest {
+                paths: vec![dfs_proto::DfsPath::parse("/stuck").unwrap()],
+                client: "stuck-writer".into(),
                 ttl_ms: Some(60_000),
-            }))
+            })
+            .await
             .unwrap()
+    });
+    let listed = |key: &Path| {
+        let out = dfs(&["--key", s(key), "locks", "--nameserver", ns]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).contains("/stuck")
     };
-    let by_path = take("/stuck");
-    let by_token = take("/other");
+    assert!(listed(&admin));
 
+    // Another read-write key may not break it.
     let out = dfs(&[
         "--key",
         s(&writer),
@@ -222,6 +228,9 @@ fn locks_break_needs_an_admin_key_and_frees_the_lease() {
         String::from_utf8_lossy(&out.stderr).contains("admin"),
         "{out:?}"
     );
+    assert!(listed(&admin));
+
+    // An admin key may, by path or by token; the holder's next renew fails.
     let out = dfs(&[
         "--key",
         s(&admin),
@@ -232,12 +241,17 @@ fn locks_break_needs_an_admin_key_and_frees_the_lease() {
         ns,
     ]);
     assert!(out.status.success(), "{out:?}");
-    let said = String::from_utf8_lossy(&out.stdout);
     assert!(
-        said.contains(&format!("broke lease {}", by_path.token)),
-        "{said}"
+        String::from_utf8_lossy(&out.stdout).contains(&format!("broke lease {}", lease.token)),
+        "{out:?}"
     );
-    let token = by_token.token.to_string();
+    assert!(!listed(&admin));
+    cluster.block_on(async {
+        let err = locks.renew(lease.token, "stuck-writer").await.unwrap_err();
+        assert_eq!(err.code, dfs_proto::ErrorCode::LeaseExpired, "{err}");
+    });
+    // Nothing left to break: a clear error, exit 1; a bad path is a usage error, exit 2.
+    let token = lease.token.to_string();
     let out = dfs(&[
         "--key",
         s(&admin),
@@ -247,36 +261,15 @@ fn locks_break_needs_an_admin_key_and_frees_the_lease() {
         "--nameserver",
         ns,
     ]);
-    assert!(out.status.success(), "{out:?}");
-    for lease in [&by_path, &by_token] {
-        let err = cluster
-            .block_on(holder.renew(lease.token, "stuck"))
-            .unwrap_err();
-        assert_eq!(err.code, dfs_proto::ErrorCode::LeaseExpired);
-    }
-    // Nothing left to break; a bad argument is one clear error.
-    let out = dfs(&[
-        "--key",
-        s(&admin),
-        "locks",
-        "break",
-        "/stuck",
-        "--nameserver",
-        ns,
-    ]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = dfs(&[
         "--key",
         s(&admin),
         "locks",
         "break",
-        "stuck",
+        "rel/path",
         "--nameserver",
         ns,
     ]);
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("token"),
-        "{out:?}"
-    );
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
 }

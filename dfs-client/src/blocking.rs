@@ -7,6 +7,7 @@
 
 use crate::client::{DirEntry, Metadata};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -139,6 +140,22 @@ impl Client {
         Ok(self.wrap(file))
     }
 
+    /// See [`crate::Client::upload`].
+    pub fn upload(&self, local: impl AsRef<Path>, path: &str) -> io::Result<Metadata> {
+        self.runtime.block_on(self.inner.upload(local, path))
+    }
+
+    /// See [`crate::Client::upload_with_progress`].
+    pub fn upload_with_progress(
+        &self,
+        local: impl AsRef<Path>,
+        path: &str,
+        progress: impl FnMut(u64) + Send,
+    ) -> io::Result<Metadata> {
+        self.runtime
+            .block_on(self.inner.upload_with_progress(local, path, progress))
+    }
+
     /// See [`crate::Client::options`].
     pub fn options(&self) -> OpenOptions {
         OpenOptions {
@@ -217,6 +234,11 @@ impl Client {
     /// See [`crate::Client::symlink`].
     pub fn symlink(&self, target: &str, link: &str) -> io::Result<()> {
         self.runtime.block_on(self.inner.symlink(target, link))
+    }
+
+    /// See [`crate::Client::hard_link`].
+    pub fn hard_link(&self, original: &str, link: &str) -> io::Result<()> {
+        self.runtime.block_on(self.inner.hard_link(original, link))
     }
 
     /// See [`crate::Client::read_link`].

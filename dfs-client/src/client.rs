@@ -7,11 +7,11 @@
 use crate::file::{File, Writer};
 use crate::leases::Leases;
 use crate::remote::Remote;
-use crate::write::WriteSession;
+use crate::write::{publish_io_error, LocalCopy, WriteSession};
 use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
 use dfs_proto::names::{
-    Entry, EntryKind, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+    Entry, EntryKind, LinkRequest, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::tls::TlsConfig;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
@@ -19,6 +19,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+/// How often [`Client::upload_with_progress`] reports.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Permission bits of files created without [`OpenOptions::mode`].
 const DEFAULT_MODE: u32 = 0o644;
@@ -44,6 +47,22 @@ impl Shared {
             None => builder.tempfile()?,
         };
         Ok(file.into_temp_path())
+    }
+}
+
+/// A caller's own file as the content [`Client::upload`] publishes: nothing to keep when
+/// the publish fails, the caller still has it.
+struct Source<'a>(&'a Path);
+
+impl LocalCopy for Source<'_> {
+    fn path(&self) -> &Path {
+        self.0
+    }
+
+    /// The error is the upload's result; the copy is the caller's own file, so there is
+    /// nothing kept to point at.
+    fn publish_failed(&self, path: &DfsPath, err: &ApiError) {
+        tracing::debug!(%path, %err, "upload failed");
     }
 }
 
@@ -370,6 +389,18 @@ impl Client {
         Ok(())
     }
 
+    /// Makes `link` another name of the existing file `original` (a hard link, like
+    /// `std::fs::hard_link`): one file, one content, one write lease whatever name it is
+    /// opened by; its content goes when its last name does.
+    pub async fn hard_link(&self, original: &str, link: &str) -> io::Result<()> {
+        let req = LinkRequest {
+            path: parse(original)?,
+            new_path: parse(link)?,
+        };
+        self.shared.remote.names.link(&req).await?;
+        Ok(())
+    }
+
     /// The target of symbolic link `path`; `InvalidInput` when it is not a link.
     pub async fn read_link(&self, path: &str) -> io::Result<String> {
         let meta = self.metadata(path).await?;
@@ -437,6 +468,96 @@ impl Client {
 
     /// Downloads the current version of `path` into a fresh spool file, asking again when a
     /// version vanished everywhere between the stat and the download (a newer publish).
+    /// Publishes the local file `local` as the whole new content of `path`, created when
+    /// missing and replaced when present, streamed from `local` to the fileservers with no
+    /// local copy in between: a large file goes out at the network's and the disk's rate
+    /// instead of being written once more into a spool first. Lease, durability and errors
+    /// are those of [`Client::create`], a write of every byte and [`File::close`]; a `local`
+    /// that changes during the upload is refused (its replicas would differ) rather than
+    /// published torn.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> std::io::Result<()> {
+    /// let client = dfs_client::Client::new("http://127.0.0.1:7000");
+    /// let meta = client.upload("photos.tar", "/backup/photos.tar").await?;
+    /// assert!(meta.is_file());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn upload(&self, local: impl AsRef<Path>, path: &str) -> io::Result<Metadata> {
+        self.upload_with_progress(local, path, |_| {}).await
+    }
+
+    /// [`Client::upload`], calling `progress` about five times a second with how many
+    /// bytes of `local` have been sent (to every replica; an average over them, and
+    /// approximate while other uploads of this client run at the same time): a long
+    /// upload can show how far it is.
+    pub async fn upload_with_progress(
+        &self,
+        local: impl AsRef<Path>,
+        path: &str,
+        mut progress: impl FnMut(u64) + Send,
+    ) -> io::Result<Metadata> {
+        let local = local.as_ref();
+        if !std::fs::metadata(local)?.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", local.display()),
+            ));
+        }
+        let path = parse(path)?;
+        let shared = &self.shared;
+        let lease = Arc::new(shared.leases.acquire(&path).await?);
+        let req = OpenWriteRequest {
+            path: path.clone(),
+            token: lease.token,
+            lease: Some(lease.signed()),
+            create: Some(DEFAULT_MODE),
+            exclusive: false,
+            exclude: Vec::new(),
+            owner: None,
+        };
+        let opened = match shared.remote.names.open_write(&req).await {
+            Ok(opened) if opened.entry.kind == EntryKind::Dir => Err(ApiError::new(
+                ErrorCode::IsDirectory,
+                format!("{path} is a directory"),
+            )),
+            other => other,
+        };
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(err) => {
+                lease.release(&shared.leases).await;
+                return Err(err.into());
+            }
+        };
+        let file_id = opened.entry.id;
+        let mut session = WriteSession::new(lease, opened, true);
+        let copies = session.targets.len().max(1) as u64;
+        let files = &shared.remote.files;
+        let start = files.uploaded_bytes();
+        let source = Source(local);
+        let published = {
+            let publish = session.publish(file_id, &path, &source, &shared.leases, &shared.remote);
+            tokio::pin!(publish);
+            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            loop {
+                tokio::select! {
+                    result = &mut publish => break result.map_err(publish_io_error),
+                    _ = tick.tick() => progress((files.uploaded_bytes() - start) / copies),
+                }
+            }
+        };
+        if let Some(lease) = session.lease.take() {
+            lease.release(&shared.leases).await;
+        }
+        published?;
+        match session.last_entry {
+            Some(entry) => Ok(Metadata::from(entry)),
+            None => self.metadata(path.as_str()).await,
+        }
+    }
+
     async fn download(&self, path: &DfsPath) -> io::Result<(Entry, tempfile::TempPath)> {
         let spool = self.shared.spool()?;
         let entry = self.shared.remote.download_current(path, &spool).await?;
@@ -459,9 +580,9 @@ impl Client {
         let shared = &self.shared;
         let lease = Arc::new(shared.leases.acquire(&path).await?);
         let req = OpenWriteRequest {
-            lease: lease.proof(),
             path: path.clone(),
             token: lease.token,
+            lease: Some(lease.signed()),
             create: (flags.create || flags.create_new).then_some(flags.mode),
             exclusive: flags.create_new,
             exclude: Vec::new(),
@@ -496,22 +617,11 @@ impl Client {
             }
         };
         let truncated = flags.truncate && opened.entry.size > 0;
-        let session = WriteSession::new(
-            lease,
-            opened.targets,
-            opened.write_capability,
-            opened.entry.version,
-            truncated,
-        );
+        let entry = opened.entry.clone();
+        let session = WriteSession::new(lease, opened, truncated);
         let writer = Writer::new(shared.clone(), session, spool);
-        tracing::debug!(%path, base = opened.entry.version, "opened for writing");
-        Ok(File::new(
-            file,
-            path,
-            opened.entry,
-            Some(writer),
-            flags.append,
-        ))
+        tracing::debug!(%path, base = entry.version, "opened for writing");
+        Ok(File::new(file, path, entry, Some(writer), flags.append))
     }
 }
 

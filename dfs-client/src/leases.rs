@@ -6,7 +6,7 @@
 //! close under it fails (EIO on the mount, an error on a [`crate::File`]).
 
 use crate::remote::Remote;
-use dfs_proto::locks::{AcquireRequest, LeaseProof};
+use dfs_proto::locks::{AcquireRequest, Lease};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,22 +26,25 @@ pub struct HeldLease {
     pub token: u64,
     /// The path it covers.
     pub path: DfsPath,
-    /// The lease as last signed (grant or renewal), for the nameserver.
-    proof: Arc<Mutex<Option<LeaseProof>>>,
+    /// The lease as the lockserver last signed it (at the grant, then at each renewal):
+    /// what open-write and publish present to the nameserver.
+    signed: Arc<std::sync::Mutex<Lease>>,
     lost: Arc<AtomicBool>,
     renewer: JoinHandle<()>,
 }
 
 impl HeldLease {
+    /// The lease as last signed, to present with `token` to the nameserver.
+    pub fn signed(&self) -> Lease {
+        self.signed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Whether renewal failed: writes and close must fail.
     pub fn is_lost(&self) -> bool {
         self.lost.load(Ordering::Acquire)
-    }
-
-    /// The lease as the lockserver last signed it, to send with open-write and publish
-    /// (`None` from an insecure lockserver).
-    pub fn proof(&self) -> Option<LeaseProof> {
-        self.proof.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Stops renewing and gives the lease back (best effort: an unreachable lockserver lets
@@ -172,20 +175,21 @@ impl Leases {
             }
         };
         let lost = Arc::new(AtomicBool::new(false));
-        let proof = Arc::new(Mutex::new(lease.proof()));
+        let (token, ttl_ms, expires_in_ms) = (lease.token, lease.ttl_ms, lease.expires_in_ms);
+        let signed = Arc::new(std::sync::Mutex::new(lease));
         let renewer = tokio::spawn(renew_loop(
-            proof.clone(),
             self.remote.clone(),
             self.session.clone(),
-            lease.token,
-            Duration::from_millis(lease.ttl_ms.max(30)),
-            Instant::now() + Duration::from_millis(lease.expires_in_ms),
+            token,
+            Duration::from_millis(ttl_ms.max(30)),
+            Instant::now() + Duration::from_millis(expires_in_ms),
+            signed.clone(),
             lost.clone(),
         ));
         Ok(HeldLease {
-            token: lease.token,
+            token,
             path: path.clone(),
-            proof,
+            signed,
             lost,
             renewer,
         })
@@ -194,12 +198,12 @@ impl Leases {
 
 /// Renews at ttl/3; on transient errors keeps trying until the lease would have expired.
 async fn renew_loop(
-    proof: Arc<Mutex<Option<LeaseProof>>>,
     remote: Arc<Remote>,
     session: String,
     token: u64,
     ttl: Duration,
     mut expires: Instant,
+    signed: Arc<std::sync::Mutex<Lease>>,
     lost: Arc<AtomicBool>,
 ) {
     let every = ttl / 3;
@@ -221,7 +225,7 @@ async fn renew_loop(
         match result {
             Ok(lease) => {
                 expires = Instant::now() + Duration::from_millis(lease.expires_in_ms);
-                *proof.lock().unwrap_or_else(|e| e.into_inner()) = lease.proof();
+                *signed.lock().unwrap_or_else(|p| p.into_inner()) = lease;
             }
             Err(err) if err.code.is_retryable() && Instant::now() + every / 2 < expires => {
                 tracing::warn!(token, %err, "lease renewal failed; retrying");

@@ -30,17 +30,6 @@ pub fn pause_before_asking_again(attempt: u32) -> Option<Duration> {
     (attempt < 4).then(|| Duration::from_millis(50 << attempt))
 }
 
-/// How long before its end a capability is renewed instead of used: a transfer must start
-/// before the capability expires, so one about to expire is not worth a failed request.
-pub const CAPABILITY_MARGIN_MS: u64 = 60_000;
-
-/// Whether `capability` exists and has more than [`CAPABILITY_MARGIN_MS`] to live.
-pub fn capability_fresh(capability: Option<&str>) -> bool {
-    capability
-        .and_then(dfs_proto::auth::capability_expiry)
-        .is_some_and(|end| end > dfs_proto::auth::now_unix_ms() + CAPABILITY_MARGIN_MS)
-}
-
 /// Clients of every server, sharing one connection pool.
 #[derive(Debug)]
 pub struct Remote {
@@ -90,12 +79,6 @@ impl Remote {
         }
         self.credential = Some(credential);
         self
-    }
-
-    /// Whether this client sends a key: then the cluster checks capabilities, and a missing
-    /// one is worth asking the nameserver for.
-    pub fn has_credential(&self) -> bool {
-        self.credential.is_some()
     }
 
     /// Uses a known lockserver instead of asking the nameserver (tests, fixed setups).
@@ -157,59 +140,45 @@ impl Remote {
     /// Streams the current version of `entry` into `dest` (created or truncated), trying
     /// each location in turn until one delivers the whole, checksum-verified content.
     ///
-    /// An entry without a fresh read capability (from a listing, or one cached for long) is
-    /// first asked of the nameserver again when this client sends a key; a capability
-    /// refused anyway (the cluster's key changed) is renewed once.
+    /// An entry held so long that its read capability expired is asked for again (by path:
+    /// used only when it is still the same file at the same version).
     pub async fn download(&self, entry: &Entry, dest: &Path) -> Result<u64, ApiError> {
-        if entry.version == 0 || entry.size == 0 {
-            tokio::fs::File::create(dest).await?;
-            return Ok(0);
-        }
-        let fresh;
-        let entry = if self.credential.is_some() && !capability_fresh(entry.capability.as_deref()) {
-            fresh = self.revalidated(entry).await?;
-            &fresh
-        } else {
-            entry
-        };
-        match self.download_from_locations(entry, dest).await {
-            Err(err) if err.code == ErrorCode::Forbidden && self.credential.is_some() => {
-                let fresh = self.revalidated(entry).await?;
-                self.download_from_locations(&fresh, dest).await
+        match self
+            .download_with(entry, entry.read_cap.clone(), dest)
+            .await
+        {
+            Err(err) if err.code == ErrorCode::Forbidden && entry.read_cap.is_some() => {
+                let fresh = self.names.stat(&entry.path).await?;
+                if fresh.id != entry.id || fresh.version != entry.version {
+                    return Err(err);
+                }
+                self.download_with(entry, fresh.read_cap, dest).await
             }
             other => other,
         }
     }
 
-    /// `entry` as the nameserver gives it now, with a new read capability; `stale` when the
-    /// file is no longer at that version (the caller asks again, as after a lost race).
-    async fn revalidated(&self, entry: &Entry) -> Result<Entry, ApiError> {
-        let now = self.names.stat(&entry.path).await?;
-        if now.id != entry.id || now.version != entry.version {
-            return Err(ApiError::new(
-                ErrorCode::Stale,
-                format!(
-                    "{} changed while it was being opened (version {} is now {})",
-                    entry.path, entry.version, now.version
-                ),
-            ));
+    async fn download_with(
+        &self,
+        entry: &Entry,
+        cap: Option<String>,
+        dest: &Path,
+    ) -> Result<u64, ApiError> {
+        if entry.version == 0 || entry.size == 0 {
+            tokio::fs::File::create(dest).await?;
+            return Ok(0);
         }
-        Ok(now)
-    }
-
-    async fn download_from_locations(&self, entry: &Entry, dest: &Path) -> Result<u64, ApiError> {
         if entry.locations.is_empty() {
             return Err(ApiError::unavailable(format!(
                 "no live fileserver holds {} version {}",
                 entry.path, entry.version
             )));
         }
+        let files = self.files.with_capability(cap);
         let mut last = None;
         for server in &entry.locations {
             let mut file = tokio::fs::File::create(dest).await?;
-            match self
-                .files
-                .with_capability(entry.capability.as_deref())
+            match files
                 .download_to(
                     server,
                     entry.id,
@@ -234,25 +203,23 @@ impl Remote {
         Err(last.unwrap_or_else(|| ApiError::unavailable("no location to download from")))
     }
 
-    /// Uploads `content` as (id, version) to every target in parallel, with the write
-    /// `capability` open-write gave; returns the servers that stored it durably with what
-    /// they stored, or the first error when none did.
+    /// Uploads `content` as (id, version) to every target in parallel; returns the servers
+    /// that stored it durably with what they stored, or the first error when none did.
     pub async fn upload_all(
         &self,
         targets: &[FileserverRef],
         id: FileId,
         version: Version,
         content: &Content,
-        capability: Option<&str>,
+        cap: Option<&str>,
     ) -> Result<Stored, ApiError> {
-        let files = self.files.with_capability(capability);
-        let files = &files;
         if targets.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::NoSpace,
                 "the nameserver gave no fileserver to upload to",
             ));
         }
+        let files = &self.files.with_capability(cap.map(str::to_owned));
         let uploads = targets.iter().map(|t| async move {
             let res = match content {
                 Content::Small(bytes, checksum) => {

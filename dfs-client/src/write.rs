@@ -9,8 +9,8 @@
 //! succeeded the caller keeps its copy.
 
 use crate::leases::{HeldLease, Leases};
-use crate::remote::{capability_fresh, Remote, Stored};
-use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, PublishRequest};
+use crate::remote::{Remote, Stored};
+use dfs_proto::names::{Entry, FileserverRef, OpenWriteRequest, OpenWriteResponse, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath, ErrorCode, FileId, ServerId, Version};
 use std::fs::File;
 use std::io::Read;
@@ -119,8 +119,6 @@ pub struct WriteSession {
     pub lease: Option<Arc<HeldLease>>,
     /// Upload targets from the last open-write.
     pub targets: Vec<FileserverRef>,
-    /// The write capability of the last open-write (for this lease's versions).
-    pub write_capability: Option<String>,
     /// The version the local copy is based on (the last one we published, or the opened one).
     pub base_version: Version,
     /// The low bits of the last version built (from [`Leases::next_seq`]).
@@ -137,23 +135,45 @@ pub struct WriteSession {
     /// returned the error, so release must not publish that content behind the user's back,
     /// and a new open must not build on it.
     pub failed: bool,
+    /// The capability to upload this lease's versions, from the last open-write (`None` in
+    /// a cluster without a key).
+    pub write_cap: Option<IssuedCap>,
 }
 
+/// A capability the nameserver gave, and when: one older than [`CAP_REFRESH`] is asked for
+/// again before it is used, since the nameserver's expire after ten minutes.
+#[derive(Debug, Clone)]
+pub struct IssuedCap {
+    /// The capability as sent.
+    pub value: String,
+    /// When it was received.
+    pub at: std::time::Instant,
+}
+
+impl IssuedCap {
+    /// A capability just received.
+    pub fn new(value: String) -> IssuedCap {
+        IssuedCap {
+            value,
+            at: std::time::Instant::now(),
+        }
+    }
+}
+
+/// Age at which a write capability is renewed before an upload: half the nameserver's
+/// lifetime, so that it cannot expire between the check and the upload's start.
+pub const CAP_REFRESH: Duration = Duration::from_secs(5 * 60);
+
 impl WriteSession {
-    /// A session for a file just opened for writing under `lease` at `base_version`, with
-    /// the targets open-write named; `changed` when opening already changed it (truncate).
-    pub fn new(
-        lease: Arc<HeldLease>,
-        targets: Vec<FileserverRef>,
-        write_capability: Option<String>,
-        base_version: Version,
-        changed: bool,
-    ) -> WriteSession {
+    /// A session for a file just opened for writing under `lease`, at the version, with the
+    /// targets and capability that open-write answered; `changed` when opening already
+    /// changed it (truncate).
+    pub fn new(lease: Arc<HeldLease>, opened: OpenWriteResponse, changed: bool) -> WriteSession {
         WriteSession {
             lease: Some(lease),
-            targets,
-            write_capability,
-            base_version,
+            targets: opened.targets,
+            write_cap: opened.write_cap.map(IssuedCap::new),
+            base_version: opened.entry.version,
             seq: 0,
             changed,
             published: None,
@@ -195,15 +215,7 @@ impl WriteSession {
         let lease = Arc::new(leases.acquire(path).await?);
         let opened = remote
             .names
-            .open_write(&OpenWriteRequest {
-                lease: lease.proof(),
-                path: path.clone(),
-                token: lease.token,
-                create: None,
-                exclusive: false,
-                exclude: Vec::new(),
-                owner: None,
-            })
+            .open_write(&reopen(path, &lease, Vec::new()))
             .await;
         let opened = match opened {
             Ok(o) => o,
@@ -220,9 +232,37 @@ impl WriteSession {
             ));
         }
         self.targets = opened.targets;
-        self.write_capability = opened.write_capability;
+        self.write_cap = opened.write_cap.map(IssuedCap::new);
         self.lease = Some(lease.clone());
         Ok(lease)
+    }
+
+    /// The write capability to upload with, asked for again (a repeated open-write under
+    /// the same token: no commit at the nameserver) when it is older than [`CAP_REFRESH`].
+    async fn fresh_write_cap(
+        &mut self,
+        file_id: FileId,
+        path: &DfsPath,
+        lease: &HeldLease,
+        remote: &Remote,
+    ) -> Result<Option<String>, ApiError> {
+        match &self.write_cap {
+            None => return Ok(None),
+            Some(cap) if cap.at.elapsed() < CAP_REFRESH => return Ok(Some(cap.value.clone())),
+            Some(_) => {}
+        }
+        let opened = remote
+            .names
+            .open_write(&reopen(path, lease, Vec::new()))
+            .await?;
+        if opened.entry.id != file_id {
+            return Err(ApiError::new(
+                ErrorCode::Stale,
+                format!("{path} is another file than the one opened"),
+            ));
+        }
+        self.write_cap = opened.write_cap.map(IssuedCap::new);
+        Ok(self.write_cap.as_ref().map(|c| c.value.clone()))
     }
 
     /// Publishes `local` as the new content of file `file_id` if it changed; on failure
@@ -279,16 +319,10 @@ impl WriteSession {
             }
         };
         let version = version_for(lease.token, self.seq);
-        if content.size() > 0
-            && remote.has_credential()
-            && !capability_fresh(self.write_capability.as_deref())
-        {
-            self.renew_write_capability(path, lease.token, remote)
-                .await?;
-        }
         let (servers, size, checksum) = if content.size() > 0 {
+            let cap = self.fresh_write_cap(file_id, path, &lease, remote).await?;
             let stored = self
-                .upload_replicated(file_id, path, lease.token, version, &content, remote)
+                .upload_replicated(file_id, path, &lease, version, &content, cap, remote)
                 .await?;
             (stored.servers, stored.size, stored.checksum)
         } else {
@@ -301,12 +335,12 @@ impl WriteSession {
             ));
         }
         let req = PublishRequest {
-            lease: lease.proof(),
             path: path.clone(),
             file_id,
             base_version: self.base_version,
             version,
             token: lease.token,
+            lease: Some(lease.signed()),
             size,
             checksum,
             servers,
@@ -333,44 +367,21 @@ impl WriteSession {
         Ok(())
     }
 
-    /// Asks open-write again (same token: idempotent, commits nothing) for a new write
-    /// capability, the last one being about to expire (a file kept open for long).
-    async fn renew_write_capability(
-        &mut self,
-        path: &DfsPath,
-        token: u64,
-        remote: &Remote,
-    ) -> Result<(), ApiError> {
-        let opened = remote
-            .names
-            .open_write(&OpenWriteRequest {
-                lease: self.lease.as_ref().and_then(|l| l.proof()),
-                path: path.clone(),
-                token,
-                create: None,
-                exclusive: false,
-                exclude: Vec::new(),
-                owner: None,
-            })
-            .await?;
-        self.write_capability = opened.write_capability;
-        self.targets = opened.targets;
-        Ok(())
-    }
-
     /// Uploads `content` to every target; when some fail, asks the nameserver (open-write
     /// again, same token, the failed servers excluded) for replacements and uploads there,
     /// until as many servers hold it as the targets asked for or no new target is offered.
     /// A nameserver that ignores `exclude` offers the same targets: one round, then stop.
     /// What is still missing then is for the nameserver to judge at publish (it knows the
     /// minimum the operator allows).
+    #[allow(clippy::too_many_arguments)]
     async fn upload_replicated(
         &mut self,
         file_id: FileId,
         path: &DfsPath,
-        token: u64,
+        lease: &HeldLease,
         version: Version,
         content: &Content,
+        cap: Option<String>,
         remote: &Remote,
     ) -> Result<Stored, ApiError> {
         let wanted = self.targets.len();
@@ -380,13 +391,7 @@ impl WriteSession {
         let mut round = self.targets.clone();
         loop {
             match remote
-                .upload_all(
-                    &round,
-                    file_id,
-                    version,
-                    content,
-                    self.write_capability.as_deref(),
-                )
+                .upload_all(&round, file_id, version, content, cap.as_deref())
                 .await
             {
                 Ok(got) => {
@@ -424,7 +429,7 @@ impl WriteSession {
                 break;
             }
             round = match self
-                .replacements(path, token, &failed, stored.as_ref(), remote)
+                .replacements(path, lease, &failed, stored.as_ref(), remote)
                 .await
             {
                 Some(fresh) => fresh,
@@ -454,22 +459,14 @@ impl WriteSession {
     async fn replacements(
         &self,
         path: &DfsPath,
-        token: u64,
+        lease: &HeldLease,
         failed: &[ServerId],
         stored: Option<&Stored>,
         remote: &Remote,
     ) -> Option<Vec<FileserverRef>> {
         let reply = remote
             .names
-            .open_write(&OpenWriteRequest {
-                lease: self.lease.as_ref().and_then(|l| l.proof()),
-                path: path.clone(),
-                token,
-                create: None,
-                exclusive: false,
-                exclude: failed.to_vec(),
-                owner: None,
-            })
+            .open_write(&reopen(path, lease, failed.to_vec()))
             .await;
         let opened = match reply {
             Ok(opened) => opened,
@@ -485,5 +482,20 @@ impl WriteSession {
             .filter(|t| stored.is_none_or(|s| !s.servers.contains(&t.id)))
             .collect();
         (!fresh.is_empty()).then_some(fresh)
+    }
+}
+
+/// A repeated open-write of an existing file under `lease`: no create, and `exclude` as the
+/// targets not to offer. It commits nothing when nothing changed (same token, no map change),
+/// and answers fresh targets and a fresh write capability.
+fn reopen(path: &DfsPath, lease: &HeldLease, exclude: Vec<ServerId>) -> OpenWriteRequest {
+    OpenWriteRequest {
+        path: path.clone(),
+        token: lease.token,
+        create: None,
+        exclusive: false,
+        exclude,
+        owner: None,
+        lease: Some(lease.signed()),
     }
 }

@@ -407,3 +407,156 @@ fn extended_attributes_and_exchange_through_the_client() {
     sync.remove_xattr("/b", "user.s").unwrap();
     assert!(sync.list_xattr("/b").unwrap().is_empty());
 }
+
+#[test]
+fn upload_publishes_a_local_file_without_a_spool_and_keeps_the_write_rules() {
+    let cluster = Cluster::start(2);
+    let tmp = tempfile::tempdir().unwrap();
+    // Large enough to stream (over the small-file limit), with a recognisable pattern.
+    let big: Vec<u8> = (0..(1u32 << 20) + 12_345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let local = tmp.path().join("big.bin");
+    std::fs::write(&local, &big).unwrap();
+    let spools = tmp.path().join("spools");
+    std::fs::create_dir(&spools).unwrap();
+    cluster.block_on(async {
+        let client = dfs_client::Client::builder(&cluster.nameserver)
+            .key(cluster.keys.client.clone())
+            .spool_dir(&spools)
+            .build();
+        let mut reported = Vec::new();
+        let meta = client
+            .upload_with_progress(&local, "/big.bin", |sent| reported.push(sent))
+            .await
+            .unwrap();
+        assert_eq!(meta.len(), big.len() as u64);
+        assert_eq!(meta.entry().servers.len(), 2, "published on both replicas");
+        assert!(reported.windows(2).all(|w| w[0] <= w[1]), "{reported:?}");
+        assert!(
+            reported.iter().all(|&n| n <= big.len() as u64),
+            "{reported:?}"
+        );
+        assert_eq!(client.read("/big.bin").await.unwrap(), big);
+        assert_eq!(
+            std::fs::read_dir(&spools).unwrap().count(),
+            0,
+            "no spool copy of an uploaded file"
+        );
+
+        // Replacing: a small file, the whole content replaced.
+        std::fs::write(&local, b"small now").unwrap();
+        client.upload(&local, "/big.bin").await.unwrap();
+        assert_eq!(client.read("/big.bin").await.unwrap(), b"small now");
+
+        // A writer elsewhere holds the lease: ResourceBusy, nothing published.
+        let other = cluster.client_at(&cluster.nameserver);
+        let mut held = other.create("/big.bin").await.unwrap();
+        held.write_all(b"theirs").await.unwrap();
+        let busy = client.upload(&local, "/big.bin").await.unwrap_err();
+        assert_eq!(busy.kind(), ErrorKind::ResourceBusy, "{busy}");
+        held.close().await.unwrap();
+        assert_eq!(client.read("/big.bin").await.unwrap(), b"theirs");
+
+        // Bad input: a directory as the source, a directory as the target.
+        let not_file = client.upload(tmp.path(), "/x").await.unwrap_err();
+        assert_eq!(not_file.kind(), ErrorKind::InvalidInput, "{not_file}");
+        client.create_dir("/dir").await.unwrap();
+        let is_dir = client.upload(&local, "/dir").await.unwrap_err();
+        assert_eq!(code(&is_dir), Some(ErrorCode::IsDirectory), "{is_dir}");
+    });
+}
+
+#[test]
+fn an_expired_read_capability_is_asked_for_again() {
+    use dfs_proto::auth::{now_unix_ms, BlobOp};
+    let cluster = Cluster::start(1);
+    cluster.block_on(async {
+        let client = cluster.client_at(&cluster.nameserver);
+        client.write("/f", b"content").await.unwrap();
+        let path = DfsPath::parse("/f").unwrap();
+        let mut entry = client.remote().names.stat(&path).await.unwrap();
+        assert!(
+            entry.read_cap.is_some(),
+            "a keyed cluster gives read capabilities"
+        );
+        // An entry held past its capability's expiry, as a long-lived cache would.
+        let expired = now_unix_ms() - 1;
+        entry.read_cap = Some(cluster.keys.cluster.capability(
+            entry.id,
+            entry.version,
+            BlobOp::Read,
+            expired,
+        ));
+        let dest = tempfile::NamedTempFile::new().unwrap();
+        client.remote().download(&entry, dest.path()).await.unwrap();
+        assert_eq!(std::fs::read(dest.path()).unwrap(), b"content");
+        // Not when the file changed meanwhile: then the refusal stands.
+        client.write("/f", b"newer").await.unwrap();
+        let err = client
+            .remote()
+            .download(&entry, dest.path())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    });
+}
+
+#[test]
+fn hard_links_share_content_and_the_last_name_takes_it() {
+    let cluster = Cluster::start(2);
+    cluster.block_on(async {
+        let client = cluster.client_at(&cluster.nameserver);
+        client.write("/a", b"shared bytes").await.unwrap();
+        client.hard_link("/a", "/b").await.unwrap();
+        let (a, b) = (
+            client.metadata("/a").await.unwrap(),
+            client.metadata("/b").await.unwrap(),
+        );
+        assert_eq!((a.entry().nlink, b.entry().nlink), (2, 2));
+        assert_eq!(a.entry().id, b.entry().id, "one file");
+        client.write("/b", b"written through b").await.unwrap();
+        assert_eq!(client.read("/a").await.unwrap(), b"written through b");
+
+        // A writer through one name makes the other busy.
+        let mut open = client.create("/a").await.unwrap();
+        open.write_all(b"x").await.unwrap();
+        let other = cluster.client_at(&cluster.nameserver);
+        let err = other.create("/b").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceBusy, "{err}");
+        open.close().await.unwrap();
+
+        let id = a.entry().id;
+        let held = || async {
+            let mut n = 0;
+            for server in &cluster.fileservers {
+                let blobs = cluster.files().list(server).await.unwrap().blobs;
+                n += blobs.iter().filter(|b| b.file_id == id).count();
+            }
+            n
+        };
+        client.remove_file("/a").await.unwrap();
+        assert_eq!(client.read("/b").await.unwrap(), b"x");
+        assert_eq!(client.metadata("/b").await.unwrap().entry().nlink, 1);
+        assert!(held().await > 0, "content kept while a name is left");
+        client.remove_file("/b").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while held().await > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the content outlived its last name"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Errors as link(2) gives them.
+        client.create_dir("/d").await.unwrap();
+        let err = client.hard_link("/d", "/d2").await.unwrap_err();
+        assert_eq!(code(&err), Some(ErrorCode::NotPermitted), "{err}");
+        client.write("/c", b"c").await.unwrap();
+        client.write("/e", b"e").await.unwrap();
+        let err = client.hard_link("/c", "/e").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+        let err = client.hard_link("/missing", "/f").await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    });
+}

@@ -246,6 +246,24 @@ impl Filesystem for Adapter {
         });
     }
 
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let newname = newname.to_owned();
+        let entry_ttl = self.entry_ttl;
+        self.spawn(move |fs, ttl| async move {
+            match fs.link(ino.0, newparent.0, &newname).await {
+                Ok(attr) => reply.entry_with_ttls(&ttl, &entry_ttl, &attr, Generation(0)),
+                Err(e) => reply.error(e),
+            }
+        });
+    }
+
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         self.spawn(move |fs, _| async move {
             match fs.readlink(ino.0).await {

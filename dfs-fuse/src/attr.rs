@@ -151,7 +151,6 @@ mod tests {
             checksum: Checksum::EMPTY,
             servers: vec![],
             locations: vec![],
-            capability: None,
             uid: 7,
             gid: 8,
             atime_ns: Some(1_000),
@@ -159,6 +158,7 @@ mod tests {
             nlink: 1,
             target: None,
             rdev: 0,
+            read_cap: None,
         };
         let a = attr_of(&e);
         assert_eq!(a.ino, INodeNo(42));

@@ -10,8 +10,8 @@ use dashmap::DashMap;
 use dfs_client::leases::Leases;
 use dfs_client::remote::{pause_before_asking_again, Remote};
 use dfs_proto::names::{
-    CreateRequest, Entry, EntryKind, MkdirRequest, MknodRequest, OpenWriteRequest, RenameRequest,
-    SetAttrRequest, SymlinkRequest,
+    CreateRequest, Entry, EntryKind, LinkRequest, MkdirRequest, MknodRequest, OpenWriteRequest,
+    RenameRequest, SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use fuser::{Errno, FileAttr, FileType};
@@ -292,6 +292,26 @@ impl DfsFs {
         self.table().path(ino).ok_or(Errno::ENOENT)
     }
 
+    /// The path of `ino`; for a file whose name known here was removed or replaced while
+    /// another hard link keeps it, asks the nameserver where it is now (by id), so that
+    /// the kernel's other names for the inode keep working.
+    pub(crate) async fn locate(&self, ino: u64) -> Result<DfsPath, Errno> {
+        if let Ok(path) = self.path_of(ino) {
+            return Ok(path);
+        }
+        if ino == ROOT_INO || matches!(self.table().kind(ino), None | Some(EntryKind::Dir)) {
+            return Err(Errno::ENOENT);
+        }
+        match self.remote.names.stat_id(crate::inodes::id_of(ino)).await {
+            Ok(entry) if entry.kind != EntryKind::Dir && ino_of(entry.id, &entry.path) == ino => {
+                self.table().alias(ino, entry.path.clone());
+                Ok(entry.path)
+            }
+            Ok(_) => Err(Errno::ENOENT),
+            Err(err) => Err(errno(&err)),
+        }
+    }
+
     fn child_path(&self, parent: u64, name: &std::ffi::OsStr) -> Result<DfsPath, Errno> {
         let name = name_str(name)?;
         self.path_of(parent)?.join(name).map_err(|e| errno(&e))
@@ -391,6 +411,7 @@ impl DfsFs {
         let (atime, ctime) = ws.times();
         attr.atime = crate::attr::time_of(atime);
         attr.ctime = crate::attr::time_of(ctime);
+        attr.nlink = u32::try_from(ws.nlink.load(Ordering::Acquire)).unwrap_or(u32::MAX);
         // POSIX: fstat of an open file that was unlinked shows no links left.
         if ws.unlinked.load(Ordering::Acquire) {
             attr.nlink = 0;
@@ -444,7 +465,7 @@ impl DfsFs {
         // An open file whose name is gone (here or elsewhere) keeps its attributes: the
         // kernel asks for them on reads past its cached size, and ENOENT would fail the read.
         let gone = || self.views.attr_unless(ino, None).ok_or(Errno::ENOENT);
-        let Ok(path) = self.path_of(ino) else {
+        let Ok(path) = self.locate(ino).await else {
             return gone();
         };
         match self.remote.names.stat(&path).await {
@@ -490,7 +511,7 @@ impl DfsFs {
             self.check_writable()?;
         }
         self.opened_attrs.remove(&ino);
-        let path = self.path_of(ino)?;
+        let path = self.locate(ino).await?;
         let ws = self.write_state(ino);
         tracing::debug!(ino, ?size, write_state = ws.is_some(), "setattr");
         if let Some(size) = size {
@@ -574,7 +595,7 @@ impl DfsFs {
 
     /// `opendir`: snapshots the listing so readdir offsets stay stable.
     pub async fn opendir(&self, ino: u64) -> Result<u64, Errno> {
-        let path = self.path_of(ino)?;
+        let path = self.locate(ino).await?;
         let (entries, with_xattrs) = self
             .remote
             .names
@@ -627,7 +648,7 @@ impl DfsFs {
 
     /// `readlink`: a symlink's target, as stored.
     pub async fn readlink(&self, ino: u64) -> Result<Vec<u8>, Errno> {
-        let path = self.path_of(ino)?;
+        let path = self.locate(ino).await?;
         let entry = self.remote.names.stat(&path).await.map_err(|e| errno(&e))?;
         match entry.target {
             Some(target) if entry.kind == EntryKind::Symlink => Ok(target.into_bytes()),
@@ -713,12 +734,20 @@ impl DfsFs {
         if let Some(ino) = known {
             self.opened_attrs.remove(&ino);
         }
-        let removed = match removed.id {
+        let target = match removed.id {
             Some(id) => Some((ino_of(id, &path), id)),
             None => known.map(|ino| (ino, ino)),
         };
-        if let Some((ino, id)) = removed {
+        if let Some((ino, id)) = target {
             self.opened_attrs.remove(&ino);
+            if let Some(rest) = removed.remaining {
+                // Another hard link keeps the file: only this name went.
+                self.table().alias(ino, rest);
+                if let Some(ws) = self.write_state(ino) {
+                    ws.nlink.store(removed.nlink, Ordering::Release);
+                }
+                return Ok(());
+            }
             if let Some(ws) = self.write_state(ino) {
                 ws.unlinked.store(true, Ordering::Release);
             }
@@ -726,6 +755,33 @@ impl DfsFs {
             self.cache.drop_other_versions(id, None);
         }
         Ok(())
+    }
+
+    /// `link`: one more name, `newparent/newname`, for the file `ino` (same inode, so one
+    /// page cache, one write state and one lease path for every name here).
+    pub async fn link(
+        &self,
+        ino: u64,
+        newparent: u64,
+        newname: &std::ffi::OsStr,
+    ) -> Result<FileAttr, Errno> {
+        self.check_writable()?;
+        let path = self.locate(ino).await?;
+        let new_path = self.child_path(newparent, newname)?;
+        let entry = self
+            .remote
+            .names
+            .link(&LinkRequest {
+                path,
+                new_path: new_path.clone(),
+            })
+            .await
+            .map_err(|e| errno(&e))?;
+        self.opened_attrs.remove(&ino);
+        if let Some(ws) = self.write_state(ino) {
+            ws.nlink.store(entry.nlink, Ordering::Release);
+        }
+        Ok(self.remember(newparent, &entry, true))
     }
 
     /// `rename`: atomic at the nameserver; `no_replace` is RENAME_NOREPLACE.
@@ -850,7 +906,7 @@ impl DfsFs {
                 keep_cache: true,
             });
         }
-        let path = self.path_of(ino)?;
+        let path = self.locate(ino).await?;
         let (entry, clean, was_cached) = self.revalidate(ino, &path).await?;
         let clean = self.refresh_in_place(ino, &entry).unwrap_or(clean);
         if entry.kind != EntryKind::File {
@@ -1039,7 +1095,7 @@ impl DfsFs {
     ) -> Result<Opened, Errno> {
         let path = match &create {
             Some(new) => new.path.clone(),
-            None => self.path_of(ino)?,
+            None => self.locate(ino).await?,
         };
         // For create the inode is learned from the nameserver; look for a state afterwards.
         let slot_ino = if create.is_some() { None } else { Some(ino) };
@@ -1054,13 +1110,13 @@ impl DfsFs {
         }
         let lease = Arc::new(self.leases.acquire(&path).await.map_err(|e| errno(&e))?);
         let req = OpenWriteRequest {
-            lease: lease.proof(),
             path: path.clone(),
             token: lease.token,
             create: create.as_ref().map(|c| c.mode),
             exclusive: create.as_ref().is_some_and(|c| c.exclusive),
             exclude: Vec::new(),
             owner: create.as_ref().map(|c| c.owner.wire()),
+            lease: Some(lease.signed()),
         };
         let opened = match self.remote.names.open_write(&req).await {
             Ok(o) => o,
@@ -1153,6 +1209,7 @@ impl DfsFs {
             file,
             handles: AtomicUsize::new(0),
             unlinked: AtomicBool::new(false),
+            nlink: std::sync::atomic::AtomicU64::new(entry.nlink.max(1)),
             mode: AtomicU32::new(entry.mode),
             uid: AtomicU32::new(entry.uid),
             gid: AtomicU32::new(entry.gid),
@@ -1166,7 +1223,7 @@ impl DfsFs {
             inner: tokio::sync::Mutex::new(WriteInner {
                 lease: Some(lease),
                 targets: opened.targets,
-                write_capability: opened.write_capability,
+                write_cap: opened.write_cap.map(dfs_client::write::IssuedCap::new),
                 base_version: entry.version,
                 seq: 0,
                 // O_TRUNC of a non-empty file is a change even with no write after it.

@@ -23,6 +23,11 @@ pub fn ino_of(id: FileId, path: &DfsPath) -> u64 {
     }
 }
 
+/// The nameserver's file id of inode `ino` (the inverse of [`ino_of`]).
+pub fn id_of(ino: u64) -> FileId {
+    ino & !REMAP_BIT
+}
+
 #[derive(Debug, Clone)]
 struct Node {
     parent: u64,
@@ -38,6 +43,9 @@ struct Node {
 pub struct InodeTable {
     nodes: HashMap<u64, Node>,
     children: HashMap<(u64, String), u64>,
+    /// Where a file whose known name was removed still is (another of its hard links): the
+    /// kernel may use the inode through that other name without a new lookup.
+    aliases: HashMap<u64, DfsPath>,
 }
 
 impl Default for InodeTable {
@@ -62,11 +70,22 @@ impl InodeTable {
         InodeTable {
             nodes,
             children: HashMap::new(),
+            aliases: HashMap::new(),
         }
     }
 
     /// The full path of `ino`, or `None` when it is unknown (forgotten or never looked up).
     pub fn path(&self, ino: u64) -> Option<DfsPath> {
+        self.walk(ino).or_else(|| self.aliases.get(&ino).cloned())
+    }
+
+    /// Records that `ino`, whose known name was just removed, is still reachable at `path`
+    /// (another hard link of the file).
+    pub fn alias(&mut self, ino: u64, path: DfsPath) {
+        self.aliases.insert(ino, path);
+    }
+
+    fn walk(&self, ino: u64) -> Option<DfsPath> {
         let mut names = Vec::new();
         let mut cur = ino;
         while cur != ROOT_INO {
@@ -112,6 +131,7 @@ impl InodeTable {
             }
         }
         let add = u64::from(counted);
+        self.aliases.remove(&ino);
         match self.nodes.get_mut(&ino) {
             Some(node) => {
                 if node.parent != parent || node.name != name {
@@ -189,6 +209,7 @@ impl InodeTable {
         if node.lookups == 0 {
             let key = (node.parent, node.name.clone());
             self.nodes.remove(&ino);
+            self.aliases.remove(&ino);
             if self.children.get(&key) == Some(&ino) {
                 self.children.remove(&key);
             }

@@ -35,6 +35,8 @@ pub struct WriteState {
     pub handles: AtomicUsize,
     /// Set when the file was unlinked here: nothing is published any more.
     pub unlinked: AtomicBool,
+    /// Names the file has (hard links), for attributes; a link or an unlink here updates it.
+    pub nlink: std::sync::atomic::AtomicU64,
     /// Permission bits, for attributes (a chmod while writing updates them).
     pub mode: AtomicU32,
     /// Owner's uid, for attributes (a chown while writing updates it).

@@ -59,7 +59,7 @@ impl Xattrs {
     }
 
     async fn fetch_names(&self, fs: &DfsFs, ino: u64) -> Result<Arc<Vec<String>>, Errno> {
-        let path = fs.path_of(ino)?;
+        let path = fs.locate(ino).await?;
         let names = Arc::new(
             fs.remote()
                 .names
@@ -138,7 +138,7 @@ impl Xattrs {
                 return Err(Errno::ENODATA);
             }
         }
-        let path = fs.path_of(ino)?;
+        let path = fs.locate(ino).await?;
         fs.remote()
             .names
             .get_xattr(&path, name)
@@ -175,7 +175,7 @@ impl Xattrs {
             return Err(Errno::EPERM);
         }
         let req = SetXattrRequest {
-            path: fs.path_of(ino)?,
+            path: fs.locate(ino).await?,
             name: name.to_owned(),
             value: XattrValue(value.to_vec()),
             mode,
@@ -195,7 +195,7 @@ impl Xattrs {
         if is_trusted(name) && uid != 0 {
             return Err(Errno::EPERM);
         }
-        let path = fs.path_of(ino)?;
+        let path = fs.locate(ino).await?;
         self.names.remove(&ino);
         fs.remote()
             .names

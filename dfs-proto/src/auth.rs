@@ -27,21 +27,6 @@ type HmacSha256 = Hmac<Sha256>;
 /// Header that carries a blob capability on fileserver `GET`/`PUT` of a blob.
 pub const CAPABILITY_HEADER: &str = "x-dfs-capability";
 
-/// How long a blob capability lives: long enough for a client to start its downloads and
-/// uploads after the nameserver's answer, short enough that a leaked one soon stops working.
-/// It is checked when a transfer starts, so a longer transfer is never cut off by it.
-pub const CAPABILITY_TTL_MS: u64 = 10 * 60 * 1000;
-
-/// When `capability` expires (Unix ms), or `None` when it is not one: clients renew a
-/// capability near its end without a failed request first.
-pub fn capability_expiry(capability: &str) -> Option<u64> {
-    let mut parts = capability.split('.');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some(CAPABILITY_PREFIX), Some(_), Some(expires)) => expires.parse().ok(),
-        _ => None,
-    }
-}
-
 /// Environment variable naming a client key file, for the CLI, the mount and `dfs-client`.
 pub const KEY_ENV: &str = "DFS_KEY";
 
@@ -200,15 +185,12 @@ impl ClusterKey {
         ))
     }
 
-    /// A capability to read or write one blob until `expires_unix_ms`.
-    pub fn capability(
-        &self,
-        id: FileId,
-        version: Version,
-        op: BlobOp,
-        expires_unix_ms: u64,
-    ) -> String {
-        let message = capability_message(id, version, op, expires_unix_ms);
+    /// A capability to read one blob, or to write the blobs of one file a writer holding
+    /// one fencing token may publish, until `expires_unix_ms`. `subject` is the version for
+    /// [`BlobOp::Read`] and the token for [`BlobOp::Write`] (the writer chooses the version's
+    /// low bits itself, see [`crate::version_for`]).
+    pub fn capability(&self, id: FileId, subject: u64, op: BlobOp, expires_unix_ms: u64) -> String {
+        let message = capability_message(id, subject, op, expires_unix_ms);
         format!(
             "{CAPABILITY_PREFIX}.{}.{expires_unix_ms}.{}",
             op.letter(),
@@ -247,7 +229,11 @@ impl ClusterKey {
                 format!("the capability is not for {}", op.as_str()),
             ));
         }
-        let message = capability_message(id, version, op, expires);
+        let subject = match op {
+            BlobOp::Read => version,
+            BlobOp::Write => crate::token_of(version),
+        };
+        let message = capability_message(id, subject, op, expires);
         if !self.verify("capability", message.as_bytes(), sig) {
             return Err(ApiError::new(
                 ErrorCode::Forbidden,
@@ -346,8 +332,8 @@ impl BlobOp {
     }
 }
 
-fn capability_message(id: FileId, version: Version, op: BlobOp, expires: u64) -> String {
-    format!("{id}\n{version}\n{}\n{expires}", op.letter())
+fn capability_message(id: FileId, subject: u64, op: BlobOp, expires: u64) -> String {
+    format!("{id}\n{subject}\n{}\n{expires}", op.letter())
 }
 
 fn client_message(name: &str, role: Role, id: &str) -> String {
@@ -365,6 +351,11 @@ fn check_name(name: &str) -> Result<(), KeyError> {
     } else {
         Err(KeyError::BadName(name.to_owned()))
     }
+}
+
+/// The holder a lease taken with client key `name`/`id` records (see [`Principal::holder`]).
+pub fn holder_of(name: &str, id: &str) -> String {
+    format!("{name}:{id}")
 }
 
 /// The first line that is not blank or a `#` comment.
@@ -487,6 +478,17 @@ impl Principal {
             Principal::Client { name, .. } => name,
             Principal::Server => "dfs-server",
             Principal::Insecure => "anonymous",
+        }
+    }
+
+    /// The holder a lease taken with this principal records, and that renew, release and
+    /// the nameserver compare: one client key (`name:id`), the servers, or anyone (`""`,
+    /// a cluster without keys, where nothing is compared).
+    pub fn holder(&self) -> String {
+        match self {
+            Principal::Client { name, id, .. } => holder_of(name, id),
+            Principal::Server => "dfs-server".to_owned(),
+            Principal::Insecure => String::new(),
         }
     }
 
@@ -731,6 +733,26 @@ mod tests {
         assert!(key
             .check_capability("garbage", 7, 42, BlobOp::Read, now)
             .is_err());
+    }
+
+    #[test]
+    fn a_write_capability_covers_every_version_of_its_token_and_no_other() {
+        let key = ClusterKey::generate();
+        let now = now_unix_ms();
+        let cap = key.capability(7, 5, BlobOp::Write, now + 1000);
+        for seq in [0, 1, 0xF_FFFF] {
+            key.check_capability(&cap, 7, crate::version_for(5, seq), BlobOp::Write, now)
+                .unwrap();
+        }
+        for (id, v, op) in [
+            (7, crate::version_for(6, 1), BlobOp::Write),
+            (7, crate::version_for(4, 1), BlobOp::Write),
+            (8, crate::version_for(5, 1), BlobOp::Write),
+            (7, crate::version_for(5, 1), BlobOp::Read),
+        ] {
+            let err = key.check_capability(&cap, id, v, op, now).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Forbidden);
+        }
     }
 
     #[test]

@@ -4,11 +4,12 @@ use crate::auth::Credential;
 use crate::checksum::ChecksumWriter;
 use crate::error::{ApiError, ErrorCode};
 use crate::files::{BlobCheck, BlobInfo, BlobList, BlobListQuery, FetchRequest, FileserverStats};
-use crate::locks::{AcquireRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest};
+use crate::locks::{
+    AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest, LockserverStats,
+};
 use crate::names::*;
 use crate::transfer;
 use crate::{Checksum, DfsPath, FileId, Version, CHECKSUM_HEADER};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -216,6 +217,12 @@ impl NameClient {
             .await
     }
 
+    /// The file with id `id`, at one of its names (a mount that lost track of a hard-linked
+    /// file's name finds it again).
+    pub async fn stat_id(&self, id: FileId) -> Result<Entry, ApiError> {
+        self.api.get("/v1/meta/stat-id", &IdQuery { id }).await
+    }
+
     /// One page of a directory listing.
     pub async fn list_page(&self, query: &ListQuery) -> Result<ListResponse, ApiError> {
         self.api.get("/v1/meta/list", query).await
@@ -274,6 +281,11 @@ impl NameClient {
     /// Creates a symbolic link (a namespace entry with its target, no content).
     pub async fn symlink(&self, req: &SymlinkRequest) -> Result<Entry, ApiError> {
         self.api.post("/v1/meta/symlink", req).await
+    }
+
+    /// Gives an existing file one more name (a hard link).
+    pub async fn link(&self, req: &LinkRequest) -> Result<Entry, ApiError> {
+        self.api.post("/v1/meta/link", req).await
     }
 
     /// Creates a FIFO, socket or device node.
@@ -408,6 +420,11 @@ impl NameClient {
         self.api.post("/v1/fileservers/heartbeat", req).await
     }
 
+    /// Durable-work counters (fsyncs, commits, changes) since the nameserver started.
+    pub async fn stats(&self) -> Result<NameserverStats, ApiError> {
+        self.api.get("/v1/stats", &()).await
+    }
+
     /// Answers when the nameserver is up.
     pub async fn healthz(&self) -> Result<(), ApiError> {
         health(&self.api.http, &self.api.base).await
@@ -488,9 +505,20 @@ impl LockClient {
             .map(drop)
     }
 
-    /// Drops a lease by token or path (admin keys only); returns it as it was.
-    pub async fn break_lease(&self, req: &crate::locks::BreakRequest) -> Result<Lease, ApiError> {
+    /// Ends a lease whoever holds it (admin keys only): by token or by one of its paths.
+    pub async fn break_lease(&self, req: &BreakRequest) -> Result<Lease, ApiError> {
         self.api.post("/v1/locks/break", req).await
+    }
+
+    /// The live lease with this token, if any (one small page of the listing).
+    pub async fn live(&self, token: u64) -> Result<Option<Lease>, ApiError> {
+        let page = self
+            .list_page(&LeaseListQuery {
+                after: token.checked_sub(1),
+                limit: Some(1),
+            })
+            .await?;
+        Ok(page.leases.into_iter().find(|l| l.token == token))
     }
 
     /// One page of live leases (the server bounds its size).
@@ -519,6 +547,11 @@ impl LockClient {
         }
     }
 
+    /// Durable-work counters (fsyncs, commits) since the lockserver started.
+    pub async fn stats(&self) -> Result<LockserverStats, ApiError> {
+        self.api.get("/v1/stats", &()).await
+    }
+
     /// Answers when the lockserver is up.
     pub async fn healthz(&self) -> Result<(), ApiError> {
         health(&self.api.http, &self.api.base).await
@@ -531,6 +564,10 @@ pub struct FileClient {
     http: reqwest::Client,
     timeouts: Timeouts,
     credential: Option<Credential>,
+    /// Bytes of local files sent by [`FileClient::upload_file`], over all copies of this
+    /// client: what a progress display of a long upload reads.
+    uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Blob capability sent with every request (see [`FileClient::with_capability`]).
     capability: Option<String>,
 }
 
@@ -556,6 +593,7 @@ impl FileClient {
             http,
             timeouts: Timeouts::default(),
             credential: None,
+            uploaded: Default::default(),
             capability: None,
         }
     }
@@ -566,22 +604,23 @@ impl FileClient {
         self
     }
 
-    /// A copy sending `capability` (from the nameserver's answer) with its blob requests:
-    /// a fileserver of a cluster with a key serves a blob to a client only with one.
-    /// Cheap: the connection pool is shared.
-    pub fn with_capability(&self, capability: Option<&str>) -> FileClient {
-        FileClient {
-            capability: capability.map(str::to_owned),
-            ..self.clone()
-        }
-    }
-
-    /// A request to `url` carrying this client's credential and capability.
+    /// A request to `url` carrying this client's credential (and capability, if any).
     fn request(&self, method: reqwest::Method, url: String) -> reqwest::RequestBuilder {
         let req = authorize(self.http.request(method, url), self.credential.as_ref());
         match &self.capability {
             Some(cap) => req.header(crate::auth::CAPABILITY_HEADER, cap),
             None => req,
+        }
+    }
+
+    /// The same client (same connections) sending `capability` with its requests: a
+    /// client key reads or writes a blob only with the capability the nameserver gave for
+    /// it ([`crate::names::Entry::read_cap`], [`crate::names::OpenWriteResponse::write_cap`]).
+    /// `None` sends none (servers, and clusters without a key, need none).
+    pub fn with_capability(&self, capability: Option<String>) -> FileClient {
+        FileClient {
+            capability,
+            ..self.clone()
         }
     }
 
@@ -594,6 +633,12 @@ impl FileClient {
     /// The silence limits in use.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
+    }
+
+    /// Bytes of local files this client (and its clones) has sent so far, every replica's
+    /// stream counted: progress of a long upload, as a counter to poll.
+    pub fn uploaded_bytes(&self) -> u64 {
+        self.uploaded.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uploads a body of exactly `size` bytes as (file_id, version); returns once durable.
@@ -678,18 +723,10 @@ impl FileClient {
         version: Version,
         local: &Path,
     ) -> Result<BlobInfo, ApiError> {
-        let file = tokio::fs::File::open(local).await?;
-        let size = file.metadata().await?.len();
+        let file = std::fs::File::open(local)?;
+        let size = file.metadata()?.len();
         let sent = std::sync::Arc::new(std::sync::Mutex::new((ChecksumWriter::default(), 0u64)));
-        let tally = sent.clone();
-        let stream =
-            tokio_util::io::ReaderStream::with_capacity(file, STREAM_CHUNK).inspect(move |chunk| {
-                if let Ok(bytes) = chunk {
-                    let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
-                    t.0.update(bytes);
-                    t.1 += bytes.len() as u64;
-                }
-            });
+        let stream = read_ahead(file, sent.clone(), self.uploaded.clone());
         let stored = self
             .upload_stream(server, file_id, version, None, size, stream)
             .await?;
@@ -922,4 +959,48 @@ impl FileClient {
     pub async fn healthz(&self, server: &str) -> Result<(), ApiError> {
         health(&self.http, &base(server)).await
     }
+}
+
+/// Chunks of read-ahead [`read_ahead`] keeps between the disk and the connection.
+const READ_AHEAD: usize = 4;
+
+/// The content of `file` as a stream of [`STREAM_CHUNK`]-byte chunks, read on a thread of
+/// its own up to [`READ_AHEAD`] chunks ahead of the connection, so that reading the disk and
+/// sending overlap instead of taking turns; each chunk is checksummed and counted into
+/// `tally` (and `uploaded`) as it is read. The thread ends when the file does or when the
+/// stream is dropped (a failed upload).
+fn read_ahead(
+    mut file: std::fs::File,
+    tally: std::sync::Arc<std::sync::Mutex<(ChecksumWriter, u64)>>,
+    uploaded: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    tokio::task::spawn_blocking(move || loop {
+        // read_to_end into reserved capacity: no zeroing of each chunk before the read.
+        let mut chunk = Vec::with_capacity(STREAM_CHUNK);
+        if let Err(err) = (&mut file)
+            .take(STREAM_CHUNK as u64)
+            .read_to_end(&mut chunk)
+        {
+            let _ = tx.blocking_send(Err(err));
+            return;
+        }
+        let filled = chunk.len();
+        if filled == 0 {
+            return;
+        }
+        {
+            let mut t = tally.lock().unwrap_or_else(|p| p.into_inner());
+            t.0.update(&chunk);
+            t.1 += filled as u64;
+        }
+        uploaded.fetch_add(filled as u64, std::sync::atomic::Ordering::Relaxed);
+        if tx.blocking_send(Ok(bytes::Bytes::from(chunk))).is_err() {
+            return;
+        }
+    });
+    futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    })
 }

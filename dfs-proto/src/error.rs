@@ -61,6 +61,11 @@ pub enum ErrorCode {
     /// A feature the file system does not offer, such as an unknown attribute namespace
     /// (EOPNOTSUPP).
     NotSupported,
+    /// An operation the file system never allows on this kind of entry, such as a hard
+    /// link to a directory (EPERM).
+    NotPermitted,
+    /// A file already has the most names (hard links) it may have (EMLINK).
+    TooManyLinks,
 }
 
 impl ErrorCode {
@@ -69,6 +74,7 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest | ErrorCode::InvalidPath | ErrorCode::NameTooLong => 400,
             ErrorCode::InvalidMove | ErrorCode::OutOfRange | ErrorCode::NotSupported => 400,
+            ErrorCode::NotPermitted | ErrorCode::TooManyLinks => 400,
             ErrorCode::NoData => 404,
             ErrorCode::TooBig => 413,
             ErrorCode::MethodNotAllowed => 405,
@@ -103,6 +109,8 @@ impl ErrorCode {
             ErrorCode::OutOfRange => libc::ERANGE,
             ErrorCode::TooBig => libc::E2BIG,
             ErrorCode::NotSupported => libc::EOPNOTSUPP,
+            ErrorCode::NotPermitted => libc::EPERM,
+            ErrorCode::TooManyLinks => libc::EMLINK,
             ErrorCode::NotFound => libc::ENOENT,
             ErrorCode::AlreadyExists => libc::EEXIST,
             ErrorCode::NotEmpty => libc::ENOTEMPTY,
@@ -134,6 +142,8 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::NoData => K::NotFound,
             ErrorCode::TooBig => K::ArgumentListTooLong,
             ErrorCode::NotSupported => K::Unsupported,
+            ErrorCode::NotPermitted => K::PermissionDenied,
+            ErrorCode::TooManyLinks => K::TooManyLinks,
             ErrorCode::AlreadyExists => K::AlreadyExists,
             ErrorCode::NotEmpty => K::DirectoryNotEmpty,
             ErrorCode::IsDirectory => K::IsADirectory,
@@ -324,5 +334,7 @@ mod tests {
         }
         assert_eq!(ErrorCode::Busy.errno(), libc::EBUSY);
         assert_eq!(ErrorCode::Fenced.errno(), libc::ESTALE);
+        assert_eq!(ErrorCode::NotPermitted.errno(), libc::EPERM);
+        assert_eq!(ErrorCode::TooManyLinks.errno(), libc::EMLINK);
     }
 }

@@ -104,4 +104,8 @@ pub struct FileserverStats {
     pub bytes_in: u64,
     /// Body bytes sent in downloads.
     pub bytes_out: u64,
+    /// fsync/fdatasync calls issued on blobs and their directories (absent from older
+    /// servers: 0), so a benchmark can count the durable steps per file.
+    #[serde(default)]
+    pub fsyncs: u64,
 }

@@ -37,10 +37,10 @@ pub fn version_for(token: u64, seq: u64) -> Version {
     (token << 20) | (seq & 0xF_FFFF)
 }
 
-/// The first version of `version`'s token (its publish counter zeroed): what a write
-/// capability names, since one open-write covers every publish under the lease.
-pub fn version_block(version: Version) -> Version {
-    version & !0xF_FFFF
+/// The fencing token a version was built from (the inverse of [`version_for`]): what a
+/// write capability names, since the writer picks the version's low bits itself.
+pub fn token_of(version: Version) -> u64 {
+    version >> 20
 }
 
 /// Header carrying the content checksum of an uploaded blob (see [`Checksum`]).

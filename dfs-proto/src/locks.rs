@@ -29,16 +29,31 @@ pub struct Lease {
     pub ttl_ms: u64,
     /// Time left at the moment of the reply.
     pub expires_in_ms: u64,
-    /// The key name that holds it: only that key renews or releases it.
+    /// Who holds it: the client key's name and id (`name:id`), empty on a cluster without
+    /// keys. Renew and release need this key.
     #[serde(default)]
     pub holder: String,
-    /// Wall-clock end, Unix milliseconds, as signed.
+    /// When it runs out on the lockserver's wall clock, Unix milliseconds (what the
+    /// signature covers, and what the nameserver checks).
     #[serde(default)]
     pub expires_unix_ms: u64,
-    /// The lockserver's signature over token, holder, client, expiry and paths; absent from
-    /// an insecure lockserver. Writers send it to the nameserver ([`LeaseProof`]).
+    /// The lockserver's signature over token, holder, client, expiry and paths
+    /// ([`crate::auth::ClusterKey::sign_lease`]); `None` on a cluster without keys.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+}
+
+impl Lease {
+    /// The fields its signature covers.
+    pub fn claim(&self) -> crate::auth::LeaseClaim<'_> {
+        crate::auth::LeaseClaim {
+            token: self.token,
+            holder: &self.holder,
+            client: &self.client,
+            expires_unix_ms: self.expires_unix_ms,
+            paths: &self.paths,
+        }
+    }
 }
 
 /// Body of `POST /v1/locks/renew` and `POST /v1/locks/release`.
@@ -49,6 +64,19 @@ pub struct LeaseRequest {
     pub token: u64,
     /// The session that holds it; a mismatch is refused and changes nothing.
     pub client: String,
+}
+
+/// Body of `POST /v1/locks/break` (admin keys only): the lease to end, by its token or by one
+/// of its paths (exactly one of the two).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakRequest {
+    /// The lease's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<u64>,
+    /// A path the lease covers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<DfsPath>,
 }
 
 /// Query of `GET /v1/locks`: one bounded page, so no answer grows with the table.
@@ -75,59 +103,12 @@ pub struct LeaseList {
     pub next_after: Option<u64>,
 }
 
-/// What a writer shows the nameserver at open-write and publish: its lease as the
-/// lockserver signed it, so a token alone (guessed, borrowed, or 2^64-1) opens nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LeaseProof {
-    /// The key name that holds the lease; must be the caller's.
-    pub holder: String,
-    /// The session inside that key.
-    pub client: String,
-    /// Wall-clock end of the lease as signed, Unix milliseconds.
-    pub expires_unix_ms: u64,
-    /// The paths it covers; the file written must be one of them.
-    pub paths: Vec<DfsPath>,
-    /// The lockserver's signature (see `ClusterKey::sign_lease`).
-    pub signature: String,
-}
-
-impl LeaseProof {
-    /// The signed fields, with the token the request names.
-    pub fn claim(&self, token: u64) -> crate::auth::LeaseClaim<'_> {
-        crate::auth::LeaseClaim {
-            token,
-            holder: &self.holder,
-            client: &self.client,
-            expires_unix_ms: self.expires_unix_ms,
-            paths: &self.paths,
-        }
-    }
-}
-
-impl Lease {
-    /// The proof of this lease for the nameserver; `None` from an insecure lockserver,
-    /// which signs nothing.
-    pub fn proof(&self) -> Option<LeaseProof> {
-        Some(LeaseProof {
-            holder: self.holder.clone(),
-            client: self.client.clone(),
-            expires_unix_ms: self.expires_unix_ms,
-            paths: self.paths.clone(),
-            signature: self.signature.clone()?,
-        })
-    }
-}
-
-/// Body of `POST /v1/locks/break` (admin keys only): the lease with this token, or the one
-/// holding this path. Exactly one of the two.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BreakRequest {
-    /// The lease's token.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token: Option<u64>,
-    /// A path the lease holds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<DfsPath>,
+/// Reply of the lockserver's `GET /v1/stats`: durable work since start, so a benchmark can
+/// count the fsyncs a lease costs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockserverStats {
+    /// fsyncs the store issued (redb's `sync_data` calls on its file).
+    pub fsyncs: u64,
+    /// Durable store commits (grants, renewals, releases, sweeps that changed something).
+    pub commits: u64,
 }

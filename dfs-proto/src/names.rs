@@ -81,11 +81,6 @@ pub struct Entry {
     /// publish); empty in listings. Try them in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub locations: Vec<String>,
-    /// A read capability for exactly (`id`, `version`), sent to the fileservers in
-    /// [`crate::auth::CAPABILITY_HEADER`]: given with `locations` when the cluster has a key
-    /// (valid [`crate::auth::CAPABILITY_TTL_MS`]); absent in listings and insecure clusters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub capability: Option<String>,
     /// Owner's user id (servers older than owners send none: root).
     #[serde(default)]
     pub uid: u32,
@@ -107,6 +102,11 @@ pub struct Entry {
     /// Device number of a device node.
     #[serde(default)]
     pub rdev: u64,
+    /// A capability to read this version from the fileservers in `locations` (sent in
+    /// [`crate::auth::CAPABILITY_HEADER`]); given with `locations`, and only by a cluster
+    /// with a key. Short-lived: a client that holds an entry longer asks again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_cap: Option<String>,
 }
 
 fn one() -> u64 {
@@ -131,6 +131,14 @@ pub struct PathQuery {
     pub path: DfsPath,
 }
 
+/// Query of `GET /v1/meta/stat-id?id=N`: a file by its id, wherever (and by whichever of its
+/// names) it is now.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IdQuery {
+    /// The file's id.
+    pub id: FileId,
+}
+
 /// Body for endpoints addressed by one path (rmdir, unlink).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -147,6 +155,13 @@ pub struct UnlinkResponse {
     /// Id of the removed file (absent from servers older than this field).
     #[serde(default)]
     pub id: Option<FileId>,
+    /// Names the file still has (hard links); 0 when it is gone with this name.
+    #[serde(default)]
+    pub nlink: u64,
+    /// One of the names it still has, when it has any: where a mount that knew the file by
+    /// the removed name finds it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<DfsPath>,
 }
 
 /// Query of `GET /v1/meta/list`: one page of a directory, in name order.
@@ -219,6 +234,16 @@ pub struct SymlinkRequest {
     /// Owner of the link (default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+}
+
+/// Body of `POST /v1/meta/link`: one more name for an existing file (link(2)).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// The existing file (not a directory).
+    pub path: DfsPath,
+    /// The new name; its parent must exist and the name must be free.
+    pub new_path: DfsPath,
 }
 
 /// Body of `POST /v1/meta/mknod`: a FIFO, socket or device node.
@@ -312,10 +337,11 @@ pub struct OpenWriteRequest {
     /// With `create`: the owner of a new file (default root).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
-    /// The lease of `token` as the lockserver signed it; required by a nameserver with a
-    /// cluster key (see docs/security.md).
+    /// The lease `token` names, as the lockserver signed it: in a cluster with a key the
+    /// nameserver checks its signature, holder, path and expiry, so a token alone (forged,
+    /// or another key's) opens nothing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<crate::locks::LeaseProof>,
+    pub lease: Option<crate::locks::Lease>,
 }
 
 /// Reply of open-write: what to write on top of, and where to upload.
@@ -325,11 +351,11 @@ pub struct OpenWriteResponse {
     pub entry: Entry,
     /// Fileservers the next version must be uploaded to (all of them, in parallel).
     pub targets: Vec<FileserverRef>,
-    /// A write capability for the versions of this lease's token (every
-    /// `version_for(token, _)` of `entry.id`), for the uploads; absent in insecure clusters.
-    /// It lives [`crate::auth::CAPABILITY_TTL_MS`]: a writer past it repeats the open-write.
+    /// A capability to upload the versions of this file that the request's token may
+    /// publish (`version_for(token, _)`), sent in [`crate::auth::CAPABILITY_HEADER`];
+    /// given only by a cluster with a key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub write_capability: Option<String>,
+    pub write_cap: Option<String>,
 }
 
 /// A fileserver as a client addresses it.
@@ -364,10 +390,9 @@ pub struct PublishRequest {
     /// Modification time to record; default: now.
     #[serde(default)]
     pub mtime_ns: Option<i64>,
-    /// The lease of `token` as the lockserver signed it (renewed: its latest signature);
-    /// required by a nameserver with a cluster key.
+    /// The signed lease `token` names (checked as at open-write).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub lease: Option<crate::locks::LeaseProof>,
+    pub lease: Option<crate::locks::Lease>,
 }
 
 /// Body of `POST /v1/fileservers/register`, sent by a fileserver at start.
@@ -543,4 +568,17 @@ pub struct RemoveXattrRequest {
     pub path: DfsPath,
     /// The attribute to remove; `no_data` when it does not exist.
     pub name: String,
+}
+
+/// Reply of the nameserver's `GET /v1/stats`: durable work since start, so a benchmark can
+/// count fsyncs per created file and see how many changes shared one commit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameserverStats {
+    /// fsyncs the store issued (redb's `sync_data` calls on its file).
+    pub fsyncs: u64,
+    /// Durable store commits.
+    pub commits: u64,
+    /// Changes those commits carried (creates, publishes, ...); above `commits` when
+    /// concurrent changes shared a commit (group commit).
+    pub mutations: u64,
 }

@@ -1,8 +1,9 @@
 //! The attacks of issue 12 that keys, roles and fileserver identity stop, each tried against
 //! real servers and shown to fail for the attacker with nothing lost.
 
-use dfs_proto::auth::{ClusterKey, Role};
+use dfs_proto::auth::{holder_of, now_unix_ms, BlobOp, ClientKey, ClusterKey, Role};
 use dfs_proto::client::{FileClient, NameClient};
+use dfs_proto::locks::Lease;
 use dfs_proto::names::{HeartbeatRequest, RegisterRequest};
 use dfs_proto::{DfsPath, ErrorCode};
 use dfs_servers::{fileserver, nameserver};
@@ -135,29 +136,21 @@ impl Setup {
     }
 }
 
-/// A lease on `path` for key `holder`, signed as the lockserver signs it.
-fn signed_lease(
-    key: &ClusterKey,
-    holder: &str,
-    path: &str,
-    token: u64,
-) -> dfs_proto::locks::LeaseProof {
-    let paths = vec![p(path)];
-    let expires_unix_ms = dfs_proto::auth::now_unix_ms() + 60_000;
-    let signature = key.sign_lease(&dfs_proto::auth::LeaseClaim {
+/// A lease on `path` for `key`, signed with the cluster key as the lockserver signs (these
+/// tests run no lockserver).
+fn signed_lease(cluster: &ClusterKey, key: &ClientKey, token: u64, path: &str) -> Lease {
+    let mut lease = Lease {
         token,
-        holder,
-        client: "c",
-        expires_unix_ms,
-        paths: &paths,
-    });
-    dfs_proto::locks::LeaseProof {
-        holder: holder.into(),
-        client: "c".into(),
-        expires_unix_ms,
-        paths,
-        signature,
-    }
+        client: "attack-test".into(),
+        paths: vec![p(path)],
+        ttl_ms: 60_000,
+        expires_in_ms: 60_000,
+        holder: holder_of(&key.name, &key.id),
+        expires_unix_ms: now_unix_ms() + 60_000,
+        signature: None,
+    };
+    lease.signature = Some(cluster.sign_lease(&lease.claim()));
+    lease
 }
 
 fn fake(id: &str, secret: Option<&str>) -> RegisterRequest {
@@ -229,16 +222,17 @@ async fn an_id_cannot_be_moved_to_another_url_and_the_real_server_keeps_it() {
     let info = s.admin.cluster().await.unwrap();
     let me = info.fileservers.iter().find(|f| f.id == s.fs_id).unwrap();
     assert!(me.alive && me.last_seen_ms_ago < 1000, "{me:?}");
-    let writer = s.as_client(Role::ReadWrite);
+    let key = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let writer = NameClient::new(&s.ns).with_credential(key.credential());
     let opened = writer
         .open_write(&dfs_proto::names::OpenWriteRequest {
-            lease: Some(signed_lease(&s.key, "someone", "/f", 1)),
             path: p("/f"),
             token: 1,
             create: Some(0o644),
             exclusive: false,
             exclude: vec![],
             owner: None,
+            lease: Some(signed_lease(&s.key, &key, 1, "/f")),
         })
         .await
         .unwrap();
@@ -385,4 +379,164 @@ async fn a_server_without_a_key_refuses_to_start_unless_insecure() {
     assert!(answered, "--insecure answers without a key");
     tx.send(()).unwrap();
     task.await.unwrap().unwrap();
+}
+
+/// Publishes `bytes` as `path` the way a writer does, with the capabilities the nameserver
+/// gives: create, open-write (write capability), upload, publish. Returns the new entry.
+async fn publish_as_writer(s: &Setup, path: &str, bytes: &[u8]) -> dfs_proto::names::Entry {
+    use dfs_proto::names::{CreateRequest, OpenWriteRequest, PublishRequest};
+    let key = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let writer = NameClient::new(&s.ns).with_credential(key.credential());
+    writer
+        .create(&CreateRequest {
+            path: p(path),
+            mode: None,
+            exclusive: false,
+            owner: None,
+        })
+        .await
+        .unwrap();
+    let token = 9;
+    let lease = signed_lease(&s.key, &key, token, path);
+    let opened = writer
+        .open_write(&OpenWriteRequest {
+            path: p(path),
+            token,
+            create: None,
+            exclusive: false,
+            exclude: Vec::new(),
+            owner: None,
+            lease: Some(lease.clone()),
+        })
+        .await
+        .unwrap();
+    let cap = opened
+        .write_cap
+        .clone()
+        .expect("a keyed cluster gives a write capability");
+    let key = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let files = FileClient::new()
+        .with_credential(key.credential())
+        .with_capability(Some(cap));
+    let version = dfs_proto::version_for(token, 1);
+    let stored = files
+        .upload_bytes(&s.fs_url, opened.entry.id, version, bytes.to_vec())
+        .await
+        .unwrap();
+    writer
+        .publish(&PublishRequest {
+            path: p(path),
+            file_id: opened.entry.id,
+            base_version: opened.entry.version,
+            version,
+            token,
+            size: stored.size,
+            checksum: stored.checksum,
+            servers: vec![s.fs_id.clone()],
+            mtime_ns: None,
+            lease: Some(lease),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_alone_reads_no_blob_and_forges_none_only_a_capability_does() {
+    let s = Setup::start().await;
+    let entry = publish_as_writer(&s, "/secret.txt", b"the secret").await;
+    let reader = s.key.issue_client("r", Role::ReadOnly).unwrap();
+    let as_reader = FileClient::new().with_credential(reader.credential());
+
+    // The attack: stat gives id, version and locations; GET the bytes with a key alone.
+    let err = as_reader
+        .download_bytes(&s.fs_url, entry.id, entry.version)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    // A capability for another blob (another file's, or an older version) does not open it.
+    let other = s.key.capability(
+        entry.id + 1,
+        entry.version,
+        BlobOp::Read,
+        now_unix_ms() + 60_000,
+    );
+    let err = as_reader
+        .with_capability(Some(other))
+        .download_bytes(&s.fs_url, entry.id, entry.version)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    // What the nameserver's stat hands out does.
+    let stat = s
+        .as_client(Role::ReadOnly)
+        .stat(&p("/secret.txt"))
+        .await
+        .unwrap();
+    assert_eq!(
+        as_reader
+            .with_capability(stat.read_cap.clone())
+            .download_bytes(&s.fs_url, entry.id, entry.version)
+            .await
+            .unwrap(),
+        b"the secret"
+    );
+    // The read capability does not let its holder overwrite or add a version.
+    let err = as_reader
+        .with_capability(stat.read_cap.clone())
+        .upload_bytes(&s.fs_url, entry.id, entry.version + 1, b"forged".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    // Nor does a writer's key without the write capability of an open-write.
+    let writer = s.key.issue_client("w2", Role::ReadWrite).unwrap();
+    let err = FileClient::new()
+        .with_credential(writer.credential())
+        .upload_bytes(&s.fs_url, entry.id, entry.version + 2, b"forged".to_vec())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    // Nothing changed.
+    let servers = FileClient::new().with_credential(s.key.server_credential());
+    let held: Vec<_> = servers
+        .list(&s.fs_url)
+        .await
+        .unwrap()
+        .blobs
+        .into_iter()
+        .filter(|b| b.file_id == entry.id)
+        .map(|b| b.version)
+        .collect();
+    assert_eq!(held, vec![entry.version]);
+}
+
+#[tokio::test]
+async fn a_fileserver_copies_only_from_a_registered_fileserver() {
+    let s = Setup::start().await;
+    // A web server of the attacker's (any URL answering GET); here: the nameserver itself.
+    let servers = FileClient::new().with_credential(s.key.server_credential());
+    let req = dfs_proto::files::FetchRequest {
+        source: s.ns.clone(),
+        checksum: dfs_proto::Checksum(0),
+    };
+    let err = servers.fetch(&s.fs_url, 40, 1, &req).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    assert!(err.message.contains("not a registered fileserver"), "{err}");
+    // A client key may not ask at all.
+    let writer = s.key.issue_client("w", Role::ReadWrite).unwrap();
+    let err = FileClient::new()
+        .with_credential(writer.credential())
+        .fetch(&s.fs_url, 40, 1, &req)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    // From a registered fileserver (here: itself, which holds the blob already) it may.
+    let stored = servers
+        .upload_bytes(&s.fs_url, 41, 1, b"held".to_vec())
+        .await
+        .unwrap();
+    let ok = dfs_proto::files::FetchRequest {
+        source: s.fs_url.clone(),
+        checksum: stored.checksum,
+    };
+    assert_eq!(servers.fetch(&s.fs_url, 41, 1, &ok).await.unwrap(), stored);
 }

@@ -1,7 +1,6 @@
 //! Lockserver tests: real servers in-process on 127.0.0.1:0, real HTTP through `LockClient`,
 //! and power-loss sweeps of the lease table on a simulated disk.
 
-use dfs_proto::auth::Principal;
 use dfs_proto::client::LockClient;
 use dfs_proto::locks::{AcquireRequest, Lease, LeaseList};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
@@ -724,17 +723,17 @@ fn run_step(table: &mut LockTable, model: &mut Model, step: &Step) -> Result<u64
     };
     match step {
         Step::Acquire(client, paths) => {
-            let lease = table.acquire(&req(client, paths), &Principal::Insecure)?;
+            let lease = table.acquire(&req(client, paths), "")?;
             model.insert(lease.token, (lease.client, lease.paths));
             Ok(lease.token)
         }
         Step::Renew(client) => {
             let token = token_of(model, client);
-            Ok(table.renew(token, client, &Principal::Insecure)?.token)
+            Ok(table.renew(token, client, "")?.token)
         }
         Step::Release(client) => {
             let token = token_of(model, client);
-            table.release(token, client, &Principal::Insecure)?;
+            table.release(token, client, "")?;
             model.remove(&token);
             Ok(token)
         }
@@ -819,9 +818,7 @@ fn crash_at(k: u64, keep: fn(u64, usize) -> bool) -> bool {
 
     // The next grant after the crash never reuses a token.
     let mut table = LockTable::open(Store::with_backend(disk.backend()).unwrap(), &config).unwrap();
-    let fresh = table
-        .acquire(&req("Z", &["/z"]), &Principal::Insecure)
-        .unwrap();
+    let fresh = table.acquire(&req("Z", &["/z"]), "").unwrap();
     assert!(fresh.token > max_acked && !got.contains_key(&fresh.token));
     !finished
 }
@@ -891,16 +888,14 @@ fn leases_dead_before_a_restart_stay_dead() {
         ..Config::default()
     };
     let mut table = LockTable::open(Store::with_backend(disk.backend()).unwrap(), &config).unwrap();
-    let dead = table
-        .acquire(&req("dead", &["/s"]), &Principal::Insecure)
-        .unwrap();
+    let dead = table.acquire(&req("dead", &["/s"]), "").unwrap();
     let live = table
         .acquire(
             &AcquireRequest {
                 ttl_ms: Some(60_000),
                 ..req("live", &["/l"])
             },
-            &Principal::Insecure,
+            "",
         )
         .unwrap();
     // The server's sweeper calls this periodically; it forgets the lease once TTL + delay pass.
@@ -920,8 +915,6 @@ fn leases_dead_before_a_restart_stay_dead() {
         .map(|l| l.token)
         .collect();
     assert_eq!(tokens, vec![live.token]);
-    let other = table
-        .acquire(&req("other", &["/s"]), &Principal::Insecure)
-        .unwrap();
+    let other = table.acquire(&req("other", &["/s"]), "").unwrap();
     assert!(other.token > dead.token);
 }

@@ -34,19 +34,18 @@ async fn register(c: &NameClient, id: &str, url: &str, free: u64, dirs: &[&str])
 
 fn ow(path: &str, token: u64, create: bool) -> OpenWriteRequest {
     OpenWriteRequest {
-        lease: None,
         path: p(path),
         token,
         create: create.then_some(0o644),
         exclusive: false,
         exclude: Vec::new(),
         owner: None,
+        lease: None,
     }
 }
 
 fn pubreq(e: &Entry, token: u64, seq: u64, content: &[u8], servers: &[&str]) -> PublishRequest {
     PublishRequest {
-        lease: None,
         path: e.path.clone(),
         file_id: e.id,
         base_version: e.version,
@@ -56,6 +55,7 @@ fn pubreq(e: &Entry, token: u64, seq: u64, content: &[u8], servers: &[&str]) -> 
         checksum: Checksum::of(content),
         servers: servers.iter().map(|s| s.to_string()).collect(),
         mtime_ns: None,
+        lease: None,
     }
 }
 

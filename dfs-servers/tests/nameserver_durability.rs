@@ -14,13 +14,13 @@ use std::time::Duration;
 
 fn open_req(path: &str, token: u64, create: bool, exclude: &[&str]) -> OpenWriteRequest {
     OpenWriteRequest {
-        lease: None,
         path: p(path),
         token,
         create: create.then_some(0o644),
         exclusive: false,
         exclude: exclude.iter().map(|s| s.to_string()).collect(),
         owner: None,
+        lease: None,
     }
 }
 
@@ -32,7 +32,6 @@ fn publish_req(
     servers: &[String],
 ) -> PublishRequest {
     PublishRequest {
-        lease: None,
         path: entry.path.clone(),
         file_id: entry.id,
         base_version: entry.version,
@@ -42,6 +41,7 @@ fn publish_req(
         checksum: Checksum::of(body),
         servers: servers.to_vec(),
         mtime_ns: None,
+        lease: None,
     }
 }
 

@@ -66,13 +66,13 @@ async fn new_entries_take_the_callers_owner_and_a_setgid_directorys_group() {
     assert_eq!((old.uid, old.gid), (0, 0));
     let ow = c
         .open_write(&OpenWriteRequest {
-            lease: None,
             path: p("/mine"),
             token: 1,
             create: Some(0o600),
             exclusive: true,
             exclude: vec![],
             owner: as_user(7, 8),
+            lease: None,
         })
         .await
         .unwrap();
@@ -186,13 +186,13 @@ async fn symlinks_are_entries_with_a_target() {
     // Content writes are refused: a link has no blob.
     let ow = c
         .open_write(&OpenWriteRequest {
-            lease: None,
             path: p("/l"),
             token: 1,
             create: None,
             exclusive: false,
             exclude: vec![],
             owner: None,
+            lease: None,
         })
         .await
         .unwrap_err();
@@ -314,5 +314,76 @@ async fn directory_link_count_is_two_plus_subdirectories() {
     c.rmdir(&p("/b/w")).await.unwrap();
     assert_eq!(nlink("/b").await, 3);
     assert_eq!(nlink("/").await, 4);
+    ns.stop().await;
+}
+
+#[tokio::test]
+async fn hard_links_survive_renames_unlinks_and_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ns = Ns::start(dir.path(), |_| {}).await;
+    let c = &ns.client;
+    let link = |from: &str, to: &str| LinkRequest {
+        path: p(from),
+        new_path: p(to),
+    };
+    let f = c
+        .create(&CreateRequest {
+            path: p("/f"),
+            mode: None,
+            exclusive: true,
+            owner: None,
+        })
+        .await
+        .unwrap();
+    c.mkdir(&p("/d"), None).await.unwrap();
+    let g = c.link(&link("/f", "/d/g")).await.unwrap();
+    assert_eq!((g.id, g.nlink), (f.id, 2));
+    assert!(g.ctime_ns >= f.ctime_ns);
+    c.link(&link("/d/g", "/h")).await.unwrap();
+    assert_eq!(c.stat(&p("/f")).await.unwrap().nlink, 3);
+    // Renaming one name keeps the others; renaming onto another name of the same file
+    // changes nothing.
+    c.rename(&RenameRequest {
+        from: p("/h"),
+        to: p("/d/h2"),
+        no_replace: false,
+        exchange: false,
+    })
+    .await
+    .unwrap();
+    c.rename(&RenameRequest {
+        from: p("/f"),
+        to: p("/d/g"),
+        no_replace: false,
+        exchange: false,
+    })
+    .await
+    .unwrap();
+    assert_eq!(c.stat(&p("/f")).await.unwrap().id, f.id);
+    // The main name goes: another one takes its place, by id too.
+    let gone = c.unlink(&p("/f")).await.unwrap();
+    assert_eq!((gone.id, gone.nlink), (Some(f.id), 2));
+    let rest = gone.remaining.unwrap();
+    assert!(rest == p("/d/g") || rest == p("/d/h2"), "{rest}");
+    assert_eq!(c.stat_id(f.id).await.unwrap().path, rest);
+    ns.stop().await;
+
+    let ns = Ns::start(dir.path(), |_| {}).await;
+    let c = &ns.client;
+    for name in ["/d/g", "/d/h2"] {
+        let e = c.stat(&p(name)).await.unwrap();
+        assert_eq!((e.id, e.nlink), (f.id, 2), "{name}");
+    }
+    let gone = c.unlink(&p("/d/h2")).await.unwrap();
+    assert_eq!((gone.nlink, gone.remaining), (1, Some(p("/d/g"))));
+    let last = c.unlink(&p("/d/g")).await.unwrap();
+    assert_eq!((last.nlink, last.remaining), (0, None));
+    assert_eq!(c.stat_id(f.id).await.unwrap_err().code, ErrorCode::NotFound);
+    // Errors.
+    c.mkdir(&p("/dir"), None).await.unwrap();
+    let e = c.link(&link("/dir", "/dir2")).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotPermitted);
+    let e = c.link(&link("/nope", "/x")).await.unwrap_err();
+    assert_eq!(e.code, ErrorCode::NotFound);
     ns.stop().await;
 }

@@ -151,13 +151,13 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
             }
             Step::OpenWrite(path, token, create) => {
                 let req = OpenWriteRequest {
-                    lease: None,
                     path: p(path),
                     token: *token,
                     create: create.then_some(0o644),
                     exclusive: false,
                     exclude: Vec::new(),
                     owner: None,
+                    lease: None,
                 };
                 namespace::open_write(t, &req, now)?;
                 placement::targets(t, &live, &req.path, 2)?;
@@ -166,7 +166,6 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                 let (id, node) = namespace::resolve(t, &p(path))?;
                 let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
                 let req = PublishRequest {
-                    lease: None,
                     path: p(path),
                     file_id: id,
                     base_version: node.version,
@@ -176,6 +175,7 @@ fn run_step(store: &Store, step: &Step, now: i64) -> Result<(), ApiError> {
                     checksum: Checksum::of(content),
                     servers: servers.iter().map(|s| s.to_string()).collect(),
                     mtime_ns: None,
+                    lease: None,
                 };
                 namespace::publish(t, &req, 1, |s| known.iter().any(|k| k == s), now)?;
             }

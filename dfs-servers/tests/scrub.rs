@@ -16,13 +16,13 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
     let files = FileClient::new();
     let o = c
         .open_write(&OpenWriteRequest {
-            lease: None,
             path: p(path),
             token,
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: None,
         })
         .await
         .unwrap();
@@ -34,7 +34,6 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
             .unwrap();
     }
     c.publish(&PublishRequest {
-        lease: None,
         path: p(path),
         file_id: o.entry.id,
         base_version: o.entry.version,
@@ -44,6 +43,7 @@ async fn write(c: &NameClient, path: &str, token: u64, body: &[u8]) -> (u64, u64
         checksum: Checksum::of(body),
         servers: o.targets.iter().map(|t| t.id.clone()).collect(),
         mtime_ns: None,
+        lease: None,
     })
     .await
     .unwrap();

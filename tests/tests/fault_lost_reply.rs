@@ -7,7 +7,7 @@
 
 use dfs_client::remote::Remote;
 use dfs_client::write::Content;
-use dfs_proto::locks::AcquireRequest;
+use dfs_proto::locks::{AcquireRequest, Lease};
 use dfs_proto::names::{Entry, OpenWriteRequest, PublishRequest};
 use dfs_proto::{version_for, ApiError, Checksum, DfsPath};
 use dfs_servers::fileserver;
@@ -111,19 +111,19 @@ async fn write_under_lease(
     remote: &Remote,
     path: &DfsPath,
     bytes: &[u8],
-    lease: &dfs_proto::locks::Lease,
+    lease: &Lease,
 ) -> Result<Entry, ApiError> {
     let token = lease.token;
     let opened = remote
         .names
         .open_write(&OpenWriteRequest {
-            lease: lease.proof(),
             path: path.clone(),
             token,
             create: Some(0o644),
             exclusive: false,
             exclude: Vec::new(),
             owner: None,
+            lease: Some(lease.clone()),
         })
         .await?;
     let base = opened.entry;
@@ -136,13 +136,12 @@ async fn write_under_lease(
             base.id,
             version,
             &content,
-            opened.write_capability.as_deref(),
+            opened.write_cap.as_deref(),
         )
         .await?;
     remote
         .names
         .publish(&PublishRequest {
-            lease: lease.proof(),
             path: path.clone(),
             file_id: base.id,
             base_version: base.version,
@@ -152,6 +151,7 @@ async fn write_under_lease(
             checksum: stored.checksum,
             servers: stored.servers,
             mtime_ns: None,
+            lease: Some(lease.clone()),
         })
         .await
 }

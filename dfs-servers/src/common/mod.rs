@@ -1,5 +1,5 @@
 //! Pieces every server shares: the HTTP serve loop and its TLS, JSON extractors, config
-//! loading, tracing.
+//! loading, tracing, fsync counting.
 
 pub mod auth;
 pub mod blocking;
@@ -7,6 +7,7 @@ pub mod certs;
 pub mod config;
 pub mod crash_backend;
 pub mod extract;
+pub mod fsyncs;
 pub mod http;
 pub mod limits;
 pub mod policy;

@@ -5,7 +5,7 @@
 //! goes through [`storage::Storage`] so [`powerloss::PowerLossStorage`] can show what survives
 //! a power cut. At start the server registers with the nameserver and keeps heartbeating.
 
-pub mod access;
+pub mod capability;
 pub mod config;
 pub mod ingest;
 pub mod powerloss;
@@ -60,6 +60,9 @@ impl Fileserver {
             crate::common::tls::acceptor(config.tls_cert.as_deref(), config.tls_key.as_deref())?;
         let http = crate::common::tls::server_http_client(config.ca.as_deref())?;
         let data = config.data.clone();
+        let stats = Arc::new(stats::Stats::default());
+        let storage: Arc<dyn Storage> =
+            Arc::new(storage::CountingStorage::new(storage, stats.fsyncs.clone()));
         let store =
             tokio::task::spawn_blocking(move || -> anyhow::Result<(BlobStore, String, String)> {
                 let store = BlobStore::open(&data, storage)
@@ -104,7 +107,7 @@ impl Fileserver {
             listener,
             state: routes::AppState {
                 store,
-                stats: Arc::default(),
+                stats,
                 max_body_bytes: config.max_body_bytes,
                 limits: routes::Limits {
                     body_deadline_ms: config.body_deadline_ms,
@@ -113,11 +116,8 @@ impl Fileserver {
                 },
                 files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
-                peers: Arc::new(access::Peers::new(
-                    nameserver.clone(),
-                    verifier.cluster_key().is_none(),
-                )),
                 verifier,
+                registry: nameserver.clone(),
             },
             identity: registration::Identity {
                 id,

@@ -1,22 +1,21 @@
 //! HTTP handlers: exactly the routes `dfs_proto::client::FileClient` calls.
 
-use super::access::check_blob;
+use super::capability;
 use super::ingest::ingest;
 use super::range::{parse_range, RangeRequest};
 use super::stats::Stats;
 use super::store::BlobStore;
 use crate::common::limits::{limit_body, BodyLimits};
 use crate::common::needs;
-use crate::common::policy::Need::{Operator, Read, Server, Write};
-use crate::common::ApiQuery;
-use crate::common::Caller;
+use crate::common::policy::Need::{Operator, Read, Server};
+use crate::common::{ApiQuery, Caller};
 use axum::body::Body;
 use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dfs_proto::auth::BlobOp;
 use dfs_proto::client::FileClient;
@@ -49,8 +48,9 @@ pub struct AppState {
     pub verifying: Arc<tokio::sync::Semaphore>,
     /// Checks credentials and blob capabilities.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
-    /// The registered fileservers, the only sources a copy (`fetch`) may read from.
-    pub peers: Arc<super::access::Peers>,
+    /// The nameserver, which knows the registered fileservers a repair copy may come from
+    /// (`None`: a stand-alone server).
+    pub registry: Option<dfs_proto::client::NameClient>,
 }
 
 /// Largest JSON request body (a fetch request is a URL and a checksum).
@@ -92,11 +92,9 @@ pub fn router(state: AppState) -> Router {
             limit_body,
         ));
     // Blob bodies: `max_body_bytes` and a minimum average rate (see `ingest`).
-    // GET/HEAD/PUT also need a capability for the blob (see `access::check_blob`).
     let blobs = Router::new().route(
         blob,
-        needs(Read, get(get_blob).head(head_blob))
-            .merge(needs(Write, put(put_blob)))
+        needs(Read, get(get_blob).head(head_blob).put(put_blob))
             .merge(needs(Server, delete(delete_blob))),
     );
     let router = json
@@ -187,7 +185,7 @@ async fn put_blob(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<BlobInfo>), ApiError> {
-    check_blob(&st.verifier, &who, &headers, key, BlobOp::Write)?;
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Write)?;
     // Optional: without it the server checksums what it received and answers with it, and
     // the uploader compares (a client that streams a large file sums it on the way out).
     let checksum = match headers.get(CHECKSUM_HEADER) {
@@ -232,9 +230,7 @@ async fn fetch_blob(
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ApiError::bad_request("source must be an http(s) URL"));
     }
-    // Only another fileserver of the cluster: never an arbitrary URL fetched with this
-    // server's credential and stored as a blob.
-    st.peers.check_source(&req.source).await?;
+    capability::check_source(&st.verifier, st.registry.as_ref(), &req.source).await?;
     if let Some(existing) = st.store.get(key.file_id, key.version) {
         if existing.checksum == req.checksum {
             return Ok((StatusCode::OK, Json(existing)));
@@ -362,7 +358,7 @@ async fn head_blob(
     key: BlobKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_blob(&st.verifier, &who, &headers, key, BlobOp::Read)?;
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Read)?;
     let info = st.store.get(key.file_id, key.version).ok_or_else(|| {
         ApiError::not_found(format!("no blob {}/{} here", key.file_id, key.version))
     })?;
@@ -378,7 +374,7 @@ async fn get_blob(
     key: BlobKey,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_blob(&st.verifier, &who, &headers, key, BlobOp::Read)?;
+    capability::check(&st.verifier, &who, &headers, key, BlobOp::Read)?;
     let (info, file) = open(&st, key).await?;
     let plan = match plan(&info, &headers) {
         Ok(plan) => plan,

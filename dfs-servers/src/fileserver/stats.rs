@@ -1,5 +1,7 @@
-//! Request and transfer counters, so tests and benchmarks can prove what was (not) sent.
+//! Request, transfer and fsync counters, so tests and benchmarks can prove what was (not)
+//! sent and count the durable steps.
 
+use crate::common::fsyncs::Counter;
 use dfs_proto::files::FileserverStats;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,6 +18,8 @@ pub struct Stats {
     pub bytes_in: AtomicU64,
     /// Body bytes sent.
     pub bytes_out: AtomicU64,
+    /// fsyncs of blobs and directories (shared with the store's [`super::storage::CountingStorage`]).
+    pub fsyncs: Counter,
 }
 
 impl Stats {
@@ -32,6 +36,7 @@ impl Stats {
             downloads: self.downloads.load(Ordering::Relaxed),
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            fsyncs: self.fsyncs.get(),
         }
     }
 }

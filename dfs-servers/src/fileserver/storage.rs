@@ -5,10 +5,12 @@
 //! system; [`super::powerloss::PowerLossStorage`] records what was made durable and can roll the
 //! disk back to exactly that, which is what a power cut does.
 
+use crate::common::fsyncs::Counter;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// One entry of a directory listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,4 +150,72 @@ pub fn statvfs(dir: &Path) -> io::Result<DiskSpace> {
         capacity: (st.f_blocks as u64).saturating_mul(frsize),
         free: (st.f_bavail as u64).saturating_mul(frsize),
     })
+}
+
+/// Any [`Storage`] with its fsyncs counted (file data and directories), for `GET /v1/stats`.
+#[derive(Debug)]
+pub struct CountingStorage {
+    inner: Arc<dyn Storage>,
+    fsyncs: Counter,
+}
+
+impl CountingStorage {
+    /// Wraps `inner`; every [`TempWriter::sync`] and [`Storage::sync_dir`] bumps `fsyncs`.
+    pub fn new(inner: Arc<dyn Storage>, fsyncs: Counter) -> CountingStorage {
+        CountingStorage { inner, fsyncs }
+    }
+}
+
+struct CountingWriter {
+    inner: Box<dyn TempWriter>,
+    fsyncs: Counter,
+}
+
+impl TempWriter for CountingWriter {
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.inner.write_all(buf)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.fsyncs.bump();
+        self.inner.sync()
+    }
+}
+
+impl Storage for CountingStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+
+    fn create(&self, path: &Path) -> io::Result<Box<dyn TempWriter>> {
+        Ok(Box::new(CountingWriter {
+            inner: self.inner.create(path)?,
+            fsyncs: self.fsyncs.clone(),
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.fsyncs.bump();
+        self.inner.sync_dir(dir)
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<File> {
+        self.inner.open_read(path)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<DirEntry>> {
+        self.inner.list(dir)
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+
+    fn space(&self, dir: &Path) -> io::Result<DiskSpace> {
+        self.inner.space(dir)
+    }
 }

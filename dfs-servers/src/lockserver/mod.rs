@@ -29,6 +29,7 @@ pub const STORE_FILE: &str = "locks.redb";
 #[derive(Debug)]
 pub struct LockServer {
     table: Shared,
+    counters: store::StoreCounters,
     sweep_every: Duration,
     verifier: Arc<dfs_proto::auth::Verifier>,
     tls: Option<crate::common::tls::ServerTls>,
@@ -66,9 +67,8 @@ impl LockServer {
         // Sweep often enough that dead leases leave the disk soon after their lock-delay.
         let sweep_every = Duration::from_millis((config.ttl_ms + config.lock_delay_ms) / 4)
             .clamp(Duration::from_millis(25), Duration::from_secs(1));
-        let mut table = table;
-        table.set_key(verifier.cluster_key().cloned());
         Ok(LockServer {
+            counters: table.store_counters(),
             table: Arc::new(Mutex::new(table)),
             sweep_every,
             verifier,
@@ -90,7 +90,14 @@ impl LockServer {
     ) -> anyhow::Result<()> {
         let sweeper = tokio::spawn(sweep_loop(self.table.clone(), self.sweep_every));
         let router = crate::common::authenticated(
-            routes::router(self.table.clone(), self.body_deadline_ms),
+            routes::router(
+                routes::LockState {
+                    table: self.table.clone(),
+                    key: self.verifier.cluster_key().cloned(),
+                    counters: self.counters,
+                },
+                self.body_deadline_ms,
+            ),
             self.verifier,
         );
         let served = crate::common::serve_with_tls(listener, router, self.tls, shutdown).await;

@@ -1,5 +1,6 @@
 //! HTTP routes of the lockserver: thin handlers that run one [`LockTable`] call each.
 
+use super::store::StoreCounters;
 use super::table::LockTable;
 use super::table::MAX_PAGE;
 use crate::common::limits::{limit_body, BodyLimits};
@@ -8,6 +9,7 @@ use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dfs_proto::auth::ClusterKey;
 use dfs_proto::locks::{
     AcquireRequest, BreakRequest, Lease, LeaseList, LeaseListQuery, LeaseRequest,
 };
@@ -33,67 +35,101 @@ pub async fn with_table<T: Send + 'static>(
     .await
 }
 
+/// What the handlers share: the table, and the cluster key that signs leases (`None` on a
+/// cluster run `--insecure`).
+#[derive(Clone)]
+pub struct LockState {
+    /// The lease table.
+    pub table: Shared,
+    /// Signs every lease answered.
+    pub key: Option<ClusterKey>,
+    /// The store's fsync and commit counts, for `GET /v1/stats`.
+    pub counters: StoreCounters,
+}
+
+impl LockState {
+    /// `lease` with the lockserver's signature over what the nameserver checks.
+    fn signed(&self, mut lease: Lease) -> Lease {
+        lease.signature = self.key.as_ref().map(|k| k.sign_lease(&lease.claim()));
+        lease
+    }
+}
+
 /// Every lockserver endpoint, each with the right it needs (common::policy), with JSON
 /// 404/405 answers, a body limit and a body deadline.
-pub fn router(table: Shared, body_deadline_ms: u64) -> Router {
+pub fn router(state: LockState, body_deadline_ms: u64) -> Router {
+    // The counters are read without the table's lock, which a commit holds through its fsync.
+    let counters = state.counters.clone();
+    let stats = move || {
+        let counters = counters.clone();
+        async move { Json(counters.stats()) }
+    };
     let router = Router::new()
         .route("/v1/locks/acquire", needs(Write, post(acquire)))
         .route("/v1/locks/renew", needs(Write, post(renew)))
         .route("/v1/locks/release", needs(Write, post(release)))
         .route("/v1/locks/break", needs(Admin, post(break_lease)))
         .route("/v1/locks", needs(Read, get(list)))
+        .route("/v1/stats", needs(Read, get(stats)))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             BodyLimits::new(MAX_BODY_BYTES, body_deadline_ms),
             limit_body,
         ))
-        .with_state(table);
+        .with_state(state);
     api_fallbacks(router)
 }
 
 async fn acquire(
-    State(table): State<Shared>,
+    State(state): State<LockState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<AcquireRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    with_table(&table, move |t| t.acquire(&req, &who))
-        .await
-        .map(Json)
+    let holder = who.holder();
+    let lease = with_table(&state.table, move |t| t.acquire(&req, &holder)).await?;
+    Ok(Json(state.signed(lease)))
 }
 
 async fn renew(
-    State(table): State<Shared>,
+    State(state): State<LockState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    with_table(&table, move |t| t.renew(req.token, &req.client, &who))
-        .await
-        .map(Json)
+    let holder = who.holder();
+    let lease = with_table(&state.table, move |t| {
+        t.renew(req.token, &req.client, &holder)
+    })
+    .await?;
+    Ok(Json(state.signed(lease)))
 }
 
 async fn release(
-    State(table): State<Shared>,
+    State(state): State<LockState>,
     Caller(who): Caller,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    with_table(&table, move |t| t.release(req.token, &req.client, &who)).await?;
+    let holder = who.holder();
+    with_table(&state.table, move |t| {
+        t.release(req.token, &req.client, &holder)
+    })
+    .await?;
     Ok(Json(serde_json::json!({})))
 }
 
-/// `POST /v1/locks/break`: an admin drops a lease, by token or by path; answers the lease
-/// as it was.
 async fn break_lease(
-    State(table): State<Shared>,
+    State(state): State<LockState>,
     ApiJson(req): ApiJson<BreakRequest>,
 ) -> Result<Json<Lease>, ApiError> {
-    with_table(&table, move |t| t.break_lease(req.token, req.path.as_ref()))
-        .await
-        .map(Json)
+    let lease = with_table(&state.table, move |t| {
+        t.break_lease(req.token, req.path.as_ref())
+    })
+    .await?;
+    Ok(Json(lease))
 }
 
 async fn list(
-    State(table): State<Shared>,
+    State(LockState { table, .. }): State<LockState>,
     ApiQuery(q): ApiQuery<LeaseListQuery>,
 ) -> Result<Json<LeaseList>, ApiError> {
     let limit = q

@@ -6,6 +6,8 @@
 //! [`redb::StorageBackend`] ([`Store::with_backend`]), which is how the power-loss tests run it
 //! on [`crate::common::crash_backend::CrashBackend`].
 
+use crate::common::fsyncs::{create_counted, Counter, CountingBackend};
+use dfs_proto::locks::LockserverStats;
 use dfs_proto::DfsPath;
 use redb::{Database, ReadableDatabase, ReadableTable, StorageBackend, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -37,12 +39,10 @@ impl StoreError {
 pub struct StoredLease {
     /// The session holding it.
     pub client: String,
-    /// The key name that holds it (empty in stores from before holders were recorded).
+    /// The key holding it (`Principal::holder`); empty for leases saved before holders were
+    /// recorded, which any key of the session may then renew or release.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub holder: String,
-    /// That key's id; renew and release need the same key.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub holder_id: String,
     /// The exact paths it locks.
     pub paths: Vec<DfsPath>,
     /// Its length, used again by every renewal.
@@ -87,6 +87,26 @@ impl Batch {
 #[derive(Debug)]
 pub struct Store {
     db: Database,
+    counters: StoreCounters,
+}
+
+/// The store's durable-work counters; a clone reads them without the lease table's lock.
+#[derive(Clone, Debug, Default)]
+pub struct StoreCounters {
+    /// fsyncs redb issued on the store file (counted by its backend).
+    pub fsyncs: Counter,
+    /// Durable commits of [`Store::apply`].
+    pub commits: Counter,
+}
+
+impl StoreCounters {
+    /// The counters for `GET /v1/stats`.
+    pub fn stats(&self) -> LockserverStats {
+        LockserverStats {
+            fsyncs: self.fsyncs.get(),
+            commits: self.commits.get(),
+        }
+    }
 }
 
 impl Store {
@@ -99,23 +119,28 @@ impl Store {
         if !path.exists() {
             create_atomically(path)?;
         }
-        let db = redb::Builder::new()
-            .create(path)
-            .map_err(StoreError::from_any)?;
-        Store::init(db)
+        let fsyncs = Counter::default();
+        let db = create_counted(path, fsyncs.clone()).map_err(StoreError::from_any)?;
+        Store::init(db, fsyncs)
     }
 
     /// Opens (or creates) the store on `backend`; tests pass a power-loss simulator here.
     pub fn with_backend(backend: impl StorageBackend) -> Result<Store, StoreError> {
+        let fsyncs = Counter::default();
         let db = redb::Builder::new()
-            .create_with_backend(backend)
+            .create_with_backend(CountingBackend::new(backend, fsyncs.clone()))
             .map_err(StoreError::from_any)?;
-        Store::init(db)
+        Store::init(db, fsyncs)
+    }
+
+    /// A handle on the store's fsync and commit counts.
+    pub fn counters(&self) -> StoreCounters {
+        self.counters.clone()
     }
 
     /// Creates the tables and the counter in the first transaction, so a fresh store and a
     /// reopened one look the same.
-    fn init(db: Database) -> Result<Store, StoreError> {
+    fn init(db: Database, fsyncs: Counter) -> Result<Store, StoreError> {
         let txn = db.begin_write().map_err(StoreError::from_any)?;
         {
             txn.open_table(LEASES).map_err(StoreError::from_any)?;
@@ -130,7 +155,13 @@ impl Store {
             }
         }
         txn.commit().map_err(StoreError::from_any)?;
-        Ok(Store { db })
+        Ok(Store {
+            db,
+            counters: StoreCounters {
+                fsyncs,
+                commits: Counter::default(),
+            },
+        })
     }
 
     /// Reads the counter and every saved lease.
@@ -177,7 +208,9 @@ impl Store {
                     .map_err(StoreError::from_any)?;
             }
         }
-        txn.commit().map_err(StoreError::from_any)
+        txn.commit().map_err(StoreError::from_any)?;
+        self.counters.commits.bump();
+        Ok(())
     }
 }
 
@@ -193,7 +226,7 @@ fn create_atomically(path: &Path) -> Result<(), StoreError> {
         let db = redb::Builder::new()
             .create(&tmp)
             .map_err(StoreError::from_any)?;
-        Store::init(db)?;
+        Store::init(db, Counter::default())?;
     }
     std::fs::File::open(&tmp)
         .and_then(|f| f.sync_all())
@@ -215,8 +248,7 @@ mod tests {
     fn lease(client: &str, path: &str) -> StoredLease {
         StoredLease {
             client: client.into(),
-            holder: "k".into(),
-            holder_id: "00".into(),
+            holder: String::new(),
             paths: vec![DfsPath::parse(path).unwrap()],
             ttl_ms: 1000,
             deadline_unix_ms: 42,

@@ -7,7 +7,6 @@
 
 use super::config::Config;
 use super::store::{Batch, Snapshot, Store, StoreError, StoredLease};
-use dfs_proto::auth::{ClusterKey, LeaseClaim, Principal};
 use dfs_proto::locks::{AcquireRequest, Lease, LeaseList};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -26,11 +25,8 @@ pub const MAX_CLIENT_BYTES: usize = 256;
 #[derive(Clone, Debug)]
 struct Held {
     client: String,
-    /// The key name that took it (signed into the lease, shown in listings).
+    /// The key that took it (empty: any, see [`StoredLease::holder`]).
     holder: String,
-    /// That key's id: renew and release need the same key, not only the same name. Empty
-    /// for leases saved before holders were recorded, and under an insecure lockserver.
-    holder_id: String,
     paths: Vec<DfsPath>,
     ttl: Duration,
     deadline: Instant,
@@ -38,28 +34,14 @@ struct Held {
     expired_on_disk: bool,
 }
 
-/// The key name and id a lease records for `who`.
-fn holder_of(who: &Principal) -> (String, String) {
-    match who {
-        Principal::Client { name, id, .. } => (name.clone(), id.clone()),
-        Principal::Server => (who.name().to_owned(), "server".to_owned()),
-        Principal::Insecure => (who.name().to_owned(), String::new()),
-    }
-}
-
 impl Held {
-    /// Whether `who` is this lease's holder: the same key (name and id). An insecure
-    /// lockserver checks nothing, and a lease saved without a holder belongs to its session.
-    fn held_by(&self, who: &Principal) -> bool {
-        if matches!(who, Principal::Insecure) || self.holder_id.is_empty() {
-            return true;
-        }
-        let (name, id) = holder_of(who);
-        self.holder == name && self.holder_id == id
-    }
-
     fn live(&self, now: Instant) -> bool {
         now < self.deadline
+    }
+
+    /// Whether `holder` is the key that holds it.
+    fn held_by(&self, holder: &str) -> bool {
+        self.holder.is_empty() || self.holder == holder
     }
 
     fn same_paths(&self, paths: &BTreeSet<&DfsPath>) -> bool {
@@ -84,8 +66,6 @@ pub struct LockTable {
     /// Leases held per client (live or in their lock-delay), for `max_leases_per_client`.
     per_client: HashMap<String, usize>,
     limits: Limits,
-    /// Signs every lease granted or renewed; `None` when insecure (leases go unsigned).
-    key: Option<ClusterKey>,
 }
 
 /// The size bounds of the table (from [`Config`]), so no client can grow it without limit.
@@ -123,19 +103,16 @@ fn store_failed(err: StoreError) -> ApiError {
     ApiError::internal(err.to_string())
 }
 
-/// `forbidden` unless `who` holds `held` (the same key that took it).
-fn check_holder(token: u64, held: &Held, who: &Principal) -> Result<(), ApiError> {
-    if held.held_by(who) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "lease {token} is held by key {:?}; only that key renews or releases it",
-                held.holder
-            ),
-        ))
+/// Refuses a renew or release of a live lease by a key other than the one holding it: the
+/// session name alone is public (`GET /v1/locks`).
+fn check_holder(token: u64, held: &Held, holder: &str) -> Result<(), ApiError> {
+    if held.held_by(holder) {
+        return Ok(());
     }
+    Err(ApiError::new(
+        ErrorCode::Forbidden,
+        format!("lease {token} is held by another key"),
+    ))
 }
 
 /// Refuses client names that are empty, huge or would garble a log line.
@@ -179,7 +156,6 @@ impl LockTable {
                 paths: config.max_paths_per_lease.min(MAX_PATHS),
                 path_bytes: config.max_lease_path_bytes,
             },
-            key: None,
         };
         // Oldest first, so if two saved leases ever named one path the newer grant wins.
         for (token, saved) in leases {
@@ -195,7 +171,6 @@ impl LockTable {
             let held = Held {
                 client: saved.client,
                 holder: saved.holder,
-                holder_id: saved.holder_id,
                 paths: saved.paths,
                 ttl: Duration::from_millis(saved.ttl_ms),
                 deadline,
@@ -219,9 +194,9 @@ impl LockTable {
         Ok(table)
     }
 
-    /// Signs leases with `key` from now on (the lockserver's cluster key).
-    pub fn set_key(&mut self, key: Option<ClusterKey>) {
-        self.key = key;
+    /// The store's fsync and commit counters (zeros once closed), for `GET /v1/stats`.
+    pub fn store_counters(&self) -> super::store::StoreCounters {
+        self.store.as_ref().map(Store::counters).unwrap_or_default()
     }
 
     /// Releases the database; later calls answer `unavailable`.
@@ -263,7 +238,6 @@ impl LockTable {
         StoredLease {
             client: held.client.clone(),
             holder: held.holder.clone(),
-            holder_id: held.holder_id.clone(),
             paths: held.paths.clone(),
             ttl_ms: millis(held.ttl),
             deadline_unix_ms,
@@ -271,20 +245,8 @@ impl LockTable {
         }
     }
 
-    /// The lease as its holder gets it: signed (when the lockserver has a key) over its
-    /// token, holder, session, wall-clock end and paths, for the nameserver to check.
-    fn reply(&self, token: u64, held: &Held, now: Instant) -> Lease {
+    fn reply(token: u64, held: &Held, now: Instant) -> Lease {
         let expires_in_ms = millis(held.deadline.saturating_duration_since(now));
-        let expires_unix_ms = unix_ms(SystemTime::now()).saturating_add(expires_in_ms);
-        let signature = self.key.as_ref().map(|key| {
-            key.sign_lease(&LeaseClaim {
-                token,
-                holder: &held.holder,
-                client: &held.client,
-                expires_unix_ms,
-                paths: &held.paths,
-            })
-        });
         Lease {
             token,
             client: held.client.clone(),
@@ -292,8 +254,8 @@ impl LockTable {
             ttl_ms: millis(held.ttl),
             expires_in_ms,
             holder: held.holder.clone(),
-            expires_unix_ms,
-            signature,
+            expires_unix_ms: unix_ms(SystemTime::now()).saturating_add(expires_in_ms),
+            signature: None,
         }
     }
 
@@ -309,8 +271,7 @@ impl LockTable {
     ///
     /// The same client asking again for the same path set gets its existing lease back with
     /// a fresh deadline (a retried acquire whose reply was lost must not deadlock its sender).
-    /// The lease records `who` (its key) as holder: only that key renews or releases it.
-    pub fn acquire(&mut self, req: &AcquireRequest, who: &Principal) -> Result<Lease, ApiError> {
+    pub fn acquire(&mut self, req: &AcquireRequest, holder: &str) -> Result<Lease, ApiError> {
         check_client(&req.client)?;
         if req.paths.is_empty() {
             return Err(ApiError::bad_request("paths must not be empty"));
@@ -333,7 +294,7 @@ impl LockTable {
                 continue;
             };
             if held.live(now) {
-                if held.client == req.client && held.same_paths(&wanted) && held.held_by(who) {
+                if held.client == req.client && held.holder == holder && held.same_paths(&wanted) {
                     mine = Some(token);
                     continue;
                 }
@@ -361,7 +322,7 @@ impl LockTable {
                 put: vec![(token, self.stored(&held, now))],
                 ..Batch::default()
             })?;
-            let lease = self.reply(token, &held, now);
+            let lease = Self::reply(token, &held, now);
             self.leases.insert(token, held);
             return Ok(lease);
         }
@@ -371,11 +332,9 @@ impl LockTable {
         self.next_token = token
             .checked_add(1)
             .ok_or_else(|| ApiError::internal("fencing counter exhausted"))?;
-        let (holder, holder_id) = holder_of(who);
         let held = Held {
             client: req.client.clone(),
-            holder,
-            holder_id,
+            holder: holder.to_owned(),
             paths: req.paths.clone(),
             ttl,
             deadline: now + ttl,
@@ -393,7 +352,7 @@ impl LockTable {
             self.by_path.insert(path.clone(), token);
         }
         *self.per_client.entry(held.client.clone()).or_default() += 1;
-        let lease = self.reply(token, &held, now);
+        let lease = Self::reply(token, &held, now);
         self.leases.insert(token, held);
         tracing::debug!(token, client = %req.client, "lease granted");
         Ok(lease)
@@ -441,33 +400,32 @@ impl LockTable {
     }
 
     /// Extends a live lease by its TTL; anything else is `lease_expired` and changes nothing.
-    /// Another key than the holder's is `forbidden`, whatever session name it sends.
-    pub fn renew(&mut self, token: u64, client: &str, who: &Principal) -> Result<Lease, ApiError> {
+    pub fn renew(&mut self, token: u64, client: &str, holder: &str) -> Result<Lease, ApiError> {
         check_client(client)?;
         let now = Instant::now();
         let mut held = match self.leases.get(&token) {
             Some(held) if held.client == client && held.live(now) => held.clone(),
             _ => return Err(expired(token, client)),
         };
-        check_holder(token, &held, who)?;
+        check_holder(token, &held, holder)?;
         held.deadline = now + held.ttl;
         self.commit(&Batch {
             put: vec![(token, self.stored(&held, now))],
             ..Batch::default()
         })?;
-        let lease = self.reply(token, &held, now);
+        let lease = Self::reply(token, &held, now);
         self.leases.insert(token, held);
         Ok(lease)
     }
 
     /// Gives a live lease back; its paths are free at once. A wrong token or client, or an
     /// expired lease, is `lease_expired` and changes nothing.
-    pub fn release(&mut self, token: u64, client: &str, who: &Principal) -> Result<(), ApiError> {
+    pub fn release(&mut self, token: u64, client: &str, holder: &str) -> Result<(), ApiError> {
         check_client(client)?;
         let now = Instant::now();
         match self.leases.get(&token) {
             Some(held) if held.client == client && held.live(now) => {
-                check_holder(token, held, who)?
+                check_holder(token, held, holder)?
             }
             _ => return Err(expired(token, client)),
         }
@@ -478,6 +436,41 @@ impl LockTable {
         self.forget(token);
         tracing::debug!(token, client, "lease released");
         Ok(())
+    }
+
+    /// Ends a lease at once, whoever holds it (an admin's `dfs locks break`): its paths are
+    /// free, its holder's next renew or publish fails, and the next grant on them takes a
+    /// higher token, which fences anything the old holder still sends. Names the lease by
+    /// `token`, or by one of its `path`s; answers the lease as it was.
+    pub fn break_lease(
+        &mut self,
+        token: Option<u64>,
+        path: Option<&DfsPath>,
+    ) -> Result<Lease, ApiError> {
+        let token = match (token, path) {
+            (Some(token), None) => token,
+            (None, Some(path)) => *self
+                .by_path
+                .get(path)
+                .ok_or_else(|| ApiError::not_found(format!("no lease on {path}")))?,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "name the lease by exactly one of token and path",
+                ))
+            }
+        };
+        let now = Instant::now();
+        let held = match self.leases.get(&token) {
+            Some(held) if held.live(now) => held.clone(),
+            _ => return Err(ApiError::not_found(format!("no live lease {token}"))),
+        };
+        self.commit(&Batch {
+            delete: vec![token],
+            ..Batch::default()
+        })?;
+        self.forget(token);
+        tracing::warn!(token, client = %held.client, holder = %held.holder, "lease broken");
+        Ok(Self::reply(token, &held, now))
     }
 
     /// One page of live leases with tokens after `after`: at most `limit` leases and about
@@ -498,46 +491,13 @@ impl LockTable {
                 break;
             }
             bytes += held.paths.iter().map(|p| p.as_str().len()).sum::<usize>();
-            leases.push(self.reply(*token, held, now));
+            leases.push(Self::reply(*token, held, now));
         }
         LeaseList {
             leases,
             next_token: self.next_token,
             next_after,
         }
-    }
-
-    /// Drops the lease with `token`, or the one holding `path`, whoever holds it (an
-    /// operator freeing a stuck lease: `dfs locks break`). Its holder's next renew fails as
-    /// lost; the counter is untouched, so the next lease on its paths gets a higher token
-    /// and fences any late publish of the old holder. `not_found` when there is none.
-    pub fn break_lease(
-        &mut self,
-        token: Option<u64>,
-        path: Option<&DfsPath>,
-    ) -> Result<Lease, ApiError> {
-        let token = match (token, path) {
-            (Some(token), None) => token,
-            (None, Some(path)) => *self
-                .by_path
-                .get(path)
-                .ok_or_else(|| ApiError::not_found(format!("no lease holds {path}")))?,
-            _ => return Err(ApiError::bad_request("give exactly one of token and path")),
-        };
-        let now = Instant::now();
-        let held = self
-            .leases
-            .get(&token)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found(format!("no lease {token}")))?;
-        self.commit(&Batch {
-            delete: vec![token],
-            ..Batch::default()
-        })?;
-        let lease = self.reply(token, &held, now);
-        self.forget(token);
-        tracing::warn!(token, holder = %held.holder, client = %held.client, "lease broken by an admin");
-        Ok(lease)
     }
 
     /// Forgets leases whose lock-delay has passed, on disk too, so a restart does not bring

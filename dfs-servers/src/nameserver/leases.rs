@@ -1,187 +1,174 @@
-//! Signed leases at the nameserver: a writer proves its lease at open-write and publish, and
-//! the files under a live lease are protected from other keys' unlink, rename and setattr.
-//!
-//! The lockserver signs each lease (token, holder key, session, wall-clock end, paths); the
-//! nameserver checks that signature, that the holder is the caller's key, that the file is
-//! one of the lease's paths and that it has not run out. So a guessed, borrowed or huge
-//! token fences nobody. What the nameserver learns at open-write (holder and end, per file)
-//! stays in memory only: after a restart it knows no lease until the next open-write.
+//! The write leases writers present to the nameserver: a token alone opens nothing. At
+//! open-write and publish the lease must carry the lockserver's signature, name the caller's
+//! own key as its holder, cover the path and not have run out; a file under another key's
+//! live lease is not unlinked, renamed or changed (`busy`) except by an admin; and a file has
+//! one writer at a time whatever name it is opened by.
 
-use super::State;
-use dfs_proto::auth::{now_unix_ms, Principal};
+use dfs_proto::auth::{now_unix_ms, Principal, Verifier};
 use dfs_proto::client::LockClient;
-use dfs_proto::locks::{LeaseListQuery, LeaseProof};
+use dfs_proto::locks::Lease;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId};
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-/// Most files whose lease is remembered; beyond it the oldest-ending are dropped (a dropped
-/// record only means unlink/rename of that file is not held back).
-pub const MAX_REMEMBERED: usize = 100_000;
-
-/// How long the nameserver waits for the lockserver to confirm a lease is still held.
-pub const CONFIRM_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A lease the nameserver saw presented for a file.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Remembered {
-    /// Its token.
-    pub token: u64,
-    /// The key name holding it.
-    pub holder: String,
-    /// Its signed end, Unix ms.
-    pub expires_unix_ms: u64,
+/// Checks the lease a writer presents with `token` for `path`. A cluster without a key
+/// checks nothing (its tokens are trusted, as before keys).
+pub fn check(
+    verifier: &Verifier,
+    who: &Principal,
+    lease: Option<&Lease>,
+    token: u64,
+    path: &DfsPath,
+) -> Result<(), ApiError> {
+    let Some(key) = verifier.cluster_key() else {
+        return Ok(());
+    };
+    let forbidden = |why: String| Err(ApiError::new(ErrorCode::Forbidden, why));
+    let Some(lease) = lease else {
+        return forbidden(format!(
+            "writing {path} needs the signed lease of token {token}"
+        ));
+    };
+    if lease.token != token {
+        return forbidden(format!(
+            "the lease presented is {}, not token {token}",
+            lease.token
+        ));
+    }
+    let signed = lease
+        .signature
+        .as_deref()
+        .is_some_and(|sig| key.lease_signature_valid(&lease.claim(), sig));
+    if !signed {
+        return forbidden(format!(
+            "lease {token} does not carry the lockserver's signature"
+        ));
+    }
+    if lease.holder != who.holder() {
+        return forbidden(format!("lease {token} is held by another key"));
+    }
+    if !lease.paths.contains(path) {
+        return forbidden(format!("lease {token} does not cover {path}"));
+    }
+    if lease.expires_unix_ms <= now_unix_ms() {
+        return Err(ApiError::new(
+            ErrorCode::LeaseExpired,
+            format!("lease {token} has run out"),
+        ));
+    }
+    Ok(())
 }
 
-/// The leases presented at open-write, by file: who may change a file right now.
+/// Who writes which file, as the leases presented at open-write and publish say: kept in
+/// memory only (after a restart the nameserver learns again from the next open-write or
+/// publish; until then nothing is refused as busy).
 #[derive(Debug, Default)]
-pub struct LiveLeases {
-    by_file: Mutex<HashMap<FileId, Remembered>>,
+pub struct Writers {
+    by_file: Mutex<HashMap<FileId, Writer>>,
 }
 
-impl LiveLeases {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FileId, Remembered>> {
-        self.by_file.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Records the lease a writer of `id` proved (a higher token replaces a lower one).
-    pub fn remember(&self, id: FileId, lease: Remembered) {
-        let mut map = self.lock();
-        if map.get(&id).is_some_and(|old| old.token > lease.token) {
-            return;
-        }
-        if map.len() >= MAX_REMEMBERED {
-            let now = now_unix_ms();
-            map.retain(|_, l| l.expires_unix_ms > now);
-            if map.len() >= MAX_REMEMBERED {
-                if let Some(oldest) = map.iter().min_by_key(|(_, l)| l.expires_unix_ms) {
-                    let oldest = *oldest.0;
-                    map.remove(&oldest);
-                }
-            }
-        }
-        map.insert(id, lease);
-    }
-
-    /// The live lease remembered for `id`, if any (an expired one is forgotten).
-    pub fn live(&self, id: FileId) -> Option<Remembered> {
-        let mut map = self.lock();
-        match map.get(&id) {
-            Some(l) if l.expires_unix_ms > now_unix_ms() => Some(l.clone()),
-            Some(_) => {
-                map.remove(&id);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Forgets `id`'s lease if it is still `token` (the lockserver no longer has it).
-    pub fn forget(&self, id: FileId, token: u64) {
-        let mut map = self.lock();
-        if map.get(&id).is_some_and(|l| l.token == token) {
-            map.remove(&id);
-        }
-    }
+#[derive(Debug, Clone)]
+struct Writer {
+    token: u64,
+    holder: String,
+    expires_unix_ms: u64,
 }
 
-impl State {
-    /// Checks the lease a writer presents for `path` with `token`; returns what to remember
-    /// (`None` on an insecure nameserver, which checks nothing).
-    ///
-    /// No lease, a signature that does not verify (another token, path list or holder), or
-    /// another key's lease: `forbidden`. A lease not covering `path`: `forbidden`. A lease
-    /// past its end: `lease_expired`.
-    pub fn check_lease(
+/// Most files remembered; beyond it the oldest entries are dropped (a file then simply
+/// is not refused as busy), so a client cannot grow the map without bound.
+const MAX_WRITERS: usize = 100_000;
+
+impl Writers {
+    /// Records that `lease` writes file `id` (after a checked open-write or publish).
+    pub fn record(&self, id: FileId, lease: &Lease) {
+        let mut map = self.by_file.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_unix_ms();
+        if map.len() >= MAX_WRITERS {
+            map.retain(|_, w| w.expires_unix_ms > now);
+            if map.len() >= MAX_WRITERS {
+                map.clear();
+            }
+        }
+        map.insert(
+            id,
+            Writer {
+                token: lease.token,
+                holder: lease.holder.clone(),
+                expires_unix_ms: lease.expires_unix_ms,
+            },
+        );
+    }
+
+    /// Refuses (`busy`) a change of file `id` by `who` while another key holds a live write
+    /// lease on it; admins and the holder itself pass.
+    pub async fn check_not_busy(
         &self,
+        id: FileId,
         who: &Principal,
-        path: &DfsPath,
+        locks: Option<&LockClient>,
+    ) -> Result<(), ApiError> {
+        if who.is_admin() || who.is_server() {
+            return Ok(());
+        }
+        let holder = who.holder();
+        match self.live_other(id, |w| w.holder == holder, locks).await {
+            Some(token) => Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("file {id} is being written under lease {token} by another key"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses (`busy`) an open-write of file `id` under `token` while another lease writes
+    /// it: the lockserver's leases are per path, so two names of one file (hard links), or a
+    /// name and the file's name before a rename, would otherwise let two writers in at once.
+    pub async fn check_sole_writer(
+        &self,
+        id: FileId,
         token: u64,
-        proof: Option<&LeaseProof>,
-    ) -> Result<Option<Remembered>, ApiError> {
-        let Some(key) = self.verifier.cluster_key() else {
-            return Ok(None);
-        };
-        let forbidden = |why: String| Err(ApiError::new(ErrorCode::Forbidden, why));
-        let Some(proof) = proof else {
-            return forbidden(format!(
-                "writing {path} needs the signed lease from the lockserver (field `lease`)"
-            ));
-        };
-        if !key.lease_signature_valid(&proof.claim(token), &proof.signature) {
-            return forbidden(format!(
-                "lease {token} is not a lease the lockserver signed (forged or altered)"
-            ));
+        locks: Option<&LockClient>,
+    ) -> Result<(), ApiError> {
+        match self.live_other(id, |w| w.token == token, locks).await {
+            Some(other) => Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("file {id} is being written under another lease ({other}), through another name"),
+            )),
+            None => Ok(()),
         }
-        if proof.holder != who.name() {
-            return forbidden(format!(
-                "lease {token} is held by key {:?}, not by {:?}",
-                proof.holder,
-                who.name()
-            ));
-        }
-        if !proof.paths.contains(path) {
-            return forbidden(format!("lease {token} does not cover {path}"));
-        }
-        if proof.expires_unix_ms <= now_unix_ms() {
-            return Err(ApiError::new(
-                ErrorCode::LeaseExpired,
-                format!("lease {token} has run out; renew it"),
-            ));
-        }
-        Ok(Some(Remembered {
-            token,
-            holder: proof.holder.clone(),
-            expires_unix_ms: proof.expires_unix_ms,
-        }))
     }
 
-    /// `busy` (423, EBUSY) when `path` names a file under another key's live lease: its
-    /// unlink, rename or attribute change would pull it from under a writer. Admin keys and
-    /// the holder pass. A remembered lease is confirmed with the lockserver (it may have
-    /// been released early or broken); when the lockserver cannot tell, the file stays busy
-    /// until the lease's signed end.
-    pub async fn check_not_leased(&self, who: &Principal, path: &DfsPath) -> Result<(), ApiError> {
-        if self.verifier.cluster_key().is_none() || who.is_admin() {
-            return Ok(());
+    /// The token of the live lease recorded for file `id`, unless `mine` says it is the
+    /// caller's own. A recorded lease that looks live is confirmed with the lockserver (given
+    /// back early, or broken, it no longer counts, and is forgotten).
+    async fn live_other(
+        &self,
+        id: FileId,
+        mine: impl Fn(&Writer) -> bool,
+        locks: Option<&LockClient>,
+    ) -> Option<u64> {
+        let writer = {
+            let map = self.by_file.lock().unwrap_or_else(|p| p.into_inner());
+            map.get(&id).cloned()
+        }?;
+        if mine(&writer) || writer.expires_unix_ms <= now_unix_ms() {
+            return None;
         }
-        let Ok((id, _)) = self.store.read(|r| super::namespace::resolve(r, path)) else {
-            return Ok(());
+        let live = match locks {
+            Some(locks) => match locks.live(writer.token).await {
+                Ok(lease) => lease.is_some(),
+                // The lockserver cannot say: the lease presented is the best evidence.
+                Err(_) => true,
+            },
+            None => true,
         };
-        let Some(lease) = self.leases.live(id) else {
-            return Ok(());
-        };
-        if lease.holder == who.name() {
-            return Ok(());
+        if !live {
+            let mut map = self.by_file.lock().unwrap_or_else(|p| p.into_inner());
+            if map.get(&id).is_some_and(|w| w.token == writer.token) {
+                map.remove(&id);
+            }
+            return None;
         }
-        if !self.lockserver_holds(lease.token).await.unwrap_or(true) {
-            self.leases.forget(id, lease.token);
-            return Ok(());
-        }
-        Err(ApiError::new(
-            ErrorCode::Busy,
-            format!(
-                "{path} is being written under key {:?}'s lease {}; try again later",
-                lease.holder, lease.token
-            ),
-        ))
-    }
-
-    /// Whether the lockserver still holds lease `token`; `None` when it cannot be asked.
-    async fn lockserver_holds(&self, token: u64) -> Option<bool> {
-        let url = self.config.lockserver.as_deref()?;
-        let key = self.verifier.cluster_key()?;
-        let locks =
-            LockClient::with_http(url, self.http.clone()).with_credential(key.server_credential());
-        let query = LeaseListQuery {
-            after: Some(token.checked_sub(1)?),
-            limit: Some(1),
-        };
-        let page = tokio::time::timeout(CONFIRM_TIMEOUT, locks.list_page(&query))
-            .await
-            .ok()?
-            .ok()?;
-        Some(page.leases.first().is_some_and(|l| l.token == token))
+        Some(writer.token)
     }
 }

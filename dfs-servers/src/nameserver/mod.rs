@@ -3,11 +3,10 @@
 //!
 //! `store` is the redb layer, `namespace` the POSIX logic, `placement` the directory map,
 //! `registry` fileserver liveness, `routes` the HTTP surface, `maintenance` the background
-//! replication repair and garbage collection, `caps` the blob capabilities it hands out, `holders` adding and dropping holders, `leases` the signed leases writers prove,
+//! replication repair and garbage collection, `holders` adding and dropping holders,
 //! `orphans` the timing of uploads that were never published, and `scrub` the periodic check
 //! of every stored copy against the namespace's checksums; `xattr` the extended attributes.
 
-pub mod caps;
 pub mod holders;
 pub mod leases;
 pub mod maintenance;
@@ -228,10 +227,10 @@ pub struct State {
     pub orphans: orphans::Orphans,
     /// Checks credentials, and signs blob capabilities with the cluster key.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
-    /// Leases writers proved at open-write, per file (memory only).
-    pub leases: leases::LiveLeases,
-    /// The HTTP client (with the cluster's CA) for asking the lockserver about a lease.
-    pub http: reqwest::Client,
+    /// Which key writes which file, from the leases presented (for `busy`).
+    pub writers: leases::Writers,
+    /// The lockserver, asked whether a lease that makes a file busy is still held.
+    pub locks: Option<dfs_proto::client::LockClient>,
 }
 
 /// Nanoseconds since the Unix epoch, for mtimes.
@@ -281,18 +280,23 @@ pub async fn run_then(
     }
     let (garbage_tx, garbage_rx) = tokio::sync::mpsc::unbounded_channel();
     let (inventory_tx, inventory_rx) = tokio::sync::mpsc::unbounded_channel();
+    let locks = config.lockserver.as_deref().map(|url| {
+        let client = dfs_proto::client::LockClient::with_http(url, http.clone());
+        match verifier.cluster_key() {
+            Some(key) => client.with_credential(key.server_credential()),
+            None => client,
+        }
+    });
     let state = Arc::new(State {
         store,
         registry,
         config,
         files: match verifier.cluster_key() {
-            Some(key) => {
-                FileClient::with_http(http.clone()).with_credential(key.server_credential())
-            }
-            None => FileClient::with_http(http.clone()),
+            Some(key) => FileClient::with_http(http).with_credential(key.server_credential()),
+            None => FileClient::with_http(http),
         },
-        leases: leases::LiveLeases::default(),
-        http,
+        writers: leases::Writers::default(),
+        locks,
         garbage: garbage_tx,
         inventory: inventory_tx,
         orphans: orphans::Orphans::default(),

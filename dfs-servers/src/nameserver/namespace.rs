@@ -5,8 +5,9 @@ use super::placement;
 use super::registry::Live;
 use super::store::{Node, Read, WriteTables, ROOT_ID};
 use dfs_proto::names::{
-    CreateRequest, Entry, EntryKind, FileserverRef, MkdirRequest, MknodRequest, OpenWriteRequest,
-    Owner, PublishRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+    CreateRequest, Entry, EntryKind, FileserverRef, LinkRequest, MkdirRequest, MknodRequest,
+    OpenWriteRequest, Owner, PublishRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+    UnlinkResponse,
 };
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, ServerId, Version};
 
@@ -129,7 +130,6 @@ pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) ->
         checksum: node.checksum,
         servers: node.servers.clone(),
         locations,
-        capability: None,
         uid: node.uid,
         gid: node.gid,
         atime_ns: Some(node.atime_ns),
@@ -137,10 +137,11 @@ pub fn entry(path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) ->
         nlink: if node.kind == EntryKind::Dir {
             2 + node.subdirs
         } else {
-            1
+            node.names()
         },
         target: node.target.clone(),
         rdev: node.rdev,
+        read_cap: None,
     }
 }
 
@@ -360,7 +361,7 @@ pub fn unlink(
     t: &mut WriteTables<'_>,
     path: &DfsPath,
     now: i64,
-) -> Result<(FileId, Vec<Garbage>), ApiError> {
+) -> Result<(UnlinkResponse, Vec<Garbage>), ApiError> {
     if path.is_root() {
         return Err(err(ErrorCode::IsDirectory, "/ is a directory".into()));
     }
@@ -374,9 +375,71 @@ pub fn unlink(
         ));
     }
     t.remove_child(pid, path.name())?;
-    t.remove_node(id)?;
+    let (garbage, remaining) = forget_name(t, pid, path.name(), id, node, now)?;
     touch_dir(t, pid, parent, 0, now)?;
-    Ok((id, garbage_of(id, &node)))
+    let reply = match remaining {
+        Some(node) => UnlinkResponse {
+            id: Some(id),
+            nlink: node.names(),
+            remaining: Some(path_of(t, id, &node)?),
+        },
+        None => UnlinkResponse {
+            id: Some(id),
+            nlink: 0,
+            remaining: None,
+        },
+    };
+    Ok((reply, garbage))
+}
+
+/// Removes the name (`pid`, `name`) of node `id` from the node: a file with other names
+/// keeps them (and its content; ctime moves), the last name takes the node and makes its
+/// content garbage. The directory entry itself is the caller's to remove or replace.
+fn forget_name(
+    t: &mut WriteTables<'_>,
+    pid: FileId,
+    name: &str,
+    id: FileId,
+    mut node: Node,
+    now: i64,
+) -> Result<(Vec<Garbage>, Option<Node>), ApiError> {
+    if node.drop_name(pid, name) {
+        node.ctime_ns = now;
+        t.put_node(id, &node)?;
+        return Ok((Vec::new(), Some(node)));
+    }
+    t.remove_node(id)?;
+    Ok((garbage_of(id, &node), None))
+}
+
+/// Most names one file may have (`EMLINK` beyond), so that one node stays small.
+pub const MAX_LINKS: usize = 1000;
+
+/// Gives the existing non-directory at `req.path` one more name, `req.new_path` (link(2)).
+pub fn link(t: &mut WriteTables<'_>, req: &LinkRequest, now: i64) -> Result<Entry, ApiError> {
+    let (id, mut node) = resolve(t, &req.path)?;
+    if node.kind == EntryKind::Dir {
+        return Err(err(
+            ErrorCode::NotPermitted,
+            format!(
+                "{} is a directory: directories have no hard links",
+                req.path
+            ),
+        ));
+    }
+    if node.links.len() + 1 >= MAX_LINKS {
+        return Err(err(
+            ErrorCode::TooManyLinks,
+            format!("{} has {MAX_LINKS} names already", req.path),
+        ));
+    }
+    let (pid, parent) = free_name(t, &req.new_path)?;
+    t.put_child(pid, req.new_path.name(), id)?;
+    node.links.push((pid, req.new_path.name().to_owned()));
+    node.ctime_ns = now;
+    t.put_node(id, &node)?;
+    touch_dir(t, pid, parent, 0, now)?;
+    Ok(entry(&req.new_path, id, &node, Vec::new()))
 }
 
 /// Renames atomically (files and whole directory trees); returns the moved entry and the blobs
@@ -412,6 +475,10 @@ pub fn rename(
     let (dst_pid, _, dst) = lookup(t, to)?;
     let mut garbage = Vec::new();
     if let Some((dst_id, dst_node)) = dst {
+        if dst_id == src_id && !req.no_replace {
+            // Two names of one file: rename(2) does nothing and succeeds.
+            return Ok((entry(to, src_id, &src_node, Vec::new()), Vec::new()));
+        }
         if req.no_replace {
             return Err(err(
                 ErrorCode::AlreadyExists,
@@ -437,20 +504,21 @@ pub fn rename(
                     return Err(err(ErrorCode::NotEmpty, format!("{to} is not empty")));
                 }
             }
-            (false, false) => garbage = garbage_of(dst_id, &dst_node),
+            (false, false) => {}
         }
         if dst_dir {
             // The replaced directory leaves the destination; the moved one arrives below.
             if let Some(parent) = t.node(dst_pid)? {
                 touch_dir(t, dst_pid, parent, -1, now)?;
             }
+            t.remove_node(dst_id)?;
+        } else {
+            garbage = forget_name(t, dst_pid, to.name(), dst_id, dst_node, now)?.0;
         }
-        t.remove_node(dst_id)?;
     }
     t.remove_child(src_pid, from.name())?;
     t.put_child(dst_pid, to.name(), src_id)?;
-    src_node.parent = dst_pid;
-    src_node.name = to.name().to_owned();
+    src_node.rename_name((src_pid, from.name()), (dst_pid, to.name()));
     src_node.ctime_ns = now;
     t.put_node(src_id, &src_node)?;
     let moved = i64::from(src_node.kind == EntryKind::Dir);
@@ -504,13 +572,15 @@ fn exchange(
     // A directory that changes parents moves one subdirectory count with it.
     let dirs = |n: &Node| i64::from(n.kind == EntryKind::Dir);
     let src_delta = dirs(&dst_node) - dirs(&src_node);
+    if dst_id == src_id {
+        // Two names of one file: swapping them changes nothing.
+        return Ok(entry(to, src_id, &src_node, Vec::new()));
+    }
     t.put_child(src_pid, from.name(), dst_id)?;
     t.put_child(dst_pid, to.name(), src_id)?;
-    dst_node.parent = src_pid;
-    dst_node.name = from.name().to_owned();
+    dst_node.rename_name((dst_pid, to.name()), (src_pid, from.name()));
     t.put_node(dst_id, &dst_node)?;
-    src_node.parent = dst_pid;
-    src_node.name = to.name().to_owned();
+    src_node.rename_name((src_pid, from.name()), (dst_pid, to.name()));
     t.put_node(src_id, &src_node)?;
     let moves = if src_pid == dst_pid {
         vec![(src_pid, 0)]

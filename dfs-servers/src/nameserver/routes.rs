@@ -2,8 +2,10 @@
 //! plus `GET /` (the text map). Handlers validate, then run one store transaction on the
 //! blocking pool and reply only after it committed.
 
+use super::leases;
 use super::namespace::{self, Garbage};
 use super::placement;
+use super::store::Node;
 use super::store::Read;
 use super::{now_ns, State};
 use crate::common::limits::{limit_body, BodyLimits};
@@ -12,9 +14,10 @@ use crate::common::{api_fallbacks, needs, ApiJson, ApiQuery, Caller};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use dfs_proto::auth::{now_unix_ms, BlobOp, Principal};
 use dfs_proto::names::*;
 use dfs_proto::path::validate_name;
-use dfs_proto::{ApiError, ErrorCode};
+use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId};
 use std::sync::Arc;
 
 /// Largest request body accepted; metadata requests are tiny.
@@ -33,7 +36,9 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/healthz", get(healthz))
         .route("/", needs(Need::Read, get(text_map)))
         .route("/v1/cluster", needs(Need::Read, get(cluster)))
+        .route("/v1/stats", needs(Need::Read, get(stats)))
         .route("/v1/meta/stat", needs(Need::Read, get(stat)))
+        .route("/v1/meta/stat-id", needs(Need::Read, get(stat_id)))
         .route("/v1/meta/list", needs(Need::Read, get(list)))
         .route("/v1/meta/mkdir", needs(Write, post(mkdir)))
         .route("/v1/meta/rmdir", needs(Write, post(rmdir)))
@@ -46,6 +51,7 @@ pub fn router(state: Arc<State>) -> Router {
         .route("/v1/meta/xattr/remove", needs(Write, post(remove_xattr)))
         .route("/v1/meta/symlink", needs(Write, post(symlink)))
         .route("/v1/meta/mknod", needs(Write, post(mknod)))
+        .route("/v1/meta/link", needs(Write, post(link)))
         .route("/v1/meta/open-write", needs(Write, post(open_write)))
         .route("/v1/meta/publish", needs(Write, post(publish)))
         .route("/v1/fileservers/register", needs(Server, post(register)))
@@ -69,7 +75,40 @@ pub(crate) async fn blocking<T: Send + 'static>(
     crate::common::run_blocking(move || f(&state)).await
 }
 
+/// How long a blob capability the nameserver gives is good for. Checked when a transfer
+/// starts, not while it runs; a client holding an entry longer asks again (stat, or a
+/// repeated open-write).
+pub const CAPABILITY_TTL_MS: u64 = 10 * 60 * 1000;
+
 impl State {
+    /// The wire form of `node` at `path` with where to read it: the live holders and, in a
+    /// cluster with a key, a capability to read its current version from them.
+    fn located(&self, path: &DfsPath, id: FileId, node: &Node, locations: Vec<String>) -> Entry {
+        let mut entry = namespace::entry(path, id, node, locations);
+        if let Some(key) = self.verifier.cluster_key() {
+            if entry.kind == EntryKind::File && entry.version > 0 {
+                let expires = now_unix_ms() + CAPABILITY_TTL_MS;
+                entry.read_cap = Some(key.capability(id, entry.version, BlobOp::Read, expires));
+            }
+        }
+        entry
+    }
+
+    /// In a cluster with a key, a capability to upload the versions of file `id` that a
+    /// writer holding `token` may publish.
+    fn write_cap(&self, id: FileId, token: u64) -> Option<String> {
+        let key = self.verifier.cluster_key()?;
+        let expires = now_unix_ms() + CAPABILITY_TTL_MS;
+        Some(key.capability(id, token, BlobOp::Write, expires))
+    }
+
+    /// Remembers the writer of file `id` from a checked open-write's lease.
+    fn record_writer(&self, id: FileId, req: &OpenWriteRequest) {
+        if let Some(lease) = &req.lease {
+            self.writers.record(id, lease);
+        }
+    }
+
     /// URLs of the live fileservers among `servers`, in order.
     pub fn locations(&self, servers: &[String]) -> Vec<String> {
         servers
@@ -85,6 +124,11 @@ impl State {
     }
 }
 
+/// Counters only: no store access, so it answers even while a commit waits on the disk.
+async fn stats(state: S) -> Json<NameserverStats> {
+    Json(state.0.store.stats())
+}
+
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
@@ -94,7 +138,15 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn stat(state: S, ApiQuery(q): ApiQuery<PathQuery>) -> Result<Json<Entry>, ApiError> {
     let s = &state.0;
     let (id, node) = s.store.read(|r| namespace::resolve(r, &q.path))?;
-    Ok(Json(s.reader_entry(&q.path, id, &node)))
+    let locations = s.locations(&node.servers);
+    Ok(Json(s.located(&q.path, id, &node, locations)))
+}
+
+async fn stat_id(state: S, ApiQuery(q): ApiQuery<IdQuery>) -> Result<Json<Entry>, ApiError> {
+    let s = &state.0;
+    let (node, path) = s.store.read(|r| namespace::resolve_id(r, q.id))?;
+    let locations = s.locations(&node.servers);
+    Ok(Json(s.located(&path, q.id, &node, locations)))
 }
 
 async fn list(state: S, ApiQuery(q): ApiQuery<ListQuery>) -> Result<Json<ListResponse>, ApiError> {
@@ -143,10 +195,23 @@ async fn create(state: S, ApiJson(req): ApiJson<CreateRequest>) -> Result<Json<E
     blocking(&state.0, move |s| {
         let mut entry = s.store.write(|t| namespace::create(t, &req, now_ns()))?;
         entry.locations = s.locations(&entry.servers);
-        s.add_read_capability(&mut entry);
         Ok(Json(entry))
     })
     .await
+}
+
+/// Refuses (`busy`) a change by `who` of the file at `path` while another key writes it.
+async fn not_busy(state: &Arc<State>, who: &Principal, path: &DfsPath) -> Result<(), ApiError> {
+    let Ok((id, node)) = state.store.read(|r| namespace::resolve(r, path)) else {
+        return Ok(());
+    };
+    if node.kind != EntryKind::File {
+        return Ok(());
+    }
+    state
+        .writers
+        .check_not_busy(id, who, state.locks.as_ref())
+        .await
 }
 
 async fn unlink(
@@ -154,13 +219,13 @@ async fn unlink(
     Caller(who): Caller,
     ApiJson(req): ApiJson<PathRequest>,
 ) -> Result<Json<UnlinkResponse>, ApiError> {
-    state.0.check_not_leased(&who, &req.path).await?;
+    not_busy(&state.0, &who, &req.path).await?;
     blocking(&state.0, move |s| {
-        let (id, garbage) = s
+        let (reply, garbage) = s
             .store
             .write(|t| namespace::unlink(t, &req.path, now_ns()))?;
         s.discard(garbage);
-        Ok(Json(UnlinkResponse { id: Some(id) }))
+        Ok(Json(reply))
     })
     .await
 }
@@ -170,10 +235,8 @@ async fn rename(
     Caller(who): Caller,
     ApiJson(req): ApiJson<RenameRequest>,
 ) -> Result<Json<Entry>, ApiError> {
-    // The file moved and the one it replaces (or swaps with) are both pulled from under
-    // their writers.
-    state.0.check_not_leased(&who, &req.from).await?;
-    state.0.check_not_leased(&who, &req.to).await?;
+    not_busy(&state.0, &who, &req.from).await?;
+    not_busy(&state.0, &who, &req.to).await?;
     blocking(&state.0, move |s| {
         let (entry, garbage) = s.store.write(|t| namespace::rename(t, &req, now_ns()))?;
         s.discard(garbage);
@@ -192,10 +255,11 @@ async fn setattr(
     if req.path.is_root() {
         who.require_admin()?;
     }
-    state.0.check_not_leased(&who, &req.path).await?;
+    not_busy(&state.0, &who, &req.path).await?;
     blocking(&state.0, move |s| {
         let (id, node) = s.store.write(|t| namespace::setattr(t, &req, now_ns()))?;
-        Ok(Json(s.reader_entry(&req.path, id, &node)))
+        let locations = s.locations(&node.servers);
+        Ok(Json(s.located(&req.path, id, &node, locations)))
     })
     .await
 }
@@ -228,7 +292,6 @@ async fn set_xattr(
     ApiJson(req): ApiJson<SetXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
-    state.0.check_not_leased(&principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::set(t, &req))?;
         Ok(Json(serde_json::json!({})))
@@ -250,13 +313,21 @@ async fn symlink(
     .await
 }
 
+async fn link(state: S, ApiJson(req): ApiJson<LinkRequest>) -> Result<Json<Entry>, ApiError> {
+    blocking(&state.0, move |s| {
+        s.store
+            .write(|t| namespace::link(t, &req, now_ns()))
+            .map(Json)
+    })
+    .await
+}
+
 async fn remove_xattr(
     state: S,
     Caller(principal): Caller,
     ApiJson(req): ApiJson<RemoveXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
-    state.0.check_not_leased(&principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::remove(t, &req))?;
         Ok(Json(serde_json::json!({})))
@@ -311,11 +382,21 @@ async fn open_write(
     Caller(who): Caller,
     ApiJson(req): ApiJson<OpenWriteRequest>,
 ) -> Result<Json<OpenWriteResponse>, ApiError> {
-    // Before anything is recorded: a token the lockserver did not sign for this key and
-    // path must not become the file's highest (it would fence every honest writer).
-    let proved = state
-        .0
-        .check_lease(&who, &req.path, req.token, req.lease.as_ref())?;
+    leases::check(
+        &state.0.verifier,
+        &who,
+        req.lease.as_ref(),
+        req.token,
+        &req.path,
+    )?;
+    if let Ok((id, _)) = state.0.store.read(|r| namespace::resolve(r, &req.path)) {
+        let locks = state.0.locks.as_ref();
+        state
+            .0
+            .writers
+            .check_sole_writer(id, req.token, locks)
+            .await?;
+    }
     if req.exclude.len() > MAX_EXCLUDE {
         return Err(ApiError::bad_request(format!(
             "exclude names more than {MAX_EXCLUDE} fileservers"
@@ -339,13 +420,12 @@ async fn open_write(
             .read(|r| namespace::open_write_unchanged(r, &req, &live, replication))?
         {
             // A repeated open-write (same token, no create, no map change): nothing to commit.
-            if let Some(lease) = proved {
-                s.leases.remember(id, lease);
-            }
+            s.record_writer(id, &req);
+            let locations = s.locations(&node.servers);
             return Ok(Json(OpenWriteResponse {
-                entry: s.reader_entry(&req.path, id, &node),
+                entry: s.located(&req.path, id, &node, locations),
                 targets,
-                write_capability: s.write_capability(id, req.token),
+                write_cap: s.write_cap(id, req.token),
             }));
         }
         let (id, node, targets) = s.store.write(|t| {
@@ -353,13 +433,12 @@ async fn open_write(
             let targets = placement::targets(t, &live, &req.path, replication)?;
             Ok((id, node, targets))
         })?;
-        if let Some(lease) = proved {
-            s.leases.remember(id, lease);
-        }
+        s.record_writer(id, &req);
+        let locations = s.locations(&node.servers);
         Ok(Json(OpenWriteResponse {
-            entry: s.reader_entry(&req.path, id, &node),
+            entry: s.located(&req.path, id, &node, locations),
             targets,
-            write_capability: s.write_capability(id, req.token),
+            write_cap: s.write_cap(id, req.token),
         }))
     })
     .await
@@ -370,9 +449,13 @@ async fn publish(
     Caller(who): Caller,
     ApiJson(req): ApiJson<PublishRequest>,
 ) -> Result<Json<Entry>, ApiError> {
-    state
-        .0
-        .check_lease(&who, &req.path, req.token, req.lease.as_ref())?;
+    leases::check(
+        &state.0.verifier,
+        &who,
+        req.lease.as_ref(),
+        req.token,
+        &req.path,
+    )?;
     blocking(&state.0, move |s| {
         let (id, node, path, garbage) = s.store.write(|t| {
             let known: Vec<String> = t.fileservers()?.into_iter().map(|(id, _)| id).collect();
@@ -387,7 +470,11 @@ async fn publish(
             namespace::publish(t, &req, min, |id| known.iter().any(|k| k == id), now_ns())
         })?;
         s.discard(garbage);
-        Ok(Json(s.reader_entry(&path, id, &node)))
+        if let Some(lease) = &req.lease {
+            s.writers.record(id, lease);
+        }
+        let locations = s.locations(&node.servers);
+        Ok(Json(s.located(&path, id, &node, locations)))
     })
     .await
 }

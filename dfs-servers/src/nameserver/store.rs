@@ -20,7 +20,8 @@
 //! on any [`redb::StorageBackend`] ([`Store::with_backend`]), which is how the power-loss tests
 //! run it on [`crate::common::crash_backend::CrashBackend`].
 
-use dfs_proto::names::EntryKind;
+use crate::common::fsyncs::{create_counted, Counter, CountingBackend};
+use dfs_proto::names::{EntryKind, NameserverStats};
 use dfs_proto::{ApiError, Checksum, DfsPath, FileId, ServerId, Version};
 use redb::{
     Database, ReadOnlyTable, ReadableDatabase, ReadableTable, StorageBackend, Table,
@@ -93,6 +94,58 @@ pub struct Node {
     /// Device number of a character or block device node.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rdev: u64,
+    /// The file's other names (hard links) as (directory, name); `parent`/`name` is one
+    /// more. Kept in the node so that a link, an unlink or a rename of one name is one
+    /// node write, and the last name's removal is where the content becomes garbage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(FileId, String)>,
+}
+
+impl Node {
+    /// `st_nlink` of a non-directory: every name it has.
+    pub fn names(&self) -> u64 {
+        1 + self.links.len() as u64
+    }
+
+    /// Whether (`parent`, `name`) is this node's name (`parent`/`name`, or one of `links`).
+    pub fn is_named(&self, parent: FileId, name: &str) -> bool {
+        (self.parent == parent && self.name == name)
+            || self.links.iter().any(|(p, n)| *p == parent && n == name)
+    }
+
+    /// Moves the name (`from_parent`, `from_name`) to (`to_parent`, `to_name`): the main
+    /// name or the link that it is.
+    pub fn rename_name(
+        &mut self,
+        (from_parent, from_name): (FileId, &str),
+        (to_parent, to_name): (FileId, &str),
+    ) {
+        if self.parent == from_parent && self.name == from_name {
+            self.parent = to_parent;
+            self.name = to_name.to_owned();
+        } else if let Some(link) = self
+            .links
+            .iter_mut()
+            .find(|(p, n)| *p == from_parent && n == from_name)
+        {
+            *link = (to_parent, to_name.to_owned());
+        }
+    }
+
+    /// Drops the name (`parent`, `name`); false when it was the last one (the file goes).
+    pub fn drop_name(&mut self, parent: FileId, name: &str) -> bool {
+        if self.links.is_empty() {
+            return false;
+        }
+        if self.parent == parent && self.name == name {
+            let (p, n) = self.links.remove(0);
+            self.parent = p;
+            self.name = n;
+        } else {
+            self.links.retain(|(p, n)| !(*p == parent && n == name));
+        }
+        true
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -120,6 +173,7 @@ impl Node {
             subdirs: 0,
             target: None,
             rdev: 0,
+            links: Vec::new(),
         }
     }
 
@@ -501,6 +555,12 @@ impl WriteTables<'_> {
 /// The redb database of one nameserver.
 pub struct Store {
     db: Database,
+    /// fsyncs redb issued on the store (counted by its backend).
+    syncs: Counter,
+    /// Durable commits.
+    commits: Counter,
+    /// Changes committed (above `commits` when changes share a commit).
+    mutations: Counter,
 }
 
 impl Store {
@@ -517,8 +577,9 @@ impl Store {
             create_atomically(dir, &file, now_ns)?;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
+        let syncs = Counter::default();
         let db = loop {
-            match Database::create(&file) {
+            match create_counted(&file, syncs.clone()) {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
@@ -528,24 +589,40 @@ impl Store {
                 }
             }
         };
-        Store::init(db, now_ns)
+        Store::init(db, syncs, now_ns)
             .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", file.display()))
     }
 
     /// Opens (or creates) the store on `backend`; tests pass a power-loss simulator here.
     pub fn with_backend(backend: impl StorageBackend, now_ns: i64) -> anyhow::Result<Store> {
+        let syncs = Counter::default();
         let db = redb::Builder::new()
-            .create_with_backend(backend)
+            .create_with_backend(CountingBackend::new(backend, syncs.clone()))
             .map_err(|e| anyhow::anyhow!("cannot open the store: {e}"))?;
-        Store::init(db, now_ns).map_err(|e| anyhow::anyhow!("cannot initialise the store: {e}"))
+        Store::init(db, syncs, now_ns)
+            .map_err(|e| anyhow::anyhow!("cannot initialise the store: {e}"))
+    }
+
+    /// What the store did durably since it was opened, for `GET /v1/stats`.
+    pub fn stats(&self) -> NameserverStats {
+        NameserverStats {
+            fsyncs: self.syncs.get(),
+            commits: self.commits.get(),
+            mutations: self.mutations.get(),
+        }
     }
 
     /// Creates the tables and the root directory in the first transaction, so a fresh store
     /// and a reopened one look the same; upgrades an older schema in that same transaction
     /// (all or nothing), and refuses a store written by newer code, whose fields this code
     /// would silently drop on its next write.
-    fn init(db: Database, now_ns: i64) -> Result<Store, ApiError> {
-        let store = Store { db };
+    fn init(db: Database, syncs: Counter, now_ns: i64) -> Result<Store, ApiError> {
+        let store = Store {
+            db,
+            syncs,
+            commits: Counter::default(),
+            mutations: Counter::default(),
+        };
         store.write(|t| {
             if t.node(ROOT_ID)?.is_none() {
                 t.put_node(ROOT_ID, &Node::new(0, "", EntryKind::Dir, 0o755, now_ns))?;
@@ -585,6 +662,8 @@ impl Store {
         match result {
             Ok(value) => {
                 txn.commit().map_err(internal)?;
+                self.commits.bump();
+                self.mutations.bump();
                 Ok(value)
             }
             Err(err) => {
@@ -626,7 +705,7 @@ fn create_atomically(dir: &Path, file: &Path, now_ns: i64) -> anyhow::Result<()>
     {
         let db = Database::create(&tmp)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", tmp.display()))?;
-        Store::init(db, now_ns)
+        Store::init(db, Counter::default(), now_ns)
             .map_err(|e| anyhow::anyhow!("cannot initialise {}: {e}", tmp.display()))?;
     }
     std::fs::File::open(&tmp)?.sync_all()?;
