@@ -539,4 +539,44 @@ async fn a_fileserver_copies_only_from_a_registered_fileserver() {
         checksum: stored.checksum,
     };
     assert_eq!(servers.fetch(&s.fs_url, 41, 1, &ok).await.unwrap(), stored);
+
+    // A fileserver that registers after the list was fetched is found: a URL missing from
+    // the kept list refreshes it (at most once a second) before a copy is refused.
+    let data = s._tmp.path().join("fs-late");
+    let (_, late_url, late_stop, late_task) = start_fileserver(&s.ns, &data, &s.key_file).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !s
+        .admin
+        .cluster()
+        .await
+        .unwrap()
+        .fileservers
+        .iter()
+        .any(|f| f.url == late_url)
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "late fileserver never registered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(fileserver::capability::SOURCES_MIN_REFRESH).await;
+    let copied = servers
+        .upload_bytes(&late_url, 42, 1, b"from the late one".to_vec())
+        .await
+        .unwrap();
+    let from_late = dfs_proto::files::FetchRequest {
+        source: late_url.clone(),
+        checksum: copied.checksum,
+    };
+    servers.fetch(&s.fs_url, 42, 1, &from_late).await.unwrap();
+    assert_eq!(
+        servers.download_bytes(&s.fs_url, 42, 1).await.unwrap(),
+        b"from the late one"
+    );
+    // The attacker's URL is still refused after the refresh.
+    let err = servers.fetch(&s.fs_url, 40, 1, &req).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::Forbidden, "{err}");
+    late_stop.send(()).unwrap();
+    late_task.await.unwrap();
 }

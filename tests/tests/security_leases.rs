@@ -1,12 +1,14 @@
 //! The lease attacks of issue 12 against a real cluster (nameserver, lockserver, fileservers)
 //! with two read-write keys: a token alone (forged, borrowed, or any very high one) opens
 //! and publishes nothing, another key's lease cannot be renewed or given back, and a file
-//! another key is writing cannot be removed, renamed or changed (`EBUSY`) except by an admin,
+//! another key is writing cannot be removed, renamed or changed, its attributes or extended
+//! attributes included (`EBUSY`) except by an admin,
 //! through the client library and through two real mounts. The honest writer loses nothing.
 
 use dfs_proto::auth::Role;
 use dfs_proto::client::{LockClient, NameClient};
 use dfs_proto::names::OpenWriteRequest;
+use dfs_proto::xattr::SetMode;
 use dfs_proto::{DfsPath, ErrorCode};
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::{sh_status, Mount};
@@ -109,6 +111,10 @@ fn a_file_another_key_writes_is_busy_except_for_an_admin() {
         let root = client_as(&cluster, "root", Role::Admin);
         alice.write("/doc", b"draft").await.unwrap();
         alice.write("/other", b"x").await.unwrap();
+        alice
+            .set_xattr("/doc", "user.tag", b"a", SetMode::Any)
+            .await
+            .unwrap();
         let mut open = alice.create("/doc").await.unwrap();
         open.write_all(b"final").await.unwrap();
 
@@ -117,11 +123,21 @@ fn a_file_another_key_writes_is_busy_except_for_an_admin() {
             bob.rename("/doc", "/moved").await.unwrap_err(),
             bob.rename("/other", "/doc").await.unwrap_err(),
             bob.set_mode("/doc", 0o600).await.unwrap_err(),
+            bob.set_xattr("/doc", "user.tag", b"b", SetMode::Any)
+                .await
+                .unwrap_err(),
+            bob.remove_xattr("/doc", "user.tag").await.unwrap_err(),
         ] {
             assert_eq!(err.kind(), ErrorKind::ResourceBusy, "{err}");
         }
+        // Nothing bob tried changed the file's attributes; reading them is not refused.
+        assert_eq!(bob.get_xattr("/doc", "user.tag").await.unwrap(), b"a");
         // Alice's own key may (another of her sessions, as the mount's own rm does).
         alice.set_mode("/doc", 0o640).await.unwrap();
+        alice
+            .set_xattr("/doc", "user.tag", b"c", SetMode::Any)
+            .await
+            .unwrap();
         // An admin may, and the writer's publish then follows the file.
         root.rename("/doc", "/doc-admin").await.unwrap();
         open.close().await.unwrap();
@@ -187,6 +203,13 @@ fn rm_on_a_second_mount_with_another_key_gets_ebusy_while_the_first_writes() {
         b.path("gone").display()
     ));
     assert!(!ok, "{out}");
+    // Its extended attributes too (setfattr comes with attr, which scripts/test installs).
+    let (ok, out) = sh_status(&format!(
+        "setfattr -n user.tag -v b {}",
+        b.path("held").display()
+    ));
+    assert!(!ok, "{out}");
+    assert!(out.contains("busy"), "{out}");
     // Closed: published, the lease given back, and B may remove it.
     writer.kill().unwrap();
     writer.wait().unwrap();

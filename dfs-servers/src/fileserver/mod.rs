@@ -117,7 +117,7 @@ impl Fileserver {
                 files,
                 verifying: Arc::new(tokio::sync::Semaphore::new(routes::MAX_VERIFYING)),
                 verifier,
-                registry: nameserver.clone(),
+                sources: Arc::new(capability::Sources::new(nameserver.clone())),
             },
             identity: registration::Identity {
                 id,

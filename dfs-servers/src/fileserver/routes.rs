@@ -48,9 +48,8 @@ pub struct AppState {
     pub verifying: Arc<tokio::sync::Semaphore>,
     /// Checks credentials and blob capabilities.
     pub verifier: Arc<dfs_proto::auth::Verifier>,
-    /// The nameserver, which knows the registered fileservers a repair copy may come from
-    /// (`None`: a stand-alone server).
-    pub registry: Option<dfs_proto::client::NameClient>,
+    /// The registered fileservers a repair copy may come from (asked of the nameserver).
+    pub sources: Arc<capability::Sources>,
 }
 
 /// Largest JSON request body (a fetch request is a URL and a checksum).
@@ -230,7 +229,7 @@ async fn fetch_blob(
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ApiError::bad_request("source must be an http(s) URL"));
     }
-    capability::check_source(&st.verifier, st.registry.as_ref(), &req.source).await?;
+    st.sources.check(&st.verifier, &req.source).await?;
     if let Some(existing) = st.store.get(key.file_id, key.version) {
         if existing.checksum == req.checksum {
             return Ok((StatusCode::OK, Json(existing)));

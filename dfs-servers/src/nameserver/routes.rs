@@ -292,6 +292,7 @@ async fn set_xattr(
     ApiJson(req): ApiJson<SetXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
+    not_busy(&state.0, &principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::set(t, &req))?;
         Ok(Json(serde_json::json!({})))
@@ -328,6 +329,7 @@ async fn remove_xattr(
     ApiJson(req): ApiJson<RemoveXattrRequest>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     principal.require_write()?;
+    not_busy(&state.0, &principal, &req.path).await?;
     blocking(&state.0, move |s| {
         s.store.write(|t| super::xattr::remove(t, &req))?;
         Ok(Json(serde_json::json!({})))
