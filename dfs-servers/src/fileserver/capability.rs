@@ -100,7 +100,7 @@ impl Sources {
         if fresh && known.urls.contains(wanted) {
             return Ok(());
         }
-        if !age.is_some_and(|age| age < SOURCES_MIN_REFRESH) {
+        if age.is_none_or(|age| age >= SOURCES_MIN_REFRESH) {
             let cluster = names.cluster().await?;
             known.urls = cluster
                 .fileservers
