@@ -5,13 +5,14 @@
 //! [`dfs_proto::ErrorCode::io_kind`], with the [`dfs_proto::ApiError`] kept inside.
 
 use crate::file::{File, Writer};
-use crate::leases::Leases;
+use crate::leases::{HeldLease, Leases};
 use crate::remote::Remote;
 use crate::write::{publish_io_error, LocalCopy, WriteSession};
 use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
 use dfs_proto::names::{
-    Entry, EntryKind, LinkRequest, OpenWriteRequest, RenameRequest, SetAttrRequest, SymlinkRequest,
+    Entry, EntryKind, LinkRequest, OpenWriteRequest, OpenWriteResponse, RenameRequest,
+    SetAttrRequest, SymlinkRequest,
 };
 use dfs_proto::tls::TlsConfig;
 use dfs_proto::{ApiError, DfsPath, ErrorCode, FileId, Version};
@@ -507,30 +508,9 @@ impl Client {
         }
         let path = parse(path)?;
         let shared = &self.shared;
-        let lease = Arc::new(shared.leases.acquire(&path).await?);
-        let req = OpenWriteRequest {
-            path: path.clone(),
-            token: lease.token,
-            lease: Some(lease.signed()),
-            create: Some(DEFAULT_MODE),
-            exclusive: false,
-            exclude: Vec::new(),
-            owner: None,
-        };
-        let opened = match shared.remote.names.open_write(&req).await {
-            Ok(opened) if opened.entry.kind == EntryKind::Dir => Err(ApiError::new(
-                ErrorCode::IsDirectory,
-                format!("{path} is a directory"),
-            )),
-            other => other,
-        };
-        let opened = match opened {
-            Ok(opened) => opened,
-            Err(err) => {
-                lease.release(&shared.leases).await;
-                return Err(err.into());
-            }
-        };
+        let (lease, opened) = self
+            .lease_and_open_write(&path, Some(DEFAULT_MODE), false)
+            .await?;
         let file_id = opened.entry.id;
         let mut session = WriteSession::new(lease, opened, true);
         let copies = session.targets.len().max(1) as u64;
@@ -574,29 +554,51 @@ impl Client {
         Ok(File::new(file, path, entry, None, false))
     }
 
-    /// A write-mode open: the lease, open-write (creating as `flags` say), the base version
-    /// downloaded into a spool file unless truncating; the lease is given back on failure.
-    async fn open_write(&self, path: DfsPath, flags: Flags) -> io::Result<File> {
+    /// The first steps of every write: the lease on `path`, then open-write under it
+    /// (creating with mode `create`, failing if it exists when `exclusive`); a directory is
+    /// refused, and the lease is given back when anything fails.
+    async fn lease_and_open_write(
+        &self,
+        path: &DfsPath,
+        create: Option<u32>,
+        exclusive: bool,
+    ) -> io::Result<(Arc<HeldLease>, OpenWriteResponse)> {
         let shared = &self.shared;
-        let lease = Arc::new(shared.leases.acquire(&path).await?);
+        let lease = Arc::new(shared.leases.acquire(path).await?);
         let req = OpenWriteRequest {
             path: path.clone(),
             token: lease.token,
             lease: Some(lease.signed()),
-            create: (flags.create || flags.create_new).then_some(flags.mode),
-            exclusive: flags.create_new,
+            create,
+            exclusive,
             exclude: Vec::new(),
             owner: None,
         };
-        let prepared = async {
-            let opened = shared.remote.names.open_write(&req).await?;
-            if opened.entry.kind == EntryKind::Dir {
-                return Err(ApiError::new(
-                    ErrorCode::IsDirectory,
-                    format!("{path} is a directory"),
-                )
-                .into());
+        let opened = match shared.remote.names.open_write(&req).await {
+            Ok(opened) if opened.entry.kind == EntryKind::Dir => Err(ApiError::new(
+                ErrorCode::IsDirectory,
+                format!("{path} is a directory"),
+            )),
+            other => other,
+        };
+        match opened {
+            Ok(opened) => Ok((lease, opened)),
+            Err(err) => {
+                lease.release(&shared.leases).await;
+                Err(err.into())
             }
+        }
+    }
+
+    /// A write-mode open: the lease, open-write (creating as `flags` say), the base version
+    /// downloaded into a spool file unless truncating; the lease is given back on failure.
+    async fn open_write(&self, path: DfsPath, flags: Flags) -> io::Result<File> {
+        let shared = &self.shared;
+        let create = (flags.create || flags.create_new).then_some(flags.mode);
+        let (lease, opened) = self
+            .lease_and_open_write(&path, create, flags.create_new)
+            .await?;
+        let prepared = async {
             let spool = shared.spool()?;
             if !flags.truncate && opened.entry.size > 0 {
                 shared.remote.download(&opened.entry, &spool).await?;
@@ -606,10 +608,10 @@ impl Client {
                 .write(true)
                 .append(flags.append)
                 .open(&spool)?;
-            Ok::<_, io::Error>((opened, spool, file))
+            Ok::<_, io::Error>((spool, file))
         }
         .await;
-        let (opened, spool, file) = match prepared {
+        let (spool, file) = match prepared {
             Ok(p) => p,
             Err(err) => {
                 lease.release(&shared.leases).await;
