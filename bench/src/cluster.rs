@@ -162,24 +162,30 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         signal(self.child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        reap_mount(&mut self.child, &self.path);
+    }
+}
+
+/// Ends a mount process that was asked to stop: waits up to 30 s for it to exit, kills it if
+/// it did not, and detaches whatever is still mounted at `path` (lazily), so a bench run
+/// never leaves a mount behind.
+pub(crate) fn reap_mount(child: &mut Child, path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
         }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if is_mounted(&self.path) {
-            let _ = Command::new("fusermount3")
-                .arg("-u")
-                .arg("-z")
-                .arg(&self.path)
-                .status();
-        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if matches!(child.try_wait(), Ok(None)) {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if is_mounted(path) {
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z"])
+            .arg(path)
+            .status();
     }
 }
 

@@ -184,22 +184,6 @@ impl Drop for Peer {
                 .stderr(Stdio::null())
                 .status();
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if is_mounted(&self.path) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.path)
-                .status();
-        }
+        crate::cluster::reap_mount(&mut self.child, &self.path);
     }
 }
