@@ -107,7 +107,8 @@ fn every_workload_runs_and_cached_reads_download_nothing() {
     let fsyncs = row("W5").fsyncs.clone().expect("W5 counts fsyncs");
     assert_eq!(fsyncs.files, files as u64);
     assert!(fsyncs.nameserver >= 1.0, "{fsyncs:?}");
-    assert!(fsyncs.lockserver >= 1.0, "{fsyncs:?}");
+    // Leases live in memory: a grant costs the lockserver an fsync once per token block.
+    assert!(fsyncs.lockserver < 0.5, "{fsyncs:?}");
     assert_eq!(fsyncs.fileservers.len(), 2);
     assert!(
         fsyncs.fileservers.iter().all(|f| *f >= 2.0),

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 
 /// How often a busy lease is retried while waiting (`lock_wait`).
 const BUSY_RETRY: Duration = Duration::from_millis(100);
+/// Longest wait for a lockserver that restarted after a crash to grant leases again (its
+/// recovery lasts the longest TTL it granted plus the lock-delay: 11 s by default).
+const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 /// Longest wait for the lockserver to take a lease back.
 const RELEASE_WAIT: Duration = Duration::from_secs(2);
 
@@ -156,9 +159,10 @@ impl Leases {
     }
 
     /// Takes the lease on `path`: `Busy` at once when another client holds it, or after
-    /// waiting up to `lock_wait`.
+    /// waiting up to `lock_wait`. A lockserver recovering from a crash is waited for.
     pub async fn acquire(&self, path: &DfsPath) -> Result<HeldLease, ApiError> {
         let deadline = Instant::now() + self.lock_wait;
+        let recovered_by = Instant::now() + RECOVERY_WAIT;
         let locks = self.remote.locks().await?;
         let lease = loop {
             let req = AcquireRequest {
@@ -171,6 +175,24 @@ impl Leases {
                 Err(err) if err.code == ErrorCode::Busy && Instant::now() < deadline => {
                     tokio::time::sleep(BUSY_RETRY.min(deadline - Instant::now())).await;
                 }
+                Err(err) if err.code == ErrorCode::Unavailable && Instant::now() < recovered_by => {
+                    // Only a lockserver that says it is recovering is waited for; one that
+                    // cannot be reached fails the open as before.
+                    let query = dfs_proto::locks::LeaseListQuery {
+                        after: None,
+                        limit: Some(1),
+                    };
+                    let Some(left) = locks
+                        .list_page(&query)
+                        .await
+                        .ok()
+                        .and_then(|l| l.recovering_ms)
+                    else {
+                        return Err(err);
+                    };
+                    tracing::info!(left, "the lockserver is recovering after a crash; waiting");
+                    tokio::time::sleep(Duration::from_millis(left.clamp(10, 500))).await;
+                }
                 Err(err) => return Err(err),
             }
         };
@@ -179,7 +201,6 @@ impl Leases {
         let signed = Arc::new(std::sync::Mutex::new(lease));
         let renewer = tokio::spawn(renew_loop(
             self.remote.clone(),
-            self.session.clone(),
             token,
             Duration::from_millis(ttl_ms.max(30)),
             Instant::now() + Duration::from_millis(expires_in_ms),
@@ -199,7 +220,6 @@ impl Leases {
 /// Renews at ttl/3; on transient errors keeps trying until the lease would have expired.
 async fn renew_loop(
     remote: Arc<Remote>,
-    session: String,
     token: u64,
     ttl: Duration,
     mut expires: Instant,
@@ -209,9 +229,11 @@ async fn renew_loop(
     let every = ttl / 3;
     loop {
         tokio::time::sleep(every).await;
+        let last = signed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let renew = async {
             let locks = remote.locks().await?;
-            locks.renew(token, &session).await
+            // The signed lease goes along: a lockserver that crashed takes it back from it.
+            locks.renew_lease(&last).await
         };
         // A renewal that has not answered by the lease's expiry cannot save it: stop waiting
         // then, so the loss is noticed on time (a frozen lockserver answers nothing).

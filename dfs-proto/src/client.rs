@@ -486,6 +486,22 @@ impl LockClient {
                 &LeaseRequest {
                     token,
                     client: client.to_owned(),
+                    lease: None,
+                },
+            )
+            .await
+    }
+
+    /// Extends `lease` by its TTL, sending the signed lease along, so a lockserver that lost
+    /// its leases in a crash takes it back during its recovery period.
+    pub async fn renew_lease(&self, lease: &Lease) -> Result<Lease, ApiError> {
+        self.api
+            .post(
+                "/v1/locks/renew",
+                &LeaseRequest {
+                    token: lease.token,
+                    client: lease.client.clone(),
+                    lease: Some(lease.clone()),
                 },
             )
             .await
@@ -499,6 +515,7 @@ impl LockClient {
                 &LeaseRequest {
                     token,
                     client: client.to_owned(),
+                    lease: None,
                 },
             )
             .await
@@ -518,7 +535,14 @@ impl LockClient {
                 limit: Some(1),
             })
             .await?;
-        Ok(page.leases.into_iter().find(|l| l.token == token))
+        match page.leases.into_iter().find(|l| l.token == token) {
+            Some(lease) => Ok(Some(lease)),
+            // Its holder may not have re-established it yet: the lockserver cannot say.
+            None if page.recovering_ms.is_some() => Err(ApiError::unavailable(format!(
+                "the lockserver is recovering its leases after a restart; lease {token} may still be held"
+            ))),
+            None => Ok(None),
+        }
     }
 
     /// One page of live leases (the server bounds its size).
@@ -541,6 +565,7 @@ impl LockClient {
                         leases: all,
                         next_token: page.next_token,
                         next_after: None,
+                        recovering_ms: page.recovering_ms,
                     })
                 }
             }

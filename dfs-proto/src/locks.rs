@@ -64,6 +64,11 @@ pub struct LeaseRequest {
     pub token: u64,
     /// The session that holds it; a mismatch is refused and changes nothing.
     pub client: String,
+    /// On renew: the signed lease as last answered. A lockserver that restarted after a crash
+    /// keeps no leases, and during its recovery period takes this as the holder's proof to
+    /// re-establish it (the signature, holder, session and expiry are checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 /// Body of `POST /v1/locks/break` (admin keys only): the lease to end, by its token or by one
@@ -101,6 +106,10 @@ pub struct LeaseList {
     /// Set when more leases follow: ask again with `after` set to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<u64>,
+    /// Set while the lockserver recovers from a crash (milliseconds left): holders are still
+    /// re-establishing their leases, so a lease missing from the list may still be held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovering_ms: Option<u64>,
 }
 
 /// Reply of the lockserver's `GET /v1/stats`: durable work since start, so a benchmark can

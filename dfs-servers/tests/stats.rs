@@ -52,7 +52,7 @@ async fn nameserver_counts_one_commit_and_its_fsyncs_per_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lockserver_counts_the_commits_of_a_grant_and_a_release() {
+async fn a_grant_and_a_release_cost_the_lockserver_no_commit() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -82,8 +82,10 @@ async fn lockserver_counts_the_commits_of_a_grant_and_a_release() {
         .unwrap();
     client.release(lease.token, "stats-test").await.unwrap();
     let after = client.stats().await.unwrap();
-    assert_eq!(after.commits - before.commits, 2, "{before:?} -> {after:?}");
-    assert!(after.fsyncs - before.fsyncs >= 2, "{before:?} -> {after:?}");
+    // Leases live in memory; the start of the run reserved the first token block.
+    assert!(before.commits >= 1, "{before:?}");
+    assert_eq!(after.commits, before.commits, "{before:?} -> {after:?}");
+    assert_eq!(after.fsyncs, before.fsyncs, "{before:?} -> {after:?}");
     let _ = stop.send(());
     task.await.unwrap().unwrap();
 }

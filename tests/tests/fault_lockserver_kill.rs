@@ -2,7 +2,10 @@
 //!
 //! Pass: fencing tokens are unique and strictly increase over the whole history (a grant that
 //! was acknowledged before another was requested has the smaller token), and no two clients
-//! ever hold one path at the same time.
+//! ever hold one path at the same time. The lockserver keeps leases in memory and in a journal
+//! written without fsync: a kill -9 in the same boot loses none of them; after a reboot (here:
+//! the journal removed) it recovers, granting nothing for TTL + lock-delay while live holders
+//! re-establish their leases.
 
 use dfs_proto::client::LockClient;
 use dfs_proto::locks::AcquireRequest;
@@ -27,6 +30,7 @@ struct Grant {
 }
 
 const TTL_MS: u64 = 2000;
+const LOCK_DELAY_MS: u64 = 100;
 
 #[test]
 fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
@@ -42,6 +46,8 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
             data.path().join("lock").to_string_lossy().into_owned(),
             "--ttl-ms".into(),
             TTL_MS.to_string(),
+            "--lock-delay-ms".into(),
+            LOCK_DELAY_MS.to_string(),
             "--cluster-key".into(),
             keys.cluster_file.to_string_lossy().into_owned(),
         ],
@@ -108,7 +114,21 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
         .collect();
 
     let mut rng = StdRng::seed_from_u64(seed ^ 0xdead);
+    let observer = LockClient::new(&url).with_credential(credential.clone());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for _ in 0..kills {
+        // Kill while grants flow: after the recovery of the previous restart has ended.
+        let recovered_by = Instant::now() + Duration::from_secs(10);
+        while runtime
+            .block_on(observer.list_page(&Default::default()))
+            .map_or(true, |l| l.recovering_ms.is_some())
+        {
+            assert!(Instant::now() < recovered_by, "the recovery never ended");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         std::thread::sleep(Duration::from_millis(rng.random_range(20..150)));
         let ready_in = server.lock().unwrap().restart();
         assert!(
@@ -168,4 +188,135 @@ fn lockserver_kill9_keeps_tokens_growing_and_holders_exclusive() {
         "{} grants over {kills} lockserver kills; tokens unique and growing, holders exclusive",
         grants.len()
     );
+}
+
+/// A lockserver killed while the machine stays up restarts with its leases (from its journal):
+/// the holder renews by token alone, others are refused its path and get new paths at once.
+#[test]
+fn a_kill9_in_the_same_boot_keeps_every_lease_without_a_recovery() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = dfs_tests::keys::TestKeys::make(data.path());
+    let mut server = lockserver_with_keys(data.path(), &keys);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let acquire =
+        |locks: &LockClient, client: &str, path: &str| acquire_with(&runtime, locks, client, path);
+    let locks = LockClient::new(&server.url).with_credential(keys.credential());
+    let held = acquire(&locks, "holder", "/x").unwrap();
+    let released = acquire(&locks, "gone", "/r").unwrap();
+    runtime
+        .block_on(locks.release(released.token, "gone"))
+        .unwrap();
+    server.restart();
+    let locks = LockClient::new(&server.url).with_credential(keys.credential());
+
+    let list = runtime.block_on(locks.list()).unwrap();
+    assert_eq!(list.recovering_ms, None);
+    let tokens: Vec<u64> = list.leases.iter().map(|l| l.token).collect();
+    assert_eq!(tokens, vec![held.token]);
+    assert!(list.next_token > released.token);
+    runtime.block_on(locks.renew(held.token, "holder")).unwrap();
+    assert_eq!(
+        acquire(&locks, "other", "/x").unwrap_err().code,
+        dfs_proto::ErrorCode::Busy
+    );
+    let r = acquire(&locks, "other", "/r").unwrap();
+    assert!(r.token > released.token && r.token > held.token);
+}
+
+fn lockserver_with_keys(dir: &std::path::Path, keys: &dfs_tests::keys::TestKeys) -> ServerProcess {
+    ServerProcess::start(
+        "dfs-lockserver",
+        &[
+            "--data".into(),
+            dir.join("lock").to_string_lossy().into_owned(),
+            "--ttl-ms".into(),
+            "3000".into(),
+            "--lock-delay-ms".into(),
+            "200".into(),
+            "--cluster-key".into(),
+            keys.cluster_file.to_string_lossy().into_owned(),
+        ],
+        &dir.join("lockserver.log"),
+    )
+}
+
+/// After a power loss the leases are gone (here: the journal removed after the kill, which is
+/// what a reboot makes of it). A holder that keeps renewing keeps its lease: the restarted
+/// lockserver grants nothing during its recovery, takes the lease back from the holder's
+/// signed copy (a copy altered in any field is refused), and afterwards the path is still the
+/// holder's.
+#[test]
+fn a_renewing_holder_keeps_its_lease_across_a_power_loss_and_nothing_is_granted_meanwhile() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = dfs_tests::keys::TestKeys::make(data.path());
+    let locks_of = |url: &str| LockClient::new(url).with_credential(keys.credential());
+    let mut server = lockserver_with_keys(data.path(), &keys);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held = acquire_with(&runtime, &locks_of(&server.url), "holder", "/x").unwrap();
+    server.kill9();
+    std::fs::remove_file(data.path().join("lock").join("leases.journal")).unwrap();
+    server.restart();
+    // A new connection pool: the old one's connections died with the process.
+    let locks = locks_of(&server.url);
+    let acquire = |client: &str, path: &str| acquire_with(&runtime, &locks, client, path);
+
+    let list = runtime.block_on(locks.list()).unwrap();
+    assert!(list.recovering_ms.is_some() && list.leases.is_empty());
+    assert!(list.next_token > held.token);
+    for path in ["/x", "/y"] {
+        let refused = acquire("other", path).unwrap_err();
+        assert_eq!(
+            refused.code,
+            dfs_proto::ErrorCode::Unavailable,
+            "{path}: {refused}"
+        );
+    }
+    // The nameserver asks whether a lease is live: "cannot say" while recovering.
+    assert!(runtime.block_on(locks.live(held.token)).is_err());
+    let mut forged = held.clone();
+    forged.paths.push(DfsPath::parse("/y").unwrap());
+    let refused = runtime.block_on(locks.renew_lease(&forged)).unwrap_err();
+    assert_eq!(refused.code, dfs_proto::ErrorCode::LeaseExpired);
+    let back = runtime.block_on(locks.renew_lease(&held)).unwrap();
+    assert_eq!((back.token, &back.paths), (held.token, &held.paths));
+
+    // After the recovery: the holder still has /x, others get new paths with higher tokens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let other = loop {
+        runtime.block_on(locks.renew_lease(&back)).unwrap();
+        match acquire("other", "/y") {
+            Ok(lease) => break lease,
+            Err(err) if err.code == dfs_proto::ErrorCode::Unavailable => {
+                assert!(Instant::now() < deadline, "the recovery never ended");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(err) => panic!("{err}"),
+        }
+    };
+    assert!(other.token > held.token);
+    assert_eq!(
+        acquire("other", "/x").unwrap_err().code,
+        dfs_proto::ErrorCode::Busy
+    );
+    assert!(runtime.block_on(locks.live(held.token)).unwrap().is_some());
+}
+
+/// One acquire of `path` for session `client`, waited for on `runtime`.
+fn acquire_with(
+    runtime: &tokio::runtime::Runtime,
+    locks: &LockClient,
+    client: &str,
+    path: &str,
+) -> Result<dfs_proto::locks::Lease, dfs_proto::ApiError> {
+    runtime.block_on(locks.acquire(&AcquireRequest {
+        paths: vec![DfsPath::parse(path).unwrap()],
+        client: client.into(),
+        ttl_ms: None,
+    }))
 }

@@ -1,12 +1,14 @@
 //! The lockserver: exclusive write leases on exact paths, with fencing tokens from one durable
 //! counter that only grows (reference: docs/api/lockserver.md).
 //!
-//! Files: `config` (settings and flags), `store` (redb: counter and leases, durable before a
-//! reply), `table` (the lease rules), `routes` (HTTP). [`run`] is what tests call;
+//! Files: `config` (settings and flags), `store` (redb: the token reservation, leases at a
+//! clean stop), `journal` (every lease change, without fsync, for a restart after a kill),
+//! `table` (the lease rules), `routes` (HTTP). [`run`] is what tests call;
 //! the binary uses [`LockServer::open`] + [`LockServer::serve`] so it can print its ready line
 //! only after the store is open.
 
 pub mod config;
+pub mod journal;
 pub mod routes;
 pub mod store;
 pub mod table;
@@ -47,7 +49,7 @@ impl LockServer {
             let file = cfg.data.join(STORE_FILE);
             let store = Store::open(&file)
                 .with_context(|| format!("cannot open lock store {}", file.display()))?;
-            Ok(LockTable::open(store, &cfg)?)
+            Ok(LockTable::open_with_journal(store, &cfg, Some(&cfg.data))?)
         })
         .await??;
         LockServer::with_table(table, &config)

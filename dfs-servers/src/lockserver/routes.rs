@@ -48,6 +48,18 @@ pub struct LockState {
 }
 
 impl LockState {
+    /// Whether `lease` carries this cluster's lease signature; on a cluster run `--insecure`
+    /// (no key) every lease does.
+    fn signed_by_us(&self, lease: &Lease) -> bool {
+        match &self.key {
+            Some(key) => lease
+                .signature
+                .as_deref()
+                .is_some_and(|sig| key.lease_signature_valid(&lease.claim(), sig)),
+            None => true,
+        }
+    }
+
     /// `lease` with the lockserver's signature over what the nameserver checks.
     fn signed(&self, mut lease: Lease) -> Lease {
         lease.signature = self.key.as_ref().map(|k| k.sign_lease(&lease.claim()));
@@ -97,8 +109,10 @@ async fn renew(
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<Lease>, ApiError> {
     let holder = who.holder();
+    // Only a lease this lockserver signed may be re-established after a crash.
+    let claim = req.lease.filter(|lease| state.signed_by_us(lease));
     let lease = with_table(&state.table, move |t| {
-        t.renew(req.token, &req.client, &holder)
+        t.renew(req.token, &req.client, &holder, claim.as_ref())
     })
     .await?;
     Ok(Json(state.signed(lease)))

@@ -1,12 +1,23 @@
 //! The lease table: who holds which path, until when, and the fencing counter.
 //!
-//! All decisions happen here, synchronously, under one mutex; every change is committed to the
-//! [`Store`] before the in-memory table changes and before the caller replies. Deadlines are
-//! [`Instant`]s in memory (immune to wall-clock jumps) and wall-clock milliseconds on disk (the
-//! only clock that means anything after a restart).
+//! All decisions happen here, synchronously, under one mutex. Leases live in memory: a grant,
+//! renewal or release costs no fsync. Only the token reservation (a block at a time) and the
+//! longest TTL granted are committed to the [`Store`], before a token of a new block or a
+//! longer lease is handed out; every lease is saved at a clean stop.
+//!
+//! A lockserver killed while its machine stays up loses nothing: every change is also appended
+//! to the lease [`Journal`] (a write, no fsync) before it is answered, and a restart in the same
+//! boot replays it. After a power loss or a reboot the leases are gone, so the table
+//! *recovers*: for the longest TTL the last run
+//! may have granted plus the lock-delay it grants no new lease, while every holder that is
+//! still alive re-establishes its lease by renewing with the signed lease it holds. Past that
+//! period any lease not re-established has run out and its lock-delay has passed, so granting
+//! its paths again is as safe as it was before the crash. Deadlines are [`Instant`]s in memory
+//! (immune to wall-clock jumps) and wall-clock milliseconds on disk and in signed leases.
 
 use super::config::Config;
-use super::store::{Batch, Snapshot, Store, StoreError, StoredLease};
+use super::journal::{self, Journal};
+use super::store::{Snapshot, Store, StoreError, StoredLease};
 use dfs_proto::locks::{AcquireRequest, Lease, LeaseList};
 use dfs_proto::{ApiError, DfsPath, ErrorCode};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -20,6 +31,8 @@ pub const PAGE_PATH_BYTES: usize = 1 << 20;
 pub const MAX_PAGE: usize = 1000;
 /// Longest client (session) name, in bytes.
 pub const MAX_CLIENT_BYTES: usize = 256;
+/// Tokens reserved by one durable commit; a crash burns what is left of a block.
+pub const TOKEN_BLOCK: u64 = 1024;
 
 /// One lease in memory; kept after its deadline until the lock-delay has passed too.
 #[derive(Clone, Debug)]
@@ -30,8 +43,6 @@ struct Held {
     paths: Vec<DfsPath>,
     ttl: Duration,
     deadline: Instant,
-    /// The store knows it ran out (see [`StoredLease::expired`]).
-    expired_on_disk: bool,
 }
 
 impl Held {
@@ -55,17 +66,34 @@ pub struct LockTable {
     /// `None` once closed at shutdown, so the database file is released even if a stray
     /// request still holds the table.
     store: Option<Store>,
+    /// Where every change is appended before it is answered (none in tests of power loss).
+    journal: Option<Journal>,
     default_ttl: Duration,
     max_ttl: Duration,
     lock_delay: Duration,
-    /// The next token to give. Advanced before the commit that uses it, so a failed commit
-    /// burns a token instead of ever giving one twice.
+    /// The next token to give.
     next_token: u64,
+    /// Tokens below it are reserved on disk; the next grant at or above it reserves a block.
+    reserved: u64,
+    /// The longest TTL recorded on disk: a crash is followed by this much recovery (plus the
+    /// lock-delay), so no lease may last longer before the record says so.
+    longest_ttl: Duration,
+    /// Set after a crash, until holders had the time to re-establish their leases.
+    recovery: Option<Recovery>,
     leases: BTreeMap<u64, Held>,
     by_path: HashMap<DfsPath, u64>,
     /// Leases held per client (live or in their lock-delay), for `max_leases_per_client`.
     per_client: HashMap<String, usize>,
     limits: Limits,
+}
+
+/// The period after a crash in which no lease is granted and holders re-establish theirs.
+#[derive(Clone, Copy, Debug)]
+struct Recovery {
+    /// When new grants may start again.
+    until: Instant,
+    /// Every token the crashed run handed out is below it; only those can be re-established.
+    tokens_below: u64,
 }
 
 /// The size bounds of the table (from [`Config`]), so no client can grow it without limit.
@@ -96,6 +124,14 @@ fn expired(token: u64, client: &str) -> ApiError {
         ErrorCode::LeaseExpired,
         format!("no live lease {token} held by client {client:?}"),
     )
+}
+
+fn recovering(left: Duration) -> ApiError {
+    ApiError::unavailable(format!(
+        "the lockserver restarted after a crash and is waiting for holders to re-establish \
+         their leases; new leases in {} ms",
+        millis(left)
+    ))
 }
 
 fn store_failed(err: StoreError) -> ApiError {
@@ -134,19 +170,65 @@ fn check_client(client: &str) -> Result<(), ApiError> {
 }
 
 impl LockTable {
-    /// Loads the saved state; every saved lease lives at least `restart_grace` from now, so
-    /// holders that could not renew while the server was down can, and dead ones still expire.
+    /// Loads the saved state and starts a run (one durable commit that reserves the first
+    /// token block). After a clean stop every saved lease lives at least `restart_grace` from
+    /// now, so holders that could not renew while the server was down can, and dead ones
+    /// still expire; after a crash the table recovers (see the module docs).
     pub fn open(store: Store, config: &Config) -> Result<LockTable, StoreError> {
-        let Snapshot { next_token, leases } = store.load()?;
+        LockTable::open_with_journal(store, config, None)
+    }
+
+    /// [`LockTable::open`], with the lease journal in `journal_dir`: a run killed in this boot
+    /// is continued from its journal, with no recovery.
+    pub fn open_with_journal(
+        store: Store,
+        config: &Config,
+        journal_dir: Option<&std::path::Path>,
+    ) -> Result<LockTable, StoreError> {
+        let Snapshot {
+            next_token,
+            mut leases,
+            mut clean,
+            longest_ttl_ms,
+            boot,
+            run,
+        } = store.load()?;
+        let this_boot = journal_dir.and_then(|_| journal::boot_id());
+        if !clean && run != 0 && this_boot == Some(boot) {
+            if let Some(replayed) = journal_dir.and_then(|dir| journal::replay(dir, run)) {
+                tracing::info!(
+                    leases = replayed.len(),
+                    "killed in this boot: leases taken from the journal"
+                );
+                leases = replayed;
+                clean = true;
+            }
+        }
         let now = Instant::now();
         let now_wall = unix_ms(SystemTime::now());
         let grace = config.restart_grace();
+        let lock_delay = config.lock_delay();
+        let recovery = (!clean).then(|| {
+            // A store that never recorded its longest TTL may have granted the longest allowed.
+            let longest = match longest_ttl_ms {
+                0 => config.max_ttl_ms,
+                ms => ms,
+            };
+            Recovery {
+                until: now + Duration::from_millis(longest) + lock_delay,
+                tokens_below: next_token,
+            }
+        });
         let mut table = LockTable {
             store: Some(store),
+            journal: None,
             default_ttl: config.ttl(),
             max_ttl: Duration::from_millis(config.max_ttl_ms),
-            lock_delay: config.lock_delay(),
+            lock_delay,
             next_token,
+            reserved: next_token,
+            longest_ttl: config.ttl(),
+            recovery,
             leases: BTreeMap::new(),
             by_path: HashMap::new(),
             per_client: HashMap::new(),
@@ -157,6 +239,10 @@ impl LockTable {
                 path_bytes: config.max_lease_path_bytes,
             },
         };
+        if recovery.is_some() {
+            // Leases of the crashed run may come back with their TTL, up to the recorded one.
+            table.longest_ttl = table.longest_ttl.max(Duration::from_millis(longest_ttl_ms));
+        }
         // Oldest first, so if two saved leases ever named one path the newer grant wins.
         for (token, saved) in leases {
             let deadline = if saved.expired {
@@ -174,21 +260,31 @@ impl LockTable {
                 paths: saved.paths,
                 ttl: Duration::from_millis(saved.ttl_ms),
                 deadline,
-                expired_on_disk: saved.expired,
             };
-            for path in &held.paths {
-                if let Some(old) = table.by_path.insert(path.clone(), token) {
-                    tracing::warn!(old, token, %path, "two saved leases on one path; keeping the newer");
-                    table.forget(old);
-                    table.by_path.insert(path.clone(), token);
-                }
-            }
-            *table.per_client.entry(held.client.clone()).or_default() += 1;
-            table.leases.insert(token, held);
+            // A crash before its next renewal must recover for as long as it may still live.
+            let lives = held.deadline.saturating_duration_since(now);
+            table.longest_ttl = table.longest_ttl.max(held.ttl).max(lives);
+            table.insert(token, held);
+        }
+        table.reserved = table.next_token.saturating_add(TOKEN_BLOCK);
+        let new_run = rand::random::<u64>().max(1);
+        if let Some(store) = &table.store {
+            store.begin_run(
+                table.reserved,
+                millis(table.longest_ttl),
+                this_boot.unwrap_or(0),
+                new_run,
+            )?;
+        }
+        if let Some(dir) = journal_dir {
+            let start = table.stored_all(now);
+            table.journal =
+                Some(Journal::create(dir, new_run, &start).map_err(StoreError::from_any)?);
         }
         tracing::info!(
             leases = table.leases.len(),
             next_token = table.next_token,
+            recovering_ms = recovery.map(|r| millis(r.until - now)),
             "lease table loaded"
         );
         Ok(table)
@@ -199,17 +295,70 @@ impl LockTable {
         self.store.as_ref().map(Store::counters).unwrap_or_default()
     }
 
-    /// Releases the database; later calls answer `unavailable`.
+    /// Saves every lease (a clean stop: the next start needs no recovery) and releases the
+    /// database; later calls answer `unavailable`.
     pub fn close(&mut self) {
-        self.store = None;
+        let Some(store) = self.store.take() else {
+            return;
+        };
+        let leases = self.stored_all(Instant::now());
+        self.journal = None;
+        match store.save_clean(self.next_token, &leases) {
+            Ok(()) => tracing::info!(leases = leases.len(), "leases saved at a clean stop"),
+            Err(err) => {
+                tracing::warn!(%err, "saving the leases failed; the next start recovers as after a crash")
+            }
+        }
     }
 
-    fn commit(&self, batch: &Batch) -> Result<(), ApiError> {
+    /// Makes sure the store covers `token` and a lease of `ttl` before either is handed out:
+    /// reserves the next block of tokens, or records a longer TTL, in one durable commit.
+    fn ensure_durable(&mut self, token: u64, ttl: Duration) -> Result<(), ApiError> {
+        if token < self.reserved && ttl <= self.longest_ttl {
+            return Ok(());
+        }
         let store = self
             .store
             .as_ref()
             .ok_or_else(|| ApiError::unavailable("the lockserver is shutting down"))?;
-        store.apply(batch).map_err(store_failed)
+        let reserved = if token < self.reserved {
+            self.reserved
+        } else {
+            token.saturating_add(TOKEN_BLOCK)
+        };
+        let longest = self.longest_ttl.max(ttl);
+        store
+            .reserve(reserved, millis(longest))
+            .map_err(store_failed)?;
+        self.reserved = reserved;
+        self.longest_ttl = longest;
+        Ok(())
+    }
+
+    /// The time left of the recovery after a crash, ending it once it has passed.
+    fn recovery_left(&mut self, now: Instant) -> Option<Duration> {
+        let recovery = self.recovery?;
+        if now < recovery.until {
+            return Some(recovery.until - now);
+        }
+        tracing::info!("recovery after the crash is over; granting new leases");
+        self.recovery = None;
+        None
+    }
+
+    /// Adds a lease to the table and its indexes.
+    fn insert(&mut self, token: u64, held: Held) {
+        for path in &held.paths {
+            if let Some(old) = self.by_path.insert(path.clone(), token) {
+                if old != token {
+                    tracing::warn!(old, token, %path, "two leases on one path; keeping the newer");
+                    self.forget(old);
+                    self.by_path.insert(path.clone(), token);
+                }
+            }
+        }
+        *self.per_client.entry(held.client.clone()).or_default() += 1;
+        self.leases.insert(token, held);
     }
 
     fn forget(&mut self, token: u64) {
@@ -228,7 +377,61 @@ impl LockTable {
         }
     }
 
-    fn stored(&self, held: &Held, now: Instant) -> StoredLease {
+    /// Every lease as it is saved.
+    fn stored_all(&self, now: Instant) -> BTreeMap<u64, StoredLease> {
+        stored_all(&self.leases, now)
+    }
+
+    /// Journals lease `token` as `held`, then holds it; answers it as the holder sees it.
+    fn put(&mut self, token: u64, held: Held, now: Instant) -> Result<Lease, ApiError> {
+        self.log(|journal| journal.put(token, &stored(&held, now)))?;
+        let lease = Self::reply(token, &held, now);
+        match self.leases.get_mut(&token) {
+            // The same lease with a new deadline (or TTL): its paths and client are unchanged.
+            Some(existing) => *existing = held,
+            None => self.insert(token, held),
+        }
+        Ok(lease)
+    }
+
+    /// Journals that lease `token` is gone, then forgets it.
+    fn remove(&mut self, token: u64) -> Result<(), ApiError> {
+        self.log(|journal| journal.delete(token))?;
+        self.forget(token);
+        Ok(())
+    }
+
+    /// Appends one change to the journal (compacting it first when it is long); a change that
+    /// cannot be journaled is refused and not applied.
+    fn log(
+        &mut self,
+        entry: impl FnOnce(&mut Journal) -> std::io::Result<()>,
+    ) -> Result<(), ApiError> {
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
+        let leases = &self.leases;
+        journal
+            .compact_if_long(|| stored_all(leases, Instant::now()))
+            .and_then(|()| entry(journal))
+            .map_err(|err| {
+                tracing::error!(%err, "lease journal write failed");
+                ApiError::internal(format!("lease journal: {err}"))
+            })
+    }
+}
+
+/// Every lease of `leases` as it is saved.
+fn stored_all(leases: &BTreeMap<u64, Held>, now: Instant) -> BTreeMap<u64, StoredLease> {
+    leases
+        .iter()
+        .map(|(token, held)| (*token, stored(held, now)))
+        .collect()
+}
+
+/// `held` as it is saved: wall-clock deadline, and whether it has run out.
+fn stored(held: &Held, now: Instant) -> StoredLease {
+    {
         let wall = unix_ms(SystemTime::now());
         let deadline_unix_ms = if held.live(now) {
             wall.saturating_add(millis(held.deadline - now))
@@ -244,7 +447,9 @@ impl LockTable {
             expired: !held.live(now),
         }
     }
+}
 
+impl LockTable {
     fn reply(token: u64, held: &Held, now: Instant) -> Lease {
         let expires_in_ms = millis(held.deadline.saturating_duration_since(now));
         Lease {
@@ -315,45 +520,34 @@ impl LockTable {
 
         if let Some(token) = mine {
             // Same client, same set, still live: every path maps to this lease.
+            self.ensure_durable(0, ttl)?;
             let mut held = self.leases[&token].clone();
             held.ttl = ttl;
             held.deadline = now + ttl;
-            self.commit(&Batch {
-                put: vec![(token, self.stored(&held, now))],
-                ..Batch::default()
-            })?;
-            let lease = Self::reply(token, &held, now);
-            self.leases.insert(token, held);
-            return Ok(lease);
+            return self.put(token, held, now);
         }
 
+        if let Some(left) = self.recovery_left(now) {
+            return Err(recovering(left));
+        }
         self.check_room(&req.client)?;
         let token = self.next_token;
-        self.next_token = token
+        let next = token
             .checked_add(1)
             .ok_or_else(|| ApiError::internal("fencing counter exhausted"))?;
+        self.ensure_durable(token, ttl)?;
+        for old in stale {
+            self.remove(old)?;
+        }
         let held = Held {
             client: req.client.clone(),
             holder: holder.to_owned(),
             paths: req.paths.clone(),
             ttl,
             deadline: now + ttl,
-            expired_on_disk: false,
         };
-        self.commit(&Batch {
-            next_token: Some(self.next_token),
-            put: vec![(token, self.stored(&held, now))],
-            delete: stale.iter().copied().collect(),
-        })?;
-        for old in stale {
-            self.forget(old);
-        }
-        for path in &held.paths {
-            self.by_path.insert(path.clone(), token);
-        }
-        *self.per_client.entry(held.client.clone()).or_default() += 1;
-        let lease = Self::reply(token, &held, now);
-        self.leases.insert(token, held);
+        let lease = self.put(token, held, now)?;
+        self.next_token = next;
         tracing::debug!(token, client = %req.client, "lease granted");
         Ok(lease)
     }
@@ -400,21 +594,89 @@ impl LockTable {
     }
 
     /// Extends a live lease by its TTL; anything else is `lease_expired` and changes nothing.
-    pub fn renew(&mut self, token: u64, client: &str, holder: &str) -> Result<Lease, ApiError> {
+    ///
+    /// While the table recovers from a crash, a lease it does not know is re-established from
+    /// `claim`, the signed lease its holder presents (the caller has checked the signature).
+    pub fn renew(
+        &mut self,
+        token: u64,
+        client: &str,
+        holder: &str,
+        claim: Option<&Lease>,
+    ) -> Result<Lease, ApiError> {
         check_client(client)?;
         let now = Instant::now();
-        let mut held = match self.leases.get(&token) {
-            Some(held) if held.client == client && held.live(now) => held.clone(),
-            _ => return Err(expired(token, client)),
-        };
+        let known = self.leases.get(&token);
+        if !known.is_some_and(|held| held.client == client && held.live(now)) {
+            if let (None, Some(claim)) = (known, claim) {
+                if self.recovery_left(now).is_some() {
+                    return self.reestablish(claim, client, holder, now);
+                }
+            }
+            return Err(expired(token, client));
+        }
+        let mut held = self.leases[&token].clone();
         check_holder(token, &held, holder)?;
         held.deadline = now + held.ttl;
-        self.commit(&Batch {
-            put: vec![(token, self.stored(&held, now))],
-            ..Batch::default()
+        self.put(token, held, now)
+    }
+
+    /// Takes back a lease the crashed run granted, from its holder's signed copy. Two claims
+    /// on one path cannot both be current: the lockserver granted the higher token after the
+    /// lower one ended, so the higher one wins.
+    fn reestablish(
+        &mut self,
+        claim: &Lease,
+        client: &str,
+        holder: &str,
+        now: Instant,
+    ) -> Result<Lease, ApiError> {
+        let token = claim.token;
+        let below = self.recovery.map_or(0, |r| r.tokens_below);
+        let live_on_wall_clock = claim.expires_unix_ms > unix_ms(SystemTime::now());
+        if claim.client != client
+            || claim.holder != holder
+            || token >= below
+            || claim.paths.is_empty()
+            || !live_on_wall_clock
+        {
+            return Err(expired(token, client));
+        }
+        self.check_size(&AcquireRequest {
+            paths: claim.paths.clone(),
+            client: client.to_owned(),
+            ttl_ms: None,
         })?;
-        let lease = Self::reply(token, &held, now);
-        self.leases.insert(token, held);
+        let mut beaten = BTreeSet::new();
+        for path in &claim.paths {
+            match self.by_path.get(path) {
+                Some(&other) if other > token => return Err(expired(token, client)),
+                Some(&other) => {
+                    beaten.insert(other);
+                }
+                None => {}
+            }
+        }
+        self.check_room(client)?;
+        let ttl = self.ttl_for(Some(claim.ttl_ms.max(1)))?;
+        self.ensure_durable(0, ttl)?;
+        for other in beaten {
+            tracing::warn!(
+                other,
+                token,
+                "a newer lease re-established over an older one"
+            );
+            self.remove(other)?;
+        }
+        let held = Held {
+            client: client.to_owned(),
+            holder: holder.to_owned(),
+            paths: claim.paths.clone(),
+            ttl,
+            deadline: now + ttl,
+        };
+        let lease = self.put(token, held, now)?;
+        tracing::info!(token, client, "lease re-established after the crash");
         Ok(lease)
     }
 
@@ -429,11 +691,7 @@ impl LockTable {
             }
             _ => return Err(expired(token, client)),
         }
-        self.commit(&Batch {
-            delete: vec![token],
-            ..Batch::default()
-        })?;
-        self.forget(token);
+        self.remove(token)?;
         tracing::debug!(token, client, "lease released");
         Ok(())
     }
@@ -464,11 +722,7 @@ impl LockTable {
             Some(held) if held.live(now) => held.clone(),
             _ => return Err(ApiError::not_found(format!("no live lease {token}"))),
         };
-        self.commit(&Batch {
-            delete: vec![token],
-            ..Batch::default()
-        })?;
-        self.forget(token);
+        self.remove(token)?;
         tracing::warn!(token, client = %held.client, holder = %held.holder, "lease broken");
         Ok(Self::reply(token, &held, now))
     }
@@ -497,14 +751,14 @@ impl LockTable {
             leases,
             next_token: self.next_token,
             next_after,
+            recovering_ms: self
+                .recovery
+                .filter(|r| now < r.until)
+                .map(|r| millis(r.until - now)),
         }
     }
 
-    /// Forgets leases whose lock-delay has passed, on disk too, so a restart does not bring
-    /// back leases that were already dead before it; and marks on disk the leases that ran
-    /// out but are still inside their lock-delay, so that a restart keeps them expired
-    /// instead of granting them the restart grace (one write per lease that runs out).
-    /// Returns how many leases were forgotten.
+    /// Forgets leases whose lock-delay has passed. Returns how many.
     pub fn sweep(&mut self) -> Result<usize, ApiError> {
         let now = Instant::now();
         let dead: Vec<u64> = self
@@ -513,38 +767,10 @@ impl LockTable {
             .filter(|(_, held)| now >= held.deadline + self.lock_delay)
             .map(|(token, _)| *token)
             .collect();
-        let ran_out: Vec<u64> = self
-            .leases
-            .iter()
-            .filter(|(token, held)| {
-                !held.live(now) && !held.expired_on_disk && !dead.contains(token)
-            })
-            .map(|(token, _)| *token)
-            .collect();
-        if dead.is_empty() && ran_out.is_empty() {
-            return Ok(0);
-        }
-        let put = ran_out
-            .iter()
-            .filter_map(|token| {
-                self.leases
-                    .get(token)
-                    .map(|h| (*token, self.stored(h, now)))
-            })
-            .collect();
-        self.commit(&Batch {
-            delete: dead.clone(),
-            put,
-            ..Batch::default()
-        })?;
-        for token in &ran_out {
-            if let Some(held) = self.leases.get_mut(token) {
-                held.expired_on_disk = true;
-            }
-        }
         for token in &dead {
-            self.forget(*token);
+            self.remove(*token)?;
         }
+        self.recovery_left(now);
         Ok(dead.len())
     }
 }
