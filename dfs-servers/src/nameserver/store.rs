@@ -15,8 +15,9 @@
 //!   removing a node removes its attributes in the same transaction. A store written before
 //!   extended attributes simply gets the empty table.
 //!
-//! Every change runs in one write transaction committed with the default (immediate)
-//! durability before the caller replies. The store sits on the real file ([`Store::open`]) or
+//! Every change is committed with the default (immediate) durability before the caller
+//! replies; concurrent changes share a transaction and its commit (group commit, see
+//! [`Store::write`]), each with an undo log so a refused change leaves the others intact. The store sits on the real file ([`Store::open`]) or
 //! on any [`redb::StorageBackend`] ([`Store::with_backend`]), which is how the power-loss tests
 //! run it on [`crate::common::crash_backend::CrashBackend`].
 
@@ -31,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::ops::Bound;
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
@@ -270,6 +272,20 @@ pub struct Tables<N, C, M, F, D, X> {
     fileservers: F,
     dirmap: D,
     xattrs: X,
+    /// What each write replaced, newest last, so a refused change can be taken back out of a
+    /// transaction it shares with other changes (empty for read tables).
+    undo: Vec<Undo>,
+}
+
+/// One write of a change, as what it replaced: `None` means the key was absent.
+#[derive(Debug)]
+enum Undo {
+    Node(FileId, Option<Vec<u8>>),
+    Child(FileId, String, Option<FileId>),
+    Meta(String, Option<u64>),
+    Fileserver(String, Option<Vec<u8>>),
+    Dirmap(String, Option<Vec<u8>>),
+    Xattr(FileId, String, Option<Vec<u8>>),
 }
 
 /// Tables of a write transaction.
@@ -454,53 +470,81 @@ where
     }
 }
 
+/// Bytes of a value a write replaced, owned so the table can be written again.
+fn owned(guard: Option<redb::AccessGuard<'_, &'static [u8]>>) -> Option<Vec<u8>> {
+    guard.map(|g| g.value().to_vec())
+}
+
 impl WriteTables<'_> {
     /// Stores `node` under `id`.
     pub fn put_node(&mut self, id: FileId, node: &Node) -> Result<(), ApiError> {
         let bytes = encode(node)?;
-        self.nodes.insert(id, bytes.as_slice()).map_err(internal)?;
+        let old = owned(self.nodes.insert(id, bytes.as_slice()).map_err(internal)?);
+        self.undo.push(Undo::Node(id, old));
         Ok(())
     }
 
     /// Removes the node `id` and its extended attributes (its directory entry is removed
     /// separately): whatever removes a node can never leave attributes behind.
     pub fn remove_node(&mut self, id: FileId) -> Result<(), ApiError> {
-        self.nodes.remove(id).map_err(internal)?;
+        let old = owned(self.nodes.remove(id).map_err(internal)?);
+        self.undo.push(Undo::Node(id, old));
         self.remove_xattrs(id)
     }
 
     /// Sets one extended attribute of node `id`.
     pub fn put_xattr(&mut self, id: FileId, name: &str, value: &[u8]) -> Result<(), ApiError> {
-        self.xattrs.insert((id, name), value).map_err(internal)?;
+        let old = owned(self.xattrs.insert((id, name), value).map_err(internal)?);
+        self.undo.push(Undo::Xattr(id, name.to_owned(), old));
         Ok(())
     }
 
     /// Removes one extended attribute; whether it existed.
     pub fn remove_xattr(&mut self, id: FileId, name: &str) -> Result<bool, ApiError> {
-        Ok(self.xattrs.remove((id, name)).map_err(internal)?.is_some())
+        let old = owned(self.xattrs.remove((id, name)).map_err(internal)?);
+        let existed = old.is_some();
+        self.undo.push(Undo::Xattr(id, name.to_owned(), old));
+        Ok(existed)
     }
 
     /// Removes every extended attribute of node `id`.
     pub fn remove_xattrs(&mut self, id: FileId) -> Result<(), ApiError> {
-        let range = (
-            Bound::Included((id, "")),
-            Bound::Excluded((id.saturating_add(1), "")),
-        );
-        self.xattrs
-            .retain_in(range, |_, _| false)
-            .map_err(internal)?;
+        // One by one, so each removal can be undone; a node has few attributes.
+        for (name, _) in self.xattr_sizes(id)? {
+            self.remove_xattr(id, &name)?;
+        }
         Ok(())
     }
 
     /// Makes `name` in `parent` point at `id`.
     pub fn put_child(&mut self, parent: FileId, name: &str, id: FileId) -> Result<(), ApiError> {
-        self.children.insert((parent, name), id).map_err(internal)?;
+        let old = self
+            .children
+            .insert((parent, name), id)
+            .map_err(internal)?
+            .map(|g| g.value());
+        self.undo.push(Undo::Child(parent, name.to_owned(), old));
         Ok(())
     }
 
     /// Removes the directory entry `name` from `parent`.
     pub fn remove_child(&mut self, parent: FileId, name: &str) -> Result<(), ApiError> {
-        self.children.remove((parent, name)).map_err(internal)?;
+        let old = self
+            .children
+            .remove((parent, name))
+            .map_err(internal)?
+            .map(|g| g.value());
+        self.undo.push(Undo::Child(parent, name.to_owned(), old));
+        Ok(())
+    }
+
+    fn put_meta(&mut self, key: &str, value: u64) -> Result<(), ApiError> {
+        let old = self
+            .meta
+            .insert(key, value)
+            .map_err(internal)?
+            .map(|g| g.value());
+        self.undo.push(Undo::Meta(key.to_owned(), old));
         Ok(())
     }
 
@@ -508,13 +552,70 @@ impl WriteTables<'_> {
     /// can never be mistaken for a new file's.
     pub fn next_id(&mut self) -> Result<FileId, ApiError> {
         let next = self.id_counter()?;
-        self.meta.insert(NEXT_ID, next + 1).map_err(internal)?;
+        self.put_meta(NEXT_ID, next + 1)?;
         Ok(next)
     }
 
     /// Records the schema version the store is now in.
     pub fn set_schema_version(&mut self, version: u64) -> Result<(), ApiError> {
-        self.meta.insert(SCHEMA_KEY, version).map_err(internal)?;
+        self.put_meta(SCHEMA_KEY, version)
+    }
+
+    /// Puts back everything this change wrote, newest first, so a refused change leaves the
+    /// shared transaction as the changes before it left it.
+    fn undo_all(&mut self) -> Result<(), ApiError> {
+        while let Some(undo) = self.undo.pop() {
+            // Each arm writes the old value back (or removes a key that was absent); the
+            // value a call returns is what this change wrote, which is being discarded.
+            match undo {
+                Undo::Node(id, Some(v)) => {
+                    self.nodes.insert(id, v.as_slice()).map_err(internal)?;
+                }
+                Undo::Node(id, None) => {
+                    self.nodes.remove(id).map_err(internal)?;
+                }
+                Undo::Child(parent, name, Some(id)) => {
+                    self.children
+                        .insert((parent, name.as_str()), id)
+                        .map_err(internal)?;
+                }
+                Undo::Child(parent, name, None) => {
+                    self.children
+                        .remove((parent, name.as_str()))
+                        .map_err(internal)?;
+                }
+                Undo::Meta(key, Some(v)) => {
+                    self.meta.insert(key.as_str(), v).map_err(internal)?;
+                }
+                Undo::Meta(key, None) => {
+                    self.meta.remove(key.as_str()).map_err(internal)?;
+                }
+                Undo::Fileserver(id, Some(v)) => {
+                    self.fileservers
+                        .insert(id.as_str(), v.as_slice())
+                        .map_err(internal)?;
+                }
+                Undo::Fileserver(id, None) => {
+                    self.fileservers.remove(id.as_str()).map_err(internal)?;
+                }
+                Undo::Dirmap(dir, Some(v)) => {
+                    self.dirmap
+                        .insert(dir.as_str(), v.as_slice())
+                        .map_err(internal)?;
+                }
+                Undo::Dirmap(dir, None) => {
+                    self.dirmap.remove(dir.as_str()).map_err(internal)?;
+                }
+                Undo::Xattr(id, name, Some(v)) => {
+                    self.xattrs
+                        .insert((id, name.as_str()), v.as_slice())
+                        .map_err(internal)?;
+                }
+                Undo::Xattr(id, name, None) => {
+                    self.xattrs.remove((id, name.as_str())).map_err(internal)?;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -532,22 +633,28 @@ impl WriteTables<'_> {
     /// Stores a fileserver's registration.
     pub fn put_fileserver(&mut self, id: &str, record: &FileserverRecord) -> Result<(), ApiError> {
         let bytes = encode(record)?;
-        self.fileservers
-            .insert(id, bytes.as_slice())
-            .map_err(internal)?;
+        let old = owned(
+            self.fileservers
+                .insert(id, bytes.as_slice())
+                .map_err(internal)?,
+        );
+        self.undo.push(Undo::Fileserver(id.to_owned(), old));
         Ok(())
     }
 
     /// Sets (or, with an empty record, removes) one directory prefix of the map.
     pub fn put_dirmap(&mut self, dir: &DfsPath, record: &DirRecord) -> Result<(), ApiError> {
-        if record.is_empty() {
-            self.dirmap.remove(dir.as_str()).map_err(internal)?;
+        let old = if record.is_empty() {
+            owned(self.dirmap.remove(dir.as_str()).map_err(internal)?)
         } else {
             let bytes = encode(record)?;
-            self.dirmap
-                .insert(dir.as_str(), bytes.as_slice())
-                .map_err(internal)?;
-        }
+            owned(
+                self.dirmap
+                    .insert(dir.as_str(), bytes.as_slice())
+                    .map_err(internal)?,
+            )
+        };
+        self.undo.push(Undo::Dirmap(dir.as_str().to_owned(), old));
         Ok(())
     }
 }
@@ -555,6 +662,10 @@ impl WriteTables<'_> {
 /// The redb database of one nameserver.
 pub struct Store {
     db: Database,
+    /// The batch of changes being gathered into one commit (group commit, see [`Store::write`]).
+    group: Mutex<Group>,
+    /// Signalled whenever a batch's outcome is known or the committer's seat frees up.
+    settled: Condvar,
     /// fsyncs redb issued on the store (counted by its backend).
     syncs: Counter,
     /// Durable commits.
@@ -619,6 +730,8 @@ impl Store {
     fn init(db: Database, syncs: Counter, now_ns: i64) -> Result<Store, ApiError> {
         let store = Store {
             db,
+            group: Mutex::new(Group::default()),
+            settled: Condvar::new(),
             syncs,
             commits: Counter::default(),
             mutations: Counter::default(),
@@ -648,29 +761,104 @@ impl Store {
         Ok(store)
     }
 
-    /// Runs `f` in one write transaction; commits (durably) when it returns `Ok`, aborts
-    /// otherwise, so a refused request changes nothing.
+    /// Runs the change `f` and returns its result once the change is durable; a change that
+    /// returns an error (or panics) leaves nothing behind.
+    ///
+    /// Group commit: concurrent changes share one redb write transaction and one commit, so
+    /// one fsync makes all of them durable. The first change to arrive when no commit is in
+    /// flight commits at once, alone; the changes that arrive while a commit waits for the
+    /// disk are applied, one after another, to the next transaction, which the first of them
+    /// to find the committer's seat free commits for all. Each change sees the ones before it
+    /// (the same order a single writer would give), keeps its own result, and a refused one is
+    /// taken back out by its undo log without touching the others. Every caller, refused ones
+    /// included, answers only after its batch's commit, so no answer rests on state that a
+    /// failed commit (or a power cut) then loses; a failed commit fails the whole batch.
     pub fn write<T>(
         &self,
         f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, ApiError>,
     ) -> Result<T, ApiError> {
-        let txn = self.db.begin_write().map_err(internal)?;
-        let result = {
-            let mut tables = open_write(&txn)?;
-            f(&mut tables)
-        };
-        match result {
-            Ok(value) => {
-                txn.commit().map_err(internal)?;
-                self.commits.bump();
-                self.mutations.bump();
+        let mut group = self.lock_group();
+        if group.open.is_none() {
+            // While another batch commits this waits inside redb, holding the group's lock:
+            // the changes arriving meanwhile queue on that lock and all join this batch.
+            let txn = self.db.begin_write().map_err(internal)?;
+            group.open = Some(Batch {
+                txn,
+                outcome: Arc::default(),
+                changes: 0,
+            });
+        }
+        let batch = group.open.as_mut().expect("a batch was just opened");
+        let outcome = batch.outcome.clone();
+        let result = match apply(&batch.txn, f) {
+            Applied::Done(value) => {
+                batch.changes += 1;
                 Ok(value)
             }
-            Err(err) => {
-                let _ = txn.abort();
-                Err(err)
+            Applied::Refused(err) => Err(err),
+            Applied::Broken(err) => {
+                // The undo itself failed: the transaction may hold part of this change, so
+                // none of the batch may be committed.
+                let batch = group.open.take().expect("the batch is open");
+                let _ = batch.txn.abort();
+                let _ = batch.outcome.set(Err(err.message.clone()));
+                self.settled.notify_all();
+                return Err(err);
             }
+        };
+        if group.open.as_ref().is_some_and(|b| b.changes == 0) {
+            // A refusal with nothing else in the batch: no one waits for it, and there is
+            // nothing to commit.
+            let batch = group.open.take().expect("the batch is open");
+            let _ = batch.txn.abort();
+            self.settled.notify_all();
+            return result;
         }
+        loop {
+            if let Some(done) = outcome.get() {
+                return match done {
+                    Ok(()) => result,
+                    Err(message) => Err(ApiError::internal(format!(
+                        "store error: the commit failed: {message}"
+                    ))),
+                };
+            }
+            let ours_waits = group
+                .open
+                .as_ref()
+                .is_some_and(|b| Arc::ptr_eq(&b.outcome, &outcome));
+            if ours_waits && !group.committing {
+                let batch = group.open.take().expect("our batch is open");
+                group.committing = true;
+                drop(group);
+                let changes = batch.changes;
+                let committed = batch.txn.commit().map_err(|err| {
+                    tracing::error!(%err, "store commit failed");
+                    err.to_string()
+                });
+                if committed.is_ok() {
+                    self.commits.bump();
+                    self.mutations.add(changes as u64);
+                }
+                group = self.lock_group();
+                group.committing = false;
+                let _ = batch.outcome.set(committed);
+                self.settled.notify_all();
+                continue;
+            }
+            group = self
+                .settled
+                .wait(group)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn lock_group(&self) -> MutexGuard<'_, Group> {
+        // A change runs under catch_unwind, so a poisoned lock only means a thread died
+        // between steps that leave the group consistent.
+        self.group
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Runs `f` on a consistent snapshot.
@@ -686,8 +874,64 @@ impl Store {
             fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
             dirmap: txn.open_table(DIRMAP).map_err(internal)?,
             xattrs: txn.open_table(XATTRS).map_err(internal)?,
+            undo: Vec::new(),
         };
         f(&tables)
+    }
+}
+
+/// The changes gathered for one commit.
+struct Batch {
+    txn: WriteTransaction,
+    /// Set once the batch committed (or failed); every member waits for it.
+    outcome: Arc<OnceLock<Result<(), String>>>,
+    /// Members whose change is in the transaction.
+    changes: usize,
+}
+
+/// Group-commit state, under the store's lock.
+#[derive(Default)]
+struct Group {
+    /// The batch new changes join; `None` until the next change opens one.
+    open: Option<Batch>,
+    /// Whether a batch is being committed (its committer left the lock for the fsync).
+    committing: bool,
+}
+
+/// What applying one change to the shared transaction did.
+enum Applied<T> {
+    /// It is in the transaction.
+    Done(T),
+    /// It was refused (or panicked) and taken back out: the transaction is as before it.
+    Refused(ApiError),
+    /// It could not be taken back out: the transaction must not be committed.
+    Broken(ApiError),
+}
+
+/// Runs one change on `txn`, undoing its writes when it fails or panics.
+fn apply<T>(
+    txn: &WriteTransaction,
+    f: impl FnOnce(&mut WriteTables<'_>) -> Result<T, ApiError>,
+) -> Applied<T> {
+    let mut tables = match open_write(txn) {
+        Ok(tables) => tables,
+        Err(err) => return Applied::Broken(err),
+    };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut tables)));
+    let err = match ran {
+        Ok(Ok(value)) => return Applied::Done(value),
+        Ok(Err(err)) => err,
+        Err(_) => {
+            tracing::error!("a store change panicked; it was undone");
+            ApiError::internal("store error: the change panicked")
+        }
+    };
+    match tables.undo_all() {
+        Ok(()) => Applied::Refused(err),
+        Err(undo) => {
+            tracing::error!(%undo, %err, "undoing a refused change failed; its batch is dropped");
+            Applied::Broken(undo)
+        }
     }
 }
 
@@ -722,5 +966,6 @@ fn open_write(txn: &WriteTransaction) -> Result<WriteTables<'_>, ApiError> {
         fileservers: txn.open_table(FILESERVERS).map_err(internal)?,
         dirmap: txn.open_table(DIRMAP).map_err(internal)?,
         xattrs: txn.open_table(XATTRS).map_err(internal)?,
+        undo: Vec::new(),
     })
 }
