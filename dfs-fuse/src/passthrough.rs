@@ -17,7 +17,7 @@
 //!   rewrite visible too;
 //! - `fsync` is not passed through: the kernel still sends it to us, and it publishes.
 //!
-//! When passthrough is off (the default, not root, older kernel) every open takes the
+//! When passthrough is off (`-o nopassthrough`, not root, older kernel) every open takes the
 //! plain path: 1 MiB requests through the daemon and `FOPEN_KEEP_CACHE` for unchanged files.
 
 use crate::fs::{DfsFs, Opened};
@@ -87,7 +87,7 @@ pub struct Passthrough {
 }
 
 impl Passthrough {
-    /// Passthrough state; `requested` is the mount option (`-o passthrough`, off by default).
+    /// Passthrough state; `requested` is the mount option (on unless `-o nopassthrough`).
     pub fn new(requested: bool) -> Passthrough {
         Passthrough {
             requested,

@@ -970,7 +970,7 @@ fn model_two_mounts_plain() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let (seeds, ops) = seeds_and_ops();
     for seed in seeds {
-        run_model(seed, ops, "plain", &[]);
+        run_model(seed, ops, "plain", &["-o", "nopassthrough"]);
     }
 }
 

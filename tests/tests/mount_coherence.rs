@@ -835,14 +835,15 @@ fn item13_writers_one_after_another_each_close_returns_zero(env: &Env) {
     report("item 13 (writers one after another)", &failures);
 }
 
-/// Each item runs on a plain mount A and on a mount A with `-o passthrough` (the contract is
-/// the same; the passthrough variant skips with a message where the kernel refuses it).
+/// Each item runs on a plain mount A (`-o nopassthrough`) and on a mount A with passthrough
+/// (the contract is the same; the passthrough variant skips with a message where the kernel
+/// refuses it).
 macro_rules! both_modes {
     ($($body:ident),* $(,)?) => {
         mod plain {
             $(#[test]
             fn $body() {
-                if let Some(env) = super::Env::start(&[]) {
+                if let Some(env) = super::Env::start(&["-o", "nopassthrough"]) {
                     super::$body(&env);
                 }
             })*
