@@ -15,7 +15,7 @@ use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 /// Largest read and write request: whole-file I/O in few round trips.
 pub const MAX_IO: u32 = 1 << 20;
@@ -72,14 +72,6 @@ impl Adapter {
             work(fs, ttl).await;
             inflight.fetch_sub(1, Ordering::AcqRel);
         });
-    }
-}
-
-/// Waits (bounded) until no callback is running.
-pub fn wait_idle(inflight: &AtomicUsize, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while inflight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

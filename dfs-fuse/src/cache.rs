@@ -34,6 +34,10 @@ pub struct DirtyMeta {
     /// Last error seen while publishing, if any.
     #[serde(default)]
     pub last_error: Option<String>,
+    /// Closed on a `-o writeback` mount: the content is complete and durable here, and the
+    /// mount publishes it (in the background, or at its next start after a crash).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -419,12 +423,42 @@ impl Cache {
         Ok(())
     }
 
-    /// Records the last publish error in a dirty file's sidecar, for whoever recovers it.
+    /// Records the last publish error in a dirty file's sidecar, for whoever recovers it
+    /// (a writeback file stays pending: its publish is retried).
     pub fn note_dirty_error(&self, meta: &DirtyMeta, error: &str) {
-        let (_, side) = self.dirty_paths(meta.file_id, meta.token);
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
         let mut meta = meta.clone();
         meta.last_error = Some(error.to_owned());
+        meta.pending |= record_of(&data).is_some_and(|m| m.pending);
         let _ = write_meta(&side, &meta);
+    }
+
+    /// Stages a closed file for writeback: its content (`file`) and its record, marked
+    /// pending, are durable in the cache before this returns, so a crash of the mount or of
+    /// the machine leaves it to be published at the next start.
+    pub fn stage_dirty(&self, meta: &DirtyMeta, file: &File) -> io::Result<()> {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let mut staged = record_of(&data).unwrap_or_else(|| meta.clone());
+        staged.pending = true;
+        let json = meta_json(&staged)?;
+        attach_meta(&data, &side, &json)?;
+        if side.exists() {
+            // A sidecar (from an earlier failed publish) is read before the attribute.
+            write_meta(&side, &staged)?;
+            File::open(&side)?.sync_all()?;
+        }
+        file.sync_all()?;
+        File::open(self.root.join("dirty"))?.sync_all()
+    }
+
+    /// Ends the writeback of a dirty file whose publish failed for good (a conflict): it is
+    /// kept for recovery by hand, no longer pending.
+    pub fn unstage_dirty(&self, meta: &DirtyMeta, error: &str) {
+        let (data, side) = self.dirty_paths(meta.file_id, meta.token);
+        let mut record = record_of(&data).unwrap_or_else(|| meta.clone());
+        record.pending = false;
+        record.last_error = Some(error.to_owned());
+        let _ = write_meta(&side, &record);
     }
 
     /// A published dirty file becomes the clean copy of `version`.
@@ -480,15 +514,20 @@ impl Cache {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|e| e == "data"))
             .map(|p| {
-                // The sidecar (written on a failed publish) is newer than the attribute.
-                let meta = std::fs::read(p.with_extension("json"))
-                    .ok()
-                    .or_else(|| xattr::get(&p, META_XATTR).ok().flatten())
-                    .and_then(|b| serde_json::from_slice(&b).ok());
+                let meta = record_of(&p);
                 (p, meta)
             })
             .collect()
     }
+}
+
+/// The record of the dirty file `data`: its sidecar (written on a failed publish, newer than
+/// the attribute), else its attribute.
+fn record_of(data: &Path) -> Option<DirtyMeta> {
+    std::fs::read(data.with_extension("json"))
+        .ok()
+        .or_else(|| xattr::get(data, META_XATTR).ok().flatten())
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Extended attribute holding a dirty file's [`DirtyMeta`] as JSON.
@@ -550,6 +589,7 @@ mod tests {
             base_version: 0,
             token,
             last_error: None,
+            pending: false,
         }
     }
 

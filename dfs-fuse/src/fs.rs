@@ -38,6 +38,9 @@ pub struct FsConfig {
     /// How stale the kernel may show attributes (`attr_timeout`); `getattr` right after an
     /// open answers from that open's revalidation while it is younger than this.
     pub attr_timeout: Duration,
+    /// `-o writeback`: close and fsync return once the content is durable in the cache; the
+    /// publish follows in the background (see [`DfsFs::stage`]).
+    pub writeback: bool,
 }
 
 /// The metadata changes of one `setattr` call (each `None` is left as it is).
@@ -1157,6 +1160,7 @@ impl DfsFs {
             base_version: entry.version,
             token: lease.token,
             last_error: None,
+            pending: false,
         };
         if self.in_place.load(Ordering::Acquire) && self.views.current(ino).is_some() {
             if let Err(e) = self.fetch(&entry).await {
@@ -1457,23 +1461,83 @@ impl DfsFs {
         Ok(())
     }
 
-    /// `flush` (every close): publishes unsent changes; 0 only once they are committed.
+    /// `flush` (every close): publishes unsent changes; 0 only once they are committed (with
+    /// `-o writeback`: once they are durable in the cache).
     pub async fn flush(&self, fh: u64) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
         tracing::debug!(fh, ino = handle.ino, writable = handle.writable, "flush");
         match (&handle.write, handle.writable) {
+            (Some(ws), true) if self.config.writeback => self.stage(ws).await,
             (Some(ws), true) => self.publish(ws, true).await,
             _ => Ok(()),
         }
     }
 
-    /// `fsync`: publishes too (there is no durable state short of a published version).
+    /// `fsync`: publishes too (there is no durable state short of a published version), or
+    /// with `-o writeback` makes the content durable in the cache.
     pub async fn fsync(&self, fh: u64) -> Result<(), Errno> {
         let handle = self.handle(fh)?;
         match (&handle.write, handle.writable) {
+            (Some(ws), true) if self.config.writeback => self.stage(ws).await,
             (Some(ws), true) => self.publish(ws, false).await,
             _ => Ok(()),
         }
+    }
+
+    /// Writeback: makes the changes of `ws` durable in the cache with a pending record, so
+    /// they are published even if this mount or its machine dies before the background
+    /// publish (at release) is done. The lease stays held until then.
+    async fn stage(&self, ws: &WriteState) -> Result<(), Errno> {
+        let inner = ws.inner.lock().await;
+        if !inner.changed || ws.unlinked.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if inner.lease_lost() {
+            return Err(Errno::EIO);
+        }
+        let (cache, meta, file) = (self.cache.clone(), ws.meta.clone(), ws.file.clone());
+        tokio::task::spawn_blocking(move || cache.stage_dirty(&meta, &file))
+            .await
+            .map_err(|_| Errno::EIO)?
+            .map_err(|e| {
+                tracing::error!(err = %e, "writeback: cannot make the changes durable in the cache");
+                io_errno(&e)
+            })
+    }
+
+    /// Publishes a write at release; with `-o writeback` transient failures (a server down,
+    /// the lease lost meanwhile) are retried until the publish succeeds or meets a conflict
+    /// (someone else published first: `stale`), since close already returned 0.
+    async fn publish_at_release(
+        &self,
+        ws: &WriteState,
+        inner: &mut WriteInner,
+        path: &DfsPath,
+    ) -> Result<(), ApiError> {
+        let mut tries = 0;
+        loop {
+            let result = ws
+                .publish(inner, path, &self.leases, &self.remote, &self.cache)
+                .await;
+            match result {
+                Err(err) if self.config.writeback && crate::writeback::retries(&err) => {
+                    tracing::warn!(%path, %err, "writeback: publish failed; retrying");
+                    if err.code == ErrorCode::LeaseExpired {
+                        // Taken again at the retry, which checks nobody published meanwhile.
+                        inner.lease = None;
+                    }
+                    tokio::time::sleep(crate::writeback::pause(tries)).await;
+                    tries += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Publishes, in the background, the files an earlier run of this mount closed with
+    /// `-o writeback` and did not get to publish (see [`crate::writeback`]).
+    pub async fn publish_pending(&self, pending: Vec<(PathBuf, DirtyMeta)>) {
+        crate::writeback::publish_pending(&self.leases, &self.remote, &self.cache, pending).await
     }
 
     /// `release`: the last write handle of an inode publishes what is left, turns the dirty
@@ -1519,9 +1583,14 @@ impl DfsFs {
             // would turn a reported failure into a silent success. It stays in dirty/.
             Err(())
         } else {
-            ws.publish(&mut inner, &path, &self.leases, &self.remote, &self.cache)
+            self.publish_at_release(ws, &mut inner, &path)
                 .await
-                .map_err(|_| ())
+                .map_err(|err| {
+                    if self.config.writeback {
+                        tracing::error!(%path, %err, "writeback: the changes closed here cannot be published; kept in the cache's dirty/ directory");
+                        self.cache.unstage_dirty(&ws.meta, &err.to_string());
+                    }
+                })
         };
         if let Some(lease) = inner.lease.take() {
             lease.release(&self.leases).await;

@@ -22,5 +22,6 @@ pub mod options;
 pub mod passthrough;
 pub mod session;
 pub mod view;
+pub mod writeback;
 pub mod writer;
 pub mod xattr;

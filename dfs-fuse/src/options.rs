@@ -112,6 +112,9 @@ pub struct MountConfig {
     /// cached reads and writes at the local disk's speed. Falls back to the plain path by
     /// itself when the kernel (before 6.9) or our privileges (not root) do not allow it.
     pub kernel_passthrough: bool,
+    /// `-o writeback`: close returns once the content is durable in the local cache; the
+    /// mount publishes it in the background (docs/SEMANTICS.md, "Writeback").
+    pub writeback: bool,
     /// The client key file every request is authenticated with: `--key`, else `-o key=`,
     /// else `DFS_KEY`; made absolute, since a daemonised mount changes directory.
     pub key: Option<PathBuf>,
@@ -169,6 +172,7 @@ impl Args {
             passthrough_flags: Vec::new(),
             ready_fd: self.ready_fd,
             kernel_passthrough: true,
+            writeback: false,
             ca: None,
             key: None,
         };
@@ -212,6 +216,8 @@ impl Args {
                 "foreground" => cfg.foreground = true,
                 "passthrough" => cfg.kernel_passthrough = true,
                 "nopassthrough" => cfg.kernel_passthrough = false,
+                "writeback" => cfg.writeback = true,
+                "nowriteback" => cfg.writeback = false,
                 // fsname/subtype are set by us; mount.fuse3 may pass them along.
                 "fsname" | "subtype" => {}
                 _ if value.is_none() && FORWARDED.contains(&key) => {
@@ -449,6 +455,9 @@ mod tests {
         assert!(!p.kernel_passthrough);
         let p = parse(&["http://ns", "/m", "-o", "nopassthrough,passthrough"]).unwrap();
         assert!(p.kernel_passthrough);
+        assert!(!a.writeback, "writeback is opt-in");
+        let w = parse(&["http://ns", "/m", "-o", "writeback"]).unwrap();
+        assert!(w.writeback);
     }
 
     #[test]

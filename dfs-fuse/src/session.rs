@@ -1,7 +1,7 @@
 //! Running one mount: build the pieces, mount, report readiness, serve until unmounted
 //! (by `umount`, `fusermount3 -u`, SIGTERM or SIGINT), then finish pending work.
 
-use crate::adapter::{wait_idle, Adapter};
+use crate::adapter::Adapter;
 use crate::attr::Owner;
 use crate::cache::Cache;
 use crate::fs::{DfsFs, FsConfig};
@@ -67,8 +67,11 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     let cache = Cache::open(&cfg.cache_dir, cfg.cache_size)
         .with_context(|| format!("cannot use cache directory {}", cfg.cache_dir.display()))?;
+    let pending = crate::writeback::pending(&cache);
     for (data, meta) in cache.leftover_dirty() {
         match meta {
+            // Closed on a writeback mount: published below, once the mount is up.
+            Some(meta) if meta.pending => {}
             Some(meta) => tracing::warn!(
                 file = %data.display(), path = %meta.path, error = ?meta.last_error,
                 "unsent changes from an earlier run are kept here; see docs/SEMANTICS.md to recover them"
@@ -101,6 +104,7 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
             owner: Owner::current(),
             relatime: cfg.relatime,
             attr_timeout: cfg.attr_timeout,
+            writeback: cfg.writeback,
         },
     ));
     let root = runtime
@@ -174,14 +178,82 @@ pub fn run(cfg: MountConfig, on_ready: impl FnOnce()) -> anyhow::Result<()> {
         .await;
     });
     tracing::info!(mountpoint = %cfg.mountpoint.display(), nameserver = %cfg.nameserver, "mounted");
+    let recovery = (!pending.is_empty()).then(|| {
+        let fs = fs.clone();
+        runtime.spawn(async move { fs.publish_pending(pending).await })
+    });
     on_ready();
     let served = session.run();
-    wait_idle(&inflight, Duration::from_secs(120));
+    finish_publishes(&fs, &inflight, recovery, cfg.writeback);
     runtime.block_on(fs.shutdown());
     fs.cache().close();
     tracing::info!("unmounted");
     served.context("the FUSE session failed")
 }
+
+/// After the kernel let go of the mount: waits for the publishes still running (closes that
+/// return before publishing, with `-o writeback`, and files of an earlier run), saying how
+/// many are left. What is not done by then stays pending in the cache for the next start.
+fn finish_publishes(
+    fs: &DfsFs,
+    inflight: &std::sync::atomic::AtomicUsize,
+    recovery: Option<tokio::task::JoinHandle<()>>,
+    writeback: bool,
+) {
+    use std::sync::atomic::Ordering;
+    let patience = if writeback {
+        WRITEBACK_PATIENCE
+    } else {
+        Duration::from_secs(120)
+    };
+    let deadline = Instant::now() + patience;
+    let mut said = Instant::now();
+    loop {
+        let recovering = recovery.as_ref().is_some_and(|r| !r.is_finished());
+        let requests = inflight.load(Ordering::Acquire);
+        if (requests == 0 && !recovering) || Instant::now() >= deadline {
+            break;
+        }
+        if said.elapsed() >= Duration::from_secs(2) {
+            tracing::info!(
+                files = fs.open_writers(),
+                requests,
+                recovering,
+                "unmount: waiting for publishes to finish"
+            );
+            eprintln!(
+                "dfs-fuse: unmounting: {} file(s) still publishing{}",
+                fs.open_writers(),
+                if recovering {
+                    ", and files of the last run"
+                } else {
+                    ""
+                }
+            );
+            said = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(recovery) = recovery {
+        if !recovery.is_finished() {
+            tracing::warn!(
+                "unmount: files of the last run are still pending; published at the next start"
+            );
+            recovery.abort();
+        }
+    }
+    let left = fs.open_writers();
+    if left > 0 {
+        tracing::warn!(
+            left,
+            "unmount: files still pending; published at the next start"
+        );
+        eprintln!("dfs-fuse: {left} file(s) not yet published stay in the cache; the next mount publishes them");
+    }
+}
+
+/// How long an unmount with `-o writeback` waits for its background publishes.
+const WRITEBACK_PATIENCE: Duration = Duration::from_secs(600);
 
 /// SIGTERM and SIGINT, registered when this is called (not when first awaited), so a
 /// signal sent the moment the mount is usable is not met by the default action.

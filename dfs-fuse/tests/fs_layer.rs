@@ -27,6 +27,7 @@ fn new_fs(cluster: &Cluster, cache: &std::path::Path) -> (DfsFs, String) {
             owner: Owner::current(),
             relatime: false,
             attr_timeout: Duration::from_secs(1),
+            writeback: false,
         },
     );
     (fs, session)

@@ -51,6 +51,24 @@ impl Mount {
     /// Like [`Mount::start`], but returns `None` (the caller skips) when FUSE is unusable
     /// and `DFS_SKIP_FUSE=1`.
     pub fn try_start(nameserver: &str, extra: &[&str]) -> Option<Mount> {
+        Mount::try_start_with_cache(nameserver, None, extra)
+    }
+
+    /// Like [`Mount::start`], with the cache in `cache_dir` (see [`Mount::try_start_with_cache`]).
+    pub fn start_with_cache(nameserver: &str, cache_dir: &Path, extra: &[&str]) -> Mount {
+        match Mount::try_start_with_cache(nameserver, Some(cache_dir), extra) {
+            Some(m) => m,
+            None => panic!("FUSE unavailable and DFS_SKIP_FUSE=1: call try_start to skip"),
+        }
+    }
+
+    /// Like [`Mount::try_start`], with the cache in `cache_dir` (a mount started again on the
+    /// cache of one that was killed) instead of a fresh one.
+    pub fn try_start_with_cache(
+        nameserver: &str,
+        cache_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Option<Mount> {
         if let Some(why) = fuse_unavailable() {
             if skip_fuse() {
                 eprintln!("skipping: {why}");
@@ -63,7 +81,7 @@ impl Mount {
             .tempdir()
             .expect("a temp dir for the mount");
         let dir = tmp.path().join("mnt");
-        let cache_dir = tmp.path().join("cache");
+        let cache_dir = cache_dir.map_or_else(|| tmp.path().join("cache"), Path::to_path_buf);
         std::fs::create_dir_all(&dir).expect("create the mount point");
         let log = tmp.path().join("dfs-fuse.log");
         let log_file = std::fs::File::create(&log).expect("create the mount log");

@@ -1,0 +1,158 @@
+//! `-o writeback`: what happens to a file after its close returned 0 but before it is
+//! published, including after the mount (or its machine) died in between.
+//!
+//! A close on a writeback mount stages the file: its content and a record marked pending are
+//! made durable in the cache (`Cache::stage_dirty`), and the publish follows at release, in the
+//! background, holding the lease. This module holds the rules both that publish and the
+//! restart share: which failures are retried, and how a file staged by an earlier run is
+//! published at the next start (`publish_pending`).
+
+use crate::cache::{Cache, DirtyMeta};
+use crate::writer::WriteInner;
+use dfs_client::leases::Leases;
+use dfs_client::remote::Remote;
+use dfs_client::write::LocalCopy;
+use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest pause between two tries of a writeback publish.
+const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// Whether a writeback publish that failed with `err` is tried again: anything but a conflict
+/// or a refusal that waiting cannot change, since the close already returned 0.
+pub fn retries(err: &ApiError) -> bool {
+    err.code.is_retryable()
+        || matches!(
+            err.code,
+            ErrorCode::LeaseExpired | ErrorCode::Busy | ErrorCode::NoSpace
+        )
+}
+
+/// The pause before try `n + 1` (200 ms doubling, at most [`MAX_PAUSE`]).
+pub fn pause(n: u32) -> Duration {
+    (Duration::from_millis(200) * 2u32.saturating_pow(n.min(6))).min(MAX_PAUSE)
+}
+
+/// The files an earlier run closed on a writeback mount and did not get to publish.
+pub fn pending(cache: &Cache) -> Vec<(PathBuf, DirtyMeta)> {
+    cache
+        .leftover_dirty()
+        .into_iter()
+        .filter_map(|(data, meta)| meta.filter(|m| m.pending).map(|m| (data, m)))
+        .collect()
+}
+
+/// A staged file of an earlier run, as the content a write session publishes.
+struct Staged {
+    data: PathBuf,
+}
+
+impl LocalCopy for Staged {
+    fn path(&self) -> &Path {
+        &self.data
+    }
+}
+
+/// Publishes every file of `pending`, one after another, each on top of the version it was
+/// written on: a file someone else changed since (or that is gone) is a conflict, kept in the
+/// cache's `dirty/` with the error and no longer pending. Transient failures are retried.
+pub async fn publish_pending(
+    leases: &Leases,
+    remote: &Remote,
+    cache: &Cache,
+    pending: Vec<(PathBuf, DirtyMeta)>,
+) {
+    let total = pending.len();
+    for (done, (data, meta)) in pending.into_iter().enumerate() {
+        tracing::info!(path = %meta.path, "writeback: publishing a file closed before the last stop ({} of {total})", done + 1);
+        match publish_one(leases, remote, &data, &meta).await {
+            Ok(version) => {
+                if let Err(err) = cache.promote_dirty(&meta, version) {
+                    tracing::warn!(%err, "could not keep the published file in the cache");
+                    cache.discard_dirty(&meta);
+                }
+                tracing::info!(path = %meta.path, version, "writeback: published");
+            }
+            Err(err) => {
+                tracing::error!(path = %meta.path, %err, file = %data.display(), "writeback: a file closed before the last stop cannot be published; kept");
+                cache.unstage_dirty(&meta, &err.to_string());
+            }
+        }
+    }
+}
+
+async fn publish_one(
+    leases: &Leases,
+    remote: &Remote,
+    data: &Path,
+    meta: &DirtyMeta,
+) -> Result<dfs_proto::Version, ApiError> {
+    let path = DfsPath::parse(&meta.path)?;
+    let mut session = WriteInner {
+        lease: None,
+        targets: Vec::new(),
+        base_version: meta.base_version,
+        seq: 0,
+        changed: true,
+        published: None,
+        mtime_ns: None,
+        last_entry: None,
+        failed: false,
+        write_cap: None,
+    };
+    let copy = Staged {
+        data: data.to_owned(),
+    };
+    let mut tries = 0;
+    let result = loop {
+        match session
+            .publish(meta.file_id, &path, &copy, leases, remote)
+            .await
+        {
+            Err(err) if retries(&err) => {
+                tracing::warn!(%path, %err, "writeback: publish failed; retrying");
+                if let Some(lease) = session.lease.take() {
+                    lease.release(leases).await;
+                }
+                tokio::time::sleep(pause(tries)).await;
+                tries += 1;
+            }
+            other => break other,
+        }
+    };
+    if let Some(lease) = session.lease.take() {
+        lease.release(leases).await;
+    }
+    result?;
+    session
+        .published
+        .ok_or_else(|| ApiError::internal("a publish that succeeded named no version"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_conflicts_and_refusals_end_the_retries() {
+        for code in [
+            ErrorCode::Unavailable,
+            ErrorCode::Internal,
+            ErrorCode::LeaseExpired,
+            ErrorCode::Busy,
+        ] {
+            assert!(retries(&ApiError::new(code, "")), "{code:?}");
+        }
+        for code in [
+            ErrorCode::Stale,
+            ErrorCode::Fenced,
+            ErrorCode::NotFound,
+            ErrorCode::Forbidden,
+        ] {
+            assert!(!retries(&ApiError::new(code, "")), "{code:?}");
+        }
+        assert_eq!(pause(0), Duration::from_millis(200));
+        assert_eq!(pause(30), MAX_PAUSE);
+    }
+}
