@@ -63,9 +63,9 @@ impl Options {
     fn runs_workload(&self, name: &str) -> bool {
         let picked = |w: &str| self.only.iter().any(|o| o.eq_ignore_ascii_case(w));
         let needed_by: &[&str] = match name {
-            "W1" => &["W1L", "W2", "W2w", "W3", "W4", "W1wb"],
+            "W1" => &["W1L", "W2", "W2w", "W3", "W4", "W1wb", "W5wb"],
             "C1" => &["C2"],
-            "W5" => &["W6", "W7", "W8", "W5wb"],
+            "W5" => &["W6", "W7", "W8", "W1wb", "W5wb"],
             "W5p" => &["W9"],
             "W1wb" => &["W5wb"],
             "W5wb" => &["W1wb"],

@@ -64,6 +64,13 @@ impl ClientBuilder {
         }
     }
 
+    /// See [`crate::ClientBuilder::writeback`].
+    pub fn writeback(self, dir: impl Into<std::path::PathBuf>) -> ClientBuilder {
+        ClientBuilder {
+            inner: self.inner.writeback(dir),
+        }
+    }
+
     /// See [`crate::ClientBuilder::ca`].
     pub fn ca(self, ca: impl AsRef<std::path::Path>) -> io::Result<ClientBuilder> {
         Ok(ClientBuilder {
@@ -119,6 +126,27 @@ impl Client {
     /// This client's session name at the lockserver.
     pub fn session(&self) -> &str {
         self.inner.session()
+    }
+
+    /// See [`crate::Client::publish_pending`].
+    pub fn publish_pending(&self) -> io::Result<usize> {
+        self.runtime.block_on(self.inner.publish_pending())
+    }
+
+    /// See [`crate::Client::wait_published`]. Dropping the last clone of a writeback client
+    /// stops its publishing (the closed files stay for [`Client::publish_pending`] at the
+    /// next start): call this before.
+    pub fn wait_published(&self) -> io::Result<()> {
+        self.runtime.block_on(self.inner.wait_published())
+    }
+
+    /// See [`crate::Client::wait_published_with_progress`].
+    pub fn wait_published_with_progress(
+        &self,
+        progress: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        self.runtime
+            .block_on(self.inner.wait_published_with_progress(progress))
     }
 
     fn wrap(&self, file: crate::File) -> File {

@@ -8,6 +8,7 @@ use crate::file::{File, Writer};
 use crate::leases::{HeldLease, Leases};
 use crate::remote::Remote;
 use crate::write::{publish_io_error, LocalCopy, WriteSession};
+use crate::writeback::Writeback;
 use dfs_proto::auth::{ClientKey, KEY_ENV};
 use dfs_proto::client::http_client;
 use dfs_proto::names::{
@@ -33,9 +34,13 @@ pub(crate) struct Shared {
     /// The cluster.
     pub(crate) remote: Arc<Remote>,
     /// Leases under this client's session name.
-    pub(crate) leases: Leases,
+    pub(crate) leases: Arc<Leases>,
     /// Where spool files go (`None`: the system temp directory).
     pub(crate) spool_dir: Option<PathBuf>,
+    /// The writeback directory, when [`ClientBuilder::writeback`] asked for one.
+    pub(crate) writeback_dir: Option<PathBuf>,
+    /// The writeback directory opened and its publishing task, from the first call needing it.
+    pub(crate) writeback: tokio::sync::OnceCell<Writeback>,
 }
 
 impl Shared {
@@ -43,11 +48,35 @@ impl Shared {
     pub(crate) fn spool(&self) -> io::Result<tempfile::TempPath> {
         let mut builder = tempfile::Builder::new();
         builder.prefix(".dfs-spool-");
-        let file = match &self.spool_dir {
-            Some(dir) => builder.tempfile_in(dir)?,
-            None => builder.tempfile()?,
+        let file = match (&self.writeback_dir, &self.spool_dir) {
+            (Some(root), _) => {
+                let dir = crate::writeback::spool_dir(root);
+                std::fs::create_dir_all(&dir)?;
+                builder.tempfile_in(dir)?
+            }
+            (None, Some(dir)) => builder.tempfile_in(dir)?,
+            (None, None) => builder.tempfile()?,
         };
         Ok(file.into_temp_path())
+    }
+
+    /// The writeback directory and its publishing task (opened at the first call), or `None`
+    /// without writeback.
+    pub(crate) async fn writeback(&self) -> io::Result<Option<&Writeback>> {
+        let Some(dir) = &self.writeback_dir else {
+            return Ok(None);
+        };
+        let open = || Writeback::open(dir.clone(), self.leases.clone(), self.remote.clone());
+        Ok(Some(self.writeback.get_or_try_init(open).await?))
+    }
+
+    /// Waits until no file closed under `path` here still waits for its publish (writeback),
+    /// so that what follows sees the closed content.
+    pub(crate) async fn settle(&self, path: &DfsPath) -> io::Result<()> {
+        if let Some(wb) = self.writeback().await? {
+            wb.settle(path).await;
+        }
+        Ok(())
     }
 }
 
@@ -102,6 +131,7 @@ pub struct ClientBuilder {
     session: Option<String>,
     lock_wait: Duration,
     spool_dir: Option<PathBuf>,
+    writeback: Option<PathBuf>,
     http: Option<reqwest::Client>,
     key: Option<ClientKey>,
 }
@@ -143,6 +173,17 @@ impl ClientBuilder {
         self
     }
 
+    /// Turns on writeback with `dir` as its local directory: [`File::close`] returns once the
+    /// content and a record of it are durable in `dir`, and a background task publishes the
+    /// closed files in close order, each under its lease (docs/client.md, "Writeback").
+    /// [`Client::wait_published`] waits for them and reports failed publishes;
+    /// [`Client::publish_pending`] publishes what an earlier process left in `dir`. One client
+    /// at a time uses a directory (the second gets `ResourceBusy`); spool files go there too.
+    pub fn writeback(mut self, dir: impl Into<PathBuf>) -> ClientBuilder {
+        self.writeback = Some(dir.into());
+        self
+    }
+
     /// Authenticates every request with `key` (made by `dfs keygen client`) instead of the
     /// key named by `DFS_KEY`.
     pub fn key(mut self, key: ClientKey) -> ClientBuilder {
@@ -165,9 +206,11 @@ impl ClientBuilder {
         let session = self.session.unwrap_or_else(Leases::session_name);
         Client {
             shared: Arc::new(Shared {
-                leases: Leases::new(remote.clone(), session, self.lock_wait),
+                leases: Arc::new(Leases::new(remote.clone(), session, self.lock_wait)),
                 remote,
                 spool_dir: self.spool_dir,
+                writeback_dir: self.writeback,
+                writeback: tokio::sync::OnceCell::new(),
             }),
         }
     }
@@ -208,6 +251,7 @@ impl Client {
             session: None,
             lock_wait: Duration::ZERO,
             spool_dir: None,
+            writeback: None,
             http: None,
             key: key_from_env(),
         }
@@ -227,6 +271,37 @@ impl Client {
     /// This client's session name at the lockserver.
     pub fn session(&self) -> &str {
         self.shared.leases.session()
+    }
+
+    /// With writeback: opens the writeback directory and starts publishing, first, the files
+    /// an earlier process closed there and did not get to publish (each on top of the version
+    /// it was written on; one changed by someone else since is a conflict, kept). Returns how
+    /// many there were; call it at start. Without writeback: `Ok(0)`.
+    pub async fn publish_pending(&self) -> io::Result<usize> {
+        Ok(self
+            .shared
+            .writeback()
+            .await?
+            .map_or(0, Writeback::recovered))
+    }
+
+    /// With writeback: waits until every file closed so far is published. `Err` names the
+    /// files whose publish failed since the last call (a conflict; their content is kept in
+    /// the writeback directory). Without writeback: `Ok(())` at once.
+    pub async fn wait_published(&self) -> io::Result<()> {
+        self.wait_published_with_progress(|_, _| {}).await
+    }
+
+    /// [`Client::wait_published`], calling `progress(published, closed)` at the start and
+    /// then every 200 ms or so while files are still waiting.
+    pub async fn wait_published_with_progress(
+        &self,
+        progress: impl FnMut(usize, usize),
+    ) -> io::Result<()> {
+        match self.shared.writeback().await? {
+            Some(wb) => wb.wait(progress).await,
+            None => Ok(()),
+        }
     }
 
     /// Opens `path` for reading: downloads its current version whole into a spool file.
@@ -256,6 +331,7 @@ impl Client {
     /// Metadata of `path` as the nameserver has it now.
     pub async fn metadata(&self, path: &str) -> io::Result<Metadata> {
         let path = parse(path)?;
+        self.shared.settle(&path).await?;
         Ok(Metadata::from(self.shared.remote.names.stat(&path).await?))
     }
 
@@ -306,6 +382,7 @@ impl Client {
     /// `StaleNetworkFileHandle`.
     pub async fn remove_file(&self, path: &str) -> io::Result<()> {
         let path = parse(path)?;
+        self.shared.settle(&path).await?;
         self.shared.remote.names.unlink(&path).await?;
         Ok(())
     }
@@ -325,6 +402,8 @@ impl Client {
             no_replace: false,
             exchange: false,
         };
+        self.shared.settle(&req.from).await?;
+        self.shared.settle(&req.to).await?;
         self.shared.remote.names.rename(&req).await?;
         Ok(())
     }
@@ -337,6 +416,8 @@ impl Client {
             no_replace: false,
             exchange: true,
         };
+        self.shared.settle(&req.from).await?;
+        self.shared.settle(&req.to).await?;
         self.shared.remote.names.rename(&req).await?;
         Ok(())
     }
@@ -459,7 +540,8 @@ impl Client {
         Ok(bytes)
     }
 
-    /// Replaces (or creates) `path` with `bytes`; returns once they are published. On
+    /// Replaces (or creates) `path` with `bytes`; returns once they are published (with
+    /// writeback: once they are durable in the writeback directory, as [`File::close`]). On
     /// failure nothing is kept locally (the caller still has the bytes).
     pub async fn write(&self, path: &str, bytes: impl AsRef<[u8]>) -> io::Result<()> {
         let mut file = self.create(path).await?;
@@ -539,6 +621,7 @@ impl Client {
     }
 
     async fn download(&self, path: &DfsPath) -> io::Result<(Entry, tempfile::TempPath)> {
+        self.shared.settle(path).await?;
         let spool = self.shared.spool()?;
         let entry = self.shared.remote.download_current(path, &spool).await?;
         Ok((entry, spool))
@@ -563,6 +646,7 @@ impl Client {
         create: Option<u32>,
         exclusive: bool,
     ) -> io::Result<(Arc<HeldLease>, OpenWriteResponse)> {
+        self.shared.settle(path).await?;
         let shared = &self.shared;
         let lease = Arc::new(shared.leases.acquire(path).await?);
         let req = OpenWriteRequest {

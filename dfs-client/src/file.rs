@@ -79,6 +79,33 @@ impl Writer {
         explicit: bool,
         keep: bool,
     ) -> io::Result<()> {
+        if explicit && self.session.changed && !self.session.lease_lost() {
+            let shared = self.shared.clone();
+            if let Some(wb) = shared.writeback().await? {
+                let Writer {
+                    shared,
+                    session,
+                    spool,
+                } = self;
+                match wb.stage(spool, session, file_id, path).await {
+                    Ok(()) => return Ok(()),
+                    Err((err, session, Some(spool))) => {
+                        tracing::warn!(%path, %err, "writeback: cannot keep the closed file locally; publishing it now");
+                        self = Writer {
+                            shared,
+                            session,
+                            spool,
+                        };
+                    }
+                    Err((err, mut session, None)) => {
+                        if let Some(lease) = session.lease.take() {
+                            lease.release(&shared.leases).await;
+                        }
+                        return Err(err);
+                    }
+                }
+            }
+        }
         let result = if self.session.changed && !explicit && self.session.failed {
             Err(io::Error::other(format!(
                 "the last publish of {path} failed"
@@ -227,7 +254,9 @@ impl File {
 
     /// Closes the file: publishes unsent changes and gives the lease back. `Ok` only once
     /// the new version is durable and committed; on error the changes are not lost (the
-    /// spool file is kept and named in the error).
+    /// spool file is kept and named in the error). With writeback
+    /// ([`crate::ClientBuilder::writeback`]) `Ok` once the changes are durable in the
+    /// writeback directory; the publish follows in the background, holding the lease.
     pub async fn close(self) -> io::Result<()> {
         self.close_keeping(true).await
     }

@@ -34,6 +34,7 @@ mod file;
 pub mod leases;
 pub mod remote;
 pub mod write;
+pub mod writeback;
 
 pub use client::{key_from_env, Client, ClientBuilder, DirEntry, Metadata, OpenOptions};
 pub use file::File;

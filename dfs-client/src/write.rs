@@ -183,6 +183,23 @@ impl WriteSession {
         }
     }
 
+    /// A session holding no lease yet, for content an earlier process closed on top of
+    /// `base_version`: its publish takes the lease and checks that nobody published since.
+    pub fn unleased(base_version: Version) -> WriteSession {
+        WriteSession {
+            lease: None,
+            targets: Vec::new(),
+            write_cap: None,
+            base_version,
+            seq: 0,
+            changed: true,
+            published: None,
+            mtime_ns: None,
+            last_entry: None,
+            failed: false,
+        }
+    }
+
     /// Records a local change (write, truncate): there is something new to publish.
     pub fn mark_changed(&mut self) {
         self.changed = true;

@@ -12,27 +12,10 @@ use crate::writer::WriteInner;
 use dfs_client::leases::Leases;
 use dfs_client::remote::Remote;
 use dfs_client::write::LocalCopy;
-use dfs_proto::{ApiError, DfsPath, ErrorCode};
+use dfs_proto::{ApiError, DfsPath};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-/// Longest pause between two tries of a writeback publish.
-const MAX_PAUSE: Duration = Duration::from_secs(10);
-
-/// Whether a writeback publish that failed with `err` is tried again: anything but a conflict
-/// or a refusal that waiting cannot change, since the close already returned 0.
-pub fn retries(err: &ApiError) -> bool {
-    err.code.is_retryable()
-        || matches!(
-            err.code,
-            ErrorCode::LeaseExpired | ErrorCode::Busy | ErrorCode::NoSpace
-        )
-}
-
-/// The pause before try `n + 1` (200 ms doubling, at most [`MAX_PAUSE`]).
-pub fn pause(n: u32) -> Duration {
-    (Duration::from_millis(200) * 2u32.saturating_pow(n.min(6))).min(MAX_PAUSE)
-}
+pub use dfs_client::writeback::{pause, retries};
 
 /// The files an earlier run closed on a writeback mount and did not get to publish.
 pub fn pending(cache: &Cache) -> Vec<(PathBuf, DirtyMeta)> {
@@ -89,18 +72,7 @@ async fn publish_one(
     meta: &DirtyMeta,
 ) -> Result<dfs_proto::Version, ApiError> {
     let path = DfsPath::parse(&meta.path)?;
-    let mut session = WriteInner {
-        lease: None,
-        targets: Vec::new(),
-        base_version: meta.base_version,
-        seq: 0,
-        changed: true,
-        published: None,
-        mtime_ns: None,
-        last_entry: None,
-        failed: false,
-        write_cap: None,
-    };
+    let mut session = WriteInner::unleased(meta.base_version);
     let copy = Staged {
         data: data.to_owned(),
     };
@@ -128,31 +100,4 @@ async fn publish_one(
     session
         .published
         .ok_or_else(|| ApiError::internal("a publish that succeeded named no version"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_conflicts_and_refusals_end_the_retries() {
-        for code in [
-            ErrorCode::Unavailable,
-            ErrorCode::Internal,
-            ErrorCode::LeaseExpired,
-            ErrorCode::Busy,
-        ] {
-            assert!(retries(&ApiError::new(code, "")), "{code:?}");
-        }
-        for code in [
-            ErrorCode::Stale,
-            ErrorCode::Fenced,
-            ErrorCode::NotFound,
-            ErrorCode::Forbidden,
-        ] {
-            assert!(!retries(&ApiError::new(code, "")), "{code:?}");
-        }
-        assert_eq!(pause(0), Duration::from_millis(200));
-        assert_eq!(pause(30), MAX_PAUSE);
-    }
 }
