@@ -340,7 +340,7 @@ pub fn writeback_rows(
                     counters: None,
                     dfs_samples: Vec::new(),
                     reference_samples: Vec::new(),
-                    note: format!("n/a: dfs-fuse has no writeback mode yet ({why})"),
+                    note: format!("n/a: the mount did not start with -o writeback ({why})"),
                     compare: None,
                     fsyncs: None,
                 })
