@@ -1,7 +1,7 @@
 //! Everyday programs on a real mount, their result read back through a second mount of the
 //! same cluster: `tar -xp`, `cp -a` and `rsync -aH` of a tree with symlinks, hard links and
 //! files of two owners (type, mode, owner, link count, link target, mtime and content
-//! compared with the source), `python3 -m venv`, `git clone` of a repository with a
+//! compared with the source), `python3 -m venv` (and the `isatty` ioctl Python sends), `git clone` of a repository with a
 //! symlink, and `setfattr`/`getfattr`. The tests run as root (as CI does), so that the
 //! programs keep owners.
 
@@ -229,6 +229,24 @@ fn python_venv_is_created_and_runs_from_another_mount() {
         q(&a.path("venv"))
     ));
     assert_eq!(answer.trim(), "42");
+    // Python asks `isatty` of every file it opens: an ioctl the mount answers ENOTTY, as a
+    // local file does, and quietly.
+    let tty = sh(&format!(
+        "python3 -c 'import errno, fcntl, sys, termios
+f = open(sys.argv[1], \"rb\")
+try:
+    fcntl.ioctl(f, termios.TCGETS, bytes(64))
+    print(\"answered\")
+except OSError as e:
+    print(errno.errorcode.get(e.errno, e.errno), f.isatty())' {}",
+        q(&a.path("venv/pyvenv.cfg"))
+    ));
+    assert_eq!(tty.trim(), "ENOTTY False");
+    assert!(
+        !a.log().contains("Not Implemented"),
+        "no warning per open in the mount's log:\n{}",
+        a.log()
+    );
 }
 
 #[test]
