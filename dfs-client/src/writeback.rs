@@ -567,14 +567,20 @@ mod tests {
             fs::write(pending.join(format!("{seq:016x}.data")), b"x").unwrap();
             write_record(&pending.join(format!("{seq:016x}.json")), &record("/a")).unwrap();
         }
-        // A close that died before its record, one that died writing it, an open spool.
+        // What a power cut can leave of closes that had not returned (the directory fsync is
+        // their last step): data without its record, a record being written, a record whose
+        // data name did not survive; and a spool of a file never closed.
         fs::write(pending.join(format!("{:016x}.data", 5)), b"y").unwrap();
         fs::write(pending.join(format!("{:016x}.json.tmp", 5)), b"{").unwrap();
+        write_record(&pending.join(format!("{:016x}.json", 6)), &record("/b")).unwrap();
         fs::write(spool_dir(root).join(".dfs-spool-1"), b"z").unwrap();
         let (lock, records, _) = scan(root).unwrap();
         assert_eq!(records.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 3]);
-        assert!(!pending.join(format!("{:016x}.data", 5)).exists());
-        assert!(!pending.join(format!("{:016x}.json.tmp", 5)).exists());
+        for gone in ["5.data", "5.json.tmp", "6.json"] {
+            let (seq, ext) = gone.split_once('.').unwrap();
+            let name = format!("{:016x}.{ext}", seq.parse::<u64>().unwrap());
+            assert!(!pending.join(name).exists(), "{gone} is dropped");
+        }
         assert_eq!(fs::read_dir(spool_dir(root)).unwrap().count(), 0);
         let err = scan(root).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::ResourceBusy, "{err}");
