@@ -287,7 +287,10 @@ impl Client {
 
     /// With writeback: waits until every file closed so far is published. `Err` names the
     /// files whose publish failed since the last call (a conflict; their content is kept in
-    /// the writeback directory). Without writeback: `Ok(())` at once.
+    /// the writeback directory). Without writeback: `Ok(())` at once. Transient failures (a
+    /// server down) are retried for as long as it takes: bound the wait with
+    /// `tokio::time::timeout` where that matters; what is not published stays in the
+    /// directory for [`Client::publish_pending`].
     pub async fn wait_published(&self) -> io::Result<()> {
         self.wait_published_with_progress(|_, _| {}).await
     }
