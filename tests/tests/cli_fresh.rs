@@ -57,6 +57,24 @@ fn detach(dir: &Path) {
     }
 }
 
+/// Spawns `command`, trying again while its binary is "busy": a binary this test process just
+/// copied can still be open for writing in a child another test thread forked meanwhile (the
+/// descriptor lives until that child's exec), and exec then fails with `ETXTBSY`.
+fn spawn_when_not_busy(command: &mut Command) -> Child {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match command.spawn() {
+            Err(err)
+                if err.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.expect("start dfs up"),
+        }
+    }
+}
+
 /// `dfs up` running from a temp dir; dropping it kills the process and detaches the mount.
 struct Up {
     child: Child,
@@ -75,7 +93,8 @@ impl Up {
     fn start_with(bin: &Path, root: &Path, log: &str, extra: &[&str]) -> Up {
         let mnt = root.join("mnt");
         let log = root.join(log);
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .arg("up")
             .arg(&mnt)
             .arg("--data")
@@ -87,9 +106,8 @@ impl Up {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("create the log"))
-            .spawn()
-            .expect("start dfs up");
+            .stderr(std::fs::File::create(&log).expect("create the log"));
+        let child = spawn_when_not_busy(&mut command);
         let mut up = Up { child, mnt, log };
         let deadline = Instant::now() + Duration::from_secs(60);
         while !is_mounted(&up.mnt) {
