@@ -6,7 +6,7 @@
 //! parallel; `dfs get` reads one copy, so its reference is one `curl` GET of that blob.
 
 use crate::report::Row;
-use crate::util::{checksum_file, find_binary, mbps, median, run, time};
+use crate::util::{find_binary, mbps, median, run, time};
 use crate::workloads::{curl_download, curl_upload, unused_blob, Ctx, DFS_DIR};
 use std::path::Path;
 use std::process::Command;
@@ -44,7 +44,7 @@ fn row(id: &str, what: String, size: u64, dfs: Vec<f64>, curl: Vec<f64>, referen
 /// replica fileserver in parallel.
 pub fn c1(ctx: &Ctx, bin_dir: Option<&Path>) -> anyhow::Result<Row> {
     let bin = find_binary("dfs", bin_dir)?;
-    let sum = checksum_file(&ctx.src)?.to_string();
+    let sum = dfs_proto::Checksum::of_file(&ctx.src)?.to_string();
     let servers = ctx.cluster.fileservers.clone();
     let (mut dfs_t, mut curl_t) = (Vec::new(), Vec::new());
     for i in 0..ctx.runs {

@@ -88,21 +88,6 @@ pub fn make_file(path: &Path, size: u64, seed: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The DFS checksum of a local file, which a raw upload must send in `x-dfs-checksum`.
-pub fn checksum_file(path: &Path) -> anyhow::Result<dfs_proto::Checksum> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut sum = dfs_proto::checksum::ChecksumWriter::default();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(sum.finish());
-        }
-        sum.update(&buf[..n]);
-    }
-}
-
 /// Peak resident set size (VmHWM) of a process in bytes: the memory target is about the peak.
 pub fn vm_hwm(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -3,9 +3,7 @@
 use crate::cluster::{Cluster, Counters, Fsyncs, Mount};
 use crate::peers::Peer;
 use crate::report::{Compare, Goal, PeerRate, Row};
-use crate::util::{
-    cat, checksum_file, cp, drop_caches, make_file, mbps, median, run, time, vm_hwm,
-};
+use crate::util::{cat, cp, drop_caches, make_file, mbps, median, run, time, vm_hwm};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,7 +207,7 @@ pub(crate) fn curl_download(
 /// W1: `cp` of the large file into the mount, until cp returns (published, durable), against
 /// local `cp` plus a raw `curl` upload of the same file to the same fileserver.
 pub fn w1(ctx: &Ctx) -> anyhow::Result<Row> {
-    let sum = checksum_file(&ctx.src)?.to_string();
+    let sum = dfs_proto::Checksum::of_file(&ctx.src)?.to_string();
     let server = ctx.cluster.fileservers[0].clone();
     let (mut dfs, mut local, mut curl) = (Vec::new(), Vec::new(), Vec::new());
     let mut counters = Counters::default();

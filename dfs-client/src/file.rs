@@ -80,30 +80,9 @@ impl Writer {
         keep: bool,
     ) -> io::Result<()> {
         if explicit && self.session.changed && !self.session.lease_lost() {
-            let shared = self.shared.clone();
-            if let Some(wb) = shared.writeback().await? {
-                let Writer {
-                    shared,
-                    session,
-                    spool,
-                } = self;
-                match wb.stage(spool, session, file_id, path).await {
-                    Ok(()) => return Ok(()),
-                    Err((err, session, Some(spool))) => {
-                        tracing::warn!(%path, %err, "writeback: cannot keep the closed file locally; publishing it now");
-                        self = Writer {
-                            shared,
-                            session,
-                            spool,
-                        };
-                    }
-                    Err((err, mut session, None)) => {
-                        if let Some(lease) = session.lease.take() {
-                            lease.release(&shared.leases).await;
-                        }
-                        return Err(err);
-                    }
-                }
+            match self.try_stage(file_id, path).await? {
+                Some(writer) => self = writer,
+                None => return Ok(()),
             }
         }
         let result = if self.session.changed && !explicit && self.session.failed {
@@ -119,6 +98,38 @@ impl Writer {
         match result {
             Err(err) if keep => Err(self.keep(path, err)),
             other => other,
+        }
+    }
+
+    /// With writeback, hands the closed content to the writeback directory, which publishes
+    /// it later under this lease: `None` once it is durable there. `Some` gives the writer
+    /// back to publish now: no writeback, or the content could not be kept there.
+    async fn try_stage(self, file_id: FileId, path: &DfsPath) -> io::Result<Option<Writer>> {
+        let shared = self.shared.clone();
+        let Some(wb) = shared.writeback().await? else {
+            return Ok(Some(self));
+        };
+        let Writer {
+            shared,
+            session,
+            spool,
+        } = self;
+        match wb.stage(spool, session, file_id, path).await {
+            Ok(()) => Ok(None),
+            Err((err, session, Some(spool))) => {
+                tracing::warn!(%path, %err, "writeback: cannot keep the closed file locally; publishing it now");
+                Ok(Some(Writer {
+                    shared,
+                    session,
+                    spool,
+                }))
+            }
+            Err((err, mut session, None)) => {
+                if let Some(lease) = session.lease.take() {
+                    lease.release(&shared.leases).await;
+                }
+                Err(err)
+            }
         }
     }
 

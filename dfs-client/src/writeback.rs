@@ -15,7 +15,7 @@ use crate::remote::Remote;
 use crate::write::{LocalCopy, WriteSession};
 use dfs_proto::{ApiError, Checksum, DfsPath, ErrorCode, FileId, Version};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -44,6 +44,34 @@ pub fn retries(err: &ApiError) -> bool {
 /// The pause before try `n + 1` (200 ms doubling, at most ten seconds).
 pub fn pause(n: u32) -> Duration {
     (Duration::from_millis(200) * 2u32.saturating_pow(n.min(6))).min(MAX_PAUSE)
+}
+
+/// Publishes `local` through `session` until it succeeds or fails with what waiting cannot
+/// change (see [`retries`]), pausing between tries. A lease lost or refused on the way is
+/// given back and taken again at the next try, which checks that nobody published meanwhile.
+/// The writeback publish of both the library and the mount's `-o writeback` after a restart.
+pub async fn publish_retrying(
+    session: &mut WriteSession,
+    file_id: FileId,
+    path: &DfsPath,
+    local: &dyn LocalCopy,
+    leases: &Leases,
+    remote: &Remote,
+) -> Result<(), ApiError> {
+    let mut tries = 0;
+    loop {
+        match session.publish(file_id, path, local, leases, remote).await {
+            Err(err) if retries(&err) => {
+                tracing::warn!(%path, %err, "writeback: publish failed; retrying");
+                if let Some(lease) = session.lease.take() {
+                    lease.release(leases).await;
+                }
+                tokio::time::sleep(pause(tries)).await;
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// What `pending/<seq>.json` holds: enough to publish the data on top of the version it was
@@ -105,12 +133,22 @@ impl Shared {
     }
 
     fn data(&self, seq: u64) -> PathBuf {
-        self.pending.join(format!("{seq:016x}.data"))
+        data_path(&self.pending, seq)
     }
 
     fn record(&self, seq: u64) -> PathBuf {
-        self.pending.join(format!("{seq:016x}.json"))
+        record_path(&self.pending, seq)
     }
+}
+
+/// `pending/<seq>.data`: the content of closed file `seq`.
+fn data_path(pending: &Path, seq: u64) -> PathBuf {
+    pending.join(format!("{seq:016x}.data"))
+}
+
+/// `pending/<seq>.json`: the record of closed file `seq`.
+fn record_path(pending: &Path, seq: u64) -> PathBuf {
+    pending.join(format!("{seq:016x}.json"))
 }
 
 /// A close that could not be staged: the error, and the session and spool file (gone if the
@@ -128,8 +166,8 @@ pub(crate) struct Writeback {
     _lock: fs::File,
 }
 
-/// Where a client spools files open for writing when writeback is on: beside `pending/`, so
-/// a close renames instead of copying.
+/// Where a client spools files open for writing when writeback is on: beside `pending/`, on
+/// the same file system, so a close links the spool file there instead of copying it.
 pub(crate) fn spool_dir(root: &Path) -> PathBuf {
     root.join("spool")
 }
@@ -254,18 +292,15 @@ impl Writeback {
     /// (done, queued) now and then; `Err` lists the publishes that failed since the last wait
     /// (their data is kept in `pending/`).
     pub(crate) async fn wait(&self, mut progress: impl FnMut(usize, usize)) -> io::Result<()> {
-        loop {
-            let changed = self.shared.changed.notified();
+        self.wait_until(|| {
             let (done, queued) = {
                 let p = self.shared.progress();
                 (p.done, p.queued)
             };
             progress(done, queued);
-            if done >= queued {
-                break;
-            }
-            let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
-        }
+            done >= queued
+        })
+        .await;
         let failures = std::mem::take(&mut self.shared.progress().failures);
         if failures.is_empty() {
             Ok(())
@@ -281,9 +316,18 @@ impl Writeback {
     /// Waits until no file closed under `path` waits for its publish, so that an open, a
     /// rename or a removal here sees the closed content.
     pub(crate) async fn settle(&self, path: &DfsPath) {
+        self.wait_until(|| !self.shared.progress().paths.contains_key(path))
+            .await
+    }
+
+    /// Waits until `done` holds, asking again after every finished publish and at least
+    /// every 200 ms. `done` takes the progress lock itself, so it may call back into user
+    /// code without holding it.
+    async fn wait_until(&self, mut done: impl FnMut() -> bool) {
         loop {
+            // Registered before the check, so a publish finishing in between still wakes us.
             let changed = self.shared.changed.notified();
-            if !self.shared.progress().paths.contains_key(path) {
+            if done() {
                 return;
             }
             let _ = tokio::time::timeout(Duration::from_millis(200), changed).await;
@@ -321,7 +365,7 @@ fn scan(root: &Path) -> io::Result<Scanned> {
         let _ = fs::remove_file(entry?.path());
     }
     let mut records = Vec::new();
-    let mut data = Vec::new();
+    let mut data = HashSet::new();
     for entry in fs::read_dir(&pending)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -335,7 +379,9 @@ fn scan(root: &Path) -> io::Result<Scanned> {
                     tracing::error!(%err, record = %path.display(), "writeback: unreadable record left as it is")
                 }
             },
-            (Some(seq), Some("data")) => data.push(seq),
+            (Some(seq), Some("data")) => {
+                data.insert(seq);
+            }
             // A record being written when the process died: its close never returned.
             _ => {
                 let _ = fs::remove_file(&path);
@@ -343,21 +389,19 @@ fn scan(root: &Path) -> io::Result<Scanned> {
         }
     }
     records.sort_by_key(|(seq, _)| *seq);
-    // Data without a record is a close that never returned; a record without data cannot
-    // happen (the data is named first) and is dropped if it does.
-    let with_record: std::collections::HashSet<u64> = records.iter().map(|(s, _)| *s).collect();
-    for seq in data.iter().filter(|s| !with_record.contains(s)) {
-        let _ = fs::remove_file(pending.join(format!("{seq:016x}.data")));
-    }
-    let present: std::collections::HashSet<u64> = data.into_iter().collect();
+    // A record without data cannot happen (the data is named first) and is dropped if it
+    // does; data left without a record is a close that never returned.
     records.retain(|(seq, record)| {
-        let keep = present.contains(seq);
+        let keep = data.remove(seq);
         if !keep {
             tracing::error!(path = %record.path, "writeback: a record without its data; dropped");
-            let _ = fs::remove_file(pending.join(format!("{seq:016x}.json")));
+            let _ = fs::remove_file(record_path(&pending, *seq));
         }
         keep
     });
+    for seq in data {
+        let _ = fs::remove_file(data_path(&pending, seq));
+    }
     Ok((lock, records, pending))
 }
 
@@ -482,30 +526,23 @@ async fn publish_one(
     remote: &Remote,
 ) -> Result<(), ApiError> {
     let copy = PendingCopy(data.to_path_buf());
-    let mut tries = 0;
-    loop {
-        let result = job
-            .session
-            .publish(job.file_id, &job.path, &copy, leases, remote)
-            .await;
-        match result {
-            Err(err) if retries(&err) => {
-                tracing::warn!(path = %job.path, %err, "writeback: publish failed; retrying");
-                if let Some(lease) = job.session.lease.take() {
-                    // Taken again at the retry, which checks nobody published meanwhile.
-                    lease.release(leases).await;
-                }
-                tokio::time::sleep(pause(tries)).await;
-                tries += 1;
+    let result = publish_retrying(
+        &mut job.session,
+        job.file_id,
+        &job.path,
+        &copy,
+        leases,
+        remote,
+    )
+    .await;
+    match result {
+        Err(err) if job.recovered && err.code == ErrorCode::Stale => {
+            if already_published(job, data, remote).await {
+                return Ok(());
             }
-            Err(err) if job.recovered && err.code == ErrorCode::Stale => {
-                if already_published(job, data, remote).await {
-                    return Ok(());
-                }
-                return Err(err);
-            }
-            other => return other,
+            Err(err)
         }
+        other => other,
     }
 }
 
@@ -515,9 +552,13 @@ async fn already_published(job: &Job, data: &Path, remote: &Remote) -> bool {
     let Ok(entry) = remote.names.stat(&job.path).await else {
         return false;
     };
+    let same_size = fs::metadata(data).is_ok_and(|m| m.len() == entry.size);
+    if entry.id != job.file_id || !same_size {
+        return false;
+    }
     let owned = data.to_path_buf();
-    let sum = tokio::task::spawn_blocking(move || fs::read(owned).map(|b| Checksum::of(&b))).await;
-    matches!(sum, Ok(Ok(sum)) if entry.id == job.file_id && entry.checksum == sum)
+    let sum = tokio::task::spawn_blocking(move || Checksum::of_file(&owned)).await;
+    matches!(sum, Ok(Ok(sum)) if sum == entry.checksum)
 }
 
 #[cfg(test)]

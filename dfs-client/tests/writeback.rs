@@ -5,7 +5,7 @@
 
 use dfs_client::{blocking, Client};
 use dfs_tests::cluster::Cluster;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -35,6 +35,24 @@ fn waiting(dir: &Path) -> (usize, usize) {
         }
     }
     counts
+}
+
+/// Writes `bytes` as the whole of `path` and closes it (with writeback: durable locally).
+fn close_file(client: &blocking::Client, path: &str, bytes: &[u8]) {
+    let mut file = client.create(path).unwrap();
+    file.write_all(bytes).unwrap();
+    file.close().unwrap();
+}
+
+/// The content of `path` as published now.
+fn read_text(client: &blocking::Client, path: &str) -> String {
+    let mut text = String::new();
+    client
+        .open(path)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    text
 }
 
 fn writeback_client(cluster: &Cluster, dir: &Path) -> blocking::Client {
@@ -96,9 +114,11 @@ fn files_closed_by_a_client_that_died_are_published_by_the_next() {
     let first = writeback_client(&cluster, dir.path());
     first.create_dir_all("/dead").unwrap();
     for i in 0..20 {
-        let mut file = first.create(&format!("/dead/f{i}")).unwrap();
-        file.write_all(format!("closed {i}").as_bytes()).unwrap();
-        file.close().unwrap();
+        close_file(
+            &first,
+            &format!("/dead/f{i}"),
+            format!("closed {i}").as_bytes(),
+        );
     }
     // Its runtime goes with it, mid-queue, as if the process were killed: nothing more is
     // published and its leases stay until they expire.
@@ -116,10 +136,10 @@ fn files_closed_by_a_client_that_died_are_published_by_the_next() {
     assert_eq!(waiting(dir.path()), (0, 0));
     let reader = cluster.blocking_client();
     for i in 0..20 {
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut reader.open(&format!("/dead/f{i}")).unwrap(), &mut text)
-            .unwrap();
-        assert_eq!(text, format!("closed {i}"));
+        assert_eq!(
+            read_text(&reader, &format!("/dead/f{i}")),
+            format!("closed {i}")
+        );
     }
 }
 
@@ -131,13 +151,9 @@ fn a_file_changed_meanwhile_is_a_conflict_that_keeps_the_closed_content() {
     first.create_dir_all("/c").unwrap();
     // Several files first, so the last one is still queued when the client dies.
     for i in 0..10 {
-        let mut file = first.create(&format!("/c/other{i}")).unwrap();
-        file.write_all(b"x").unwrap();
-        file.close().unwrap();
+        close_file(&first, &format!("/c/other{i}"), b"x");
     }
-    let mut file = first.create("/c/x").unwrap();
-    file.write_all(b"mine").unwrap();
-    file.close().unwrap();
+    close_file(&first, "/c/x", b"mine");
     drop(first);
     assert!(
         std::fs::read_dir(dir.path().join("pending"))
@@ -152,17 +168,17 @@ fn a_file_changed_meanwhile_is_a_conflict_that_keeps_the_closed_content() {
         .lock_wait(Duration::from_secs(30))
         .build()
         .unwrap();
-    let mut file = theirs.create("/c/x").unwrap();
-    file.write_all(b"theirs").unwrap();
-    file.close().unwrap();
+    close_file(&theirs, "/c/x", b"theirs");
 
     let second = writeback_client(&cluster, dir.path());
     assert!(second.publish_pending().unwrap() >= 1);
     let err = second.wait_published().unwrap_err();
     assert!(err.to_string().contains("/c/x"), "{err}");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut theirs.open("/c/x").unwrap(), &mut text).unwrap();
-    assert_eq!(text, "theirs", "a conflict overwrites nothing");
+    assert_eq!(
+        read_text(&theirs, "/c/x"),
+        "theirs",
+        "a conflict overwrites nothing"
+    );
     let kept: Vec<_> = std::fs::read_dir(dir.path().join("pending"))
         .unwrap()
         .map(|e| e.unwrap().path())

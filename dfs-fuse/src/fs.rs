@@ -1520,13 +1520,13 @@ impl DfsFs {
                 .publish(inner, path, &self.leases, &self.remote, &self.cache)
                 .await;
             match result {
-                Err(err) if self.config.writeback && crate::writeback::retries(&err) => {
+                Err(err) if self.config.writeback && dfs_client::writeback::retries(&err) => {
                     tracing::warn!(%path, %err, "writeback: publish failed; retrying");
                     if err.code == ErrorCode::LeaseExpired {
                         // Taken again at the retry, which checks nobody published meanwhile.
                         inner.lease = None;
                     }
-                    tokio::time::sleep(crate::writeback::pause(tries)).await;
+                    tokio::time::sleep(dfs_client::writeback::pause(tries)).await;
                     tries += 1;
                 }
                 other => return other,

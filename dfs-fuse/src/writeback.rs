@@ -3,19 +3,18 @@
 //!
 //! A close on a writeback mount stages the file: its content and a record marked pending are
 //! made durable in the cache (`Cache::stage_dirty`), and the publish follows at release, in the
-//! background, holding the lease. This module holds the rules both that publish and the
-//! restart share: which failures are retried, and how a file staged by an earlier run is
-//! published at the next start (`publish_pending`).
+//! background, holding the lease. This module publishes, at the next start, what an earlier
+//! run staged (`publish_pending`); which failures are retried is the client library's rule
+//! (`dfs_client::writeback`), shared with its own writeback.
 
 use crate::cache::{Cache, DirtyMeta};
 use crate::writer::WriteInner;
 use dfs_client::leases::Leases;
 use dfs_client::remote::Remote;
 use dfs_client::write::LocalCopy;
+use dfs_client::writeback::publish_retrying;
 use dfs_proto::{ApiError, DfsPath};
 use std::path::{Path, PathBuf};
-
-pub use dfs_client::writeback::{pause, retries};
 
 /// The files an earlier run closed on a writeback mount and did not get to publish.
 pub fn pending(cache: &Cache) -> Vec<(PathBuf, DirtyMeta)> {
@@ -76,23 +75,7 @@ async fn publish_one(
     let copy = Staged {
         data: data.to_owned(),
     };
-    let mut tries = 0;
-    let result = loop {
-        match session
-            .publish(meta.file_id, &path, &copy, leases, remote)
-            .await
-        {
-            Err(err) if retries(&err) => {
-                tracing::warn!(%path, %err, "writeback: publish failed; retrying");
-                if let Some(lease) = session.lease.take() {
-                    lease.release(leases).await;
-                }
-                tokio::time::sleep(pause(tries)).await;
-                tries += 1;
-            }
-            other => break other,
-        }
-    };
+    let result = publish_retrying(&mut session, meta.file_id, &path, &copy, leases, remote).await;
     if let Some(lease) = session.lease.take() {
         lease.release(leases).await;
     }

@@ -25,6 +25,22 @@ impl Checksum {
     pub fn of(bytes: &[u8]) -> Checksum {
         Checksum(crc32c::crc32c(bytes))
     }
+
+    /// Checksum of a local file, read in 1 MiB pieces so that a file of any size costs
+    /// constant memory. Blocking.
+    pub fn of_file(path: &std::path::Path) -> std::io::Result<Checksum> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(path)?;
+        let mut sum = ChecksumWriter::default();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                return Ok(sum.finish());
+            }
+            sum.update(&buf[..n]);
+        }
+    }
 }
 
 impl fmt::Display for Checksum {
@@ -78,6 +94,11 @@ mod tests {
         }
         assert_eq!(w.finish(), Checksum::of(&data));
         assert_eq!(Checksum::of(b""), Checksum::EMPTY);
+        let path = std::env::temp_dir().join(format!("dfs-checksum-{}", std::process::id()));
+        std::fs::write(&path, &data).unwrap();
+        let of_file = Checksum::of_file(&path);
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(of_file.unwrap(), Checksum::of(&data));
     }
 
     #[test]

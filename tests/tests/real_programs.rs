@@ -1,9 +1,9 @@
 //! Everyday programs on a real mount, their result read back through a second mount of the
 //! same cluster: `tar -xp`, `cp -a` and `rsync -aH` of a tree with symlinks, hard links and
 //! files of two owners (type, mode, owner, link count, link target, mtime and content
-//! compared with the source), `python3 -m venv` (and the `isatty` ioctl Python sends), `git clone` of a repository with a
-//! symlink, and `setfattr`/`getfattr`. The tests run as root (as CI does), so that the
-//! programs keep owners.
+//! compared with the source), `python3 -m venv` (and the `isatty` ioctl Python sends),
+//! `git clone` of a repository with a symlink, and `setfattr`/`getfattr`. The tests run as
+//! root (as CI does), so that the programs keep owners.
 
 use dfs_tests::cluster::Cluster;
 use dfs_tests::mount::{sh, sh_status, Mount};
