@@ -49,11 +49,9 @@ impl Shared {
         let mut builder = tempfile::Builder::new();
         builder.prefix(".dfs-spool-");
         let file = match (&self.writeback_dir, &self.spool_dir) {
-            (Some(root), _) => {
-                let dir = crate::writeback::spool_dir(root);
-                std::fs::create_dir_all(&dir)?;
-                builder.tempfile_in(dir)?
-            }
+            // Created when the writeback directory is opened, which every caller (a download,
+            // a write-open) does first, to wait for this client's pending publish of the path.
+            (Some(root), _) => builder.tempfile_in(crate::writeback::spool_dir(root))?,
             (None, Some(dir)) => builder.tempfile_in(dir)?,
             (None, None) => builder.tempfile()?,
         };
